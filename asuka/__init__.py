@@ -1,0 +1,1 @@
+"""ASUKA: an MAE prior aligned to a frozen Stable Diffusion inpainting UNet, with an inpainting decoder."""

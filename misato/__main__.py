@@ -1,0 +1,6 @@
+"""``python -m misato`` runs the command line."""
+import sys
+
+from misato.cli import main
+
+sys.exit(main())

@@ -1,0 +1,229 @@
+"""Image and mask files: reading with explicit format checks, the one mask binariser, atomic writes.
+
+Conventions (DESIGN.md): images are 8-bit RGB, in memory ``uint8 [H, W, 3]``; masks are boolean
+``[H, W]`` with **True = hole**, on disk 8-bit single-channel PNG with 255 = hole.
+
+Conversions done here, each on purpose:
+- grayscale (``L``) and palette (``P``) images become RGB by replicating/looking up colours;
+- an alpha channel that is fully opaque is dropped; any transparency is refused (what is behind it is unknown);
+- 16-bit images are refused (Pillow would silently drop the low byte of 16-bit RGB PNGs);
+- masks may be stored as ``L``, ``RGB`` with equal channels, or palette; values are binarised at 128.
+"""
+from __future__ import annotations
+
+import os
+import struct
+import tempfile
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from misato.errors import MisatoError
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+"""File endings accepted as images or masks (case-insensitive)."""
+
+MASK_THRESHOLD = 128
+"""uint8 mask values >= this are holes (the official scripts binarise mask/255 at 0.5)."""
+
+
+def _png_bit_depth(path: Path) -> int | None:
+    """The bit depth from a PNG's IHDR chunk, or None if the file is not a PNG."""
+    with open(path, "rb") as handle:
+        header = handle.read(26)
+    if len(header) < 26 or header[:8] != b"\x89PNG\r\n\x1a\n" or header[12:16] != b"IHDR":
+        return None
+    return struct.unpack(">B", header[24:25])[0]
+
+
+def _open_8bit(path: Path, what: str) -> Image.Image:
+    """Open and fully decode an image, refusing missing, corrupt and 16-bit files with a clear message."""
+    path = Path(path)
+    if not path.is_file():
+        raise MisatoError(f"{what} not found: {path}")
+    if _png_bit_depth(path) == 16:
+        raise MisatoError(
+            f"{path}: 16-bit PNG; MISATO metrics are defined on 8-bit images. "
+            "Convert it to 8 bits per channel first (e.g. round(value / 257))."
+        )
+    try:
+        image = Image.open(path)
+        image.load()
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
+        raise MisatoError(f"{path}: cannot decode {what.lower()} ({error})") from None
+    if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        raise MisatoError(f"{path}: {image.mode} (16/32-bit) image; convert it to 8 bits per channel first.")
+    return image
+
+
+def _drop_opaque_alpha(image: Image.Image, path: Path) -> Image.Image:
+    """RGBA/LA → RGB/L when alpha is 255 everywhere; otherwise refuse."""
+    if image.mode == "P":
+        image = image.convert("RGBA" if "transparency" in image.info else "RGB")
+    if image.mode in ("RGBA", "LA", "PA"):
+        alpha = np.asarray(image.getchannel("A"))
+        if alpha.min() < 255:
+            raise MisatoError(
+                f"{path}: has transparent pixels (alpha < 255); flatten it onto a background first, "
+                "since the metrics cannot know what lies behind the transparency."
+            )
+        image = image.convert("RGB" if image.mode == "RGBA" else "L")
+    return image
+
+
+def read_image(path: str | os.PathLike) -> np.ndarray:
+    """Read an 8-bit image as RGB.
+
+    Returns:
+        ``uint8`` array of shape ``[H, W, 3]``, values 0–255.
+    Raises:
+        MisatoError: missing, corrupt, 16-bit, or partly transparent file.
+    """
+    path = Path(path)
+    image = _drop_opaque_alpha(_open_8bit(path, "Image"), path)
+    if image.mode != "RGB":
+        image = image.convert("RGB")  # L, 1, CMYK, YCbCr: explicit, lossless for L
+    return np.asarray(image, dtype=np.uint8).copy()
+
+
+def binarize_mask(mask: np.ndarray) -> np.ndarray:
+    """The one place a mask becomes boolean (True = hole).
+
+    Args:
+        mask: ``bool`` (returned as is), ``uint8`` 0–255 (hole where >= 128), or float in [0, 1] (hole where >= 0.5).
+    Returns:
+        ``bool`` array of the same shape.
+    """
+    mask = np.asarray(mask)
+    if mask.dtype == np.bool_:
+        return mask
+    if mask.dtype == np.uint8:
+        return mask >= MASK_THRESHOLD
+    if np.issubdtype(mask.dtype, np.floating):
+        if mask.size and (mask.min() < 0.0 or mask.max() > 1.0):
+            raise MisatoError(f"float mask values must lie in [0, 1], got [{mask.min()}, {mask.max()}]")
+        return mask >= 0.5
+    raise MisatoError(f"unsupported mask dtype {mask.dtype}; use bool, uint8 (255 = hole) or float in [0, 1]")
+
+
+def read_mask_uint8(path: str | os.PathLike) -> np.ndarray:
+    """Read a mask file as single-channel 8-bit values, without binarising (for soft-mask metrics such as Grad).
+
+    Returns:
+        ``uint8`` array ``[H, W]``, 255 = hole.
+    Raises:
+        MisatoError: missing/corrupt/16-bit file, colour channels that differ, or a 0/1-valued mask
+        (which the 0/255 convention would read as "no hole at all").
+    """
+    path = Path(path)
+    image = _drop_opaque_alpha(_open_8bit(path, "Mask"), path)
+    if image.mode == "1":
+        image = image.convert("L")
+    values = np.asarray(image, dtype=np.uint8)
+    if values.ndim == 3:
+        if not (np.array_equal(values[..., 0], values[..., 1]) and np.array_equal(values[..., 0], values[..., 2])):
+            raise MisatoError(f"{path}: colour mask whose channels differ; save it as single-channel 0/255 PNG")
+        values = values[..., 0]
+    if values.size and values.max() == 1:
+        raise MisatoError(
+            f"{path}: mask values are 0/1; MISATO masks use 255 = hole, 0 = keep. Save it multiplied by 255."
+        )
+    return values.copy()
+
+
+def read_mask(path: str | os.PathLike) -> np.ndarray:
+    """Read a mask file as boolean ``[H, W]``, True = hole (values >= 128)."""
+    return binarize_mask(read_mask_uint8(path))
+
+
+def mask_to_uint8(mask: np.ndarray) -> np.ndarray:
+    """Boolean/any mask → ``uint8 [H, W]`` with 255 = hole, 0 = keep (the on-disk form)."""
+    return binarize_mask(mask).astype(np.uint8) * 255
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write ``data`` to ``path`` so that readers see either the old file or the complete new one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "wb") as stream:
+            stream.write(data)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """Text variant of :func:`atomic_write_bytes` (UTF-8)."""
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def encode_png(array: np.ndarray) -> bytes:
+    """PNG bytes of a ``uint8 [H, W]`` or ``[H, W, 3]`` array (deterministic for equal input)."""
+    import io
+
+    array = np.asarray(array)
+    if array.dtype != np.uint8 or array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[2] != 3):
+        raise ValueError(f"expected uint8 [H, W] or [H, W, 3], got {array.dtype} {array.shape}")
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format="PNG", compress_level=6)
+    return buffer.getvalue()
+
+
+def write_image(path: str | os.PathLike, image: np.ndarray) -> None:
+    """Atomically write an RGB ``uint8 [H, W, 3]`` image as PNG."""
+    atomic_write_bytes(path, encode_png(image))
+
+
+def write_mask(path: str | os.PathLike, mask: np.ndarray) -> None:
+    """Atomically write a mask (True/1 = hole) as 8-bit single-channel PNG, 255 = hole."""
+    atomic_write_bytes(path, encode_png(mask_to_uint8(mask)))
+
+
+def list_images(folder: str | os.PathLike, what: str = "image") -> dict[str, Path]:
+    """Map file stem → path for every ``.png``/``.jpg``/``.jpeg`` directly inside ``folder``.
+
+    Raises:
+        MisatoError: the folder is missing or holds no images, or two files share a stem
+        (``0001.png`` and ``0001.jpg``), which would make pairing ambiguous.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise MisatoError(f"{what} folder not found: {folder}")
+    found: dict[str, Path] = {}
+    clashes: list[str] = []
+    for path in sorted(folder.iterdir()):
+        if path.name.startswith(".") or path.suffix.lower() not in IMAGE_SUFFIXES or not path.is_file():
+            continue
+        if path.stem in found:
+            clashes.append(f"{found[path.stem].name} / {path.name}")
+        found[path.stem] = path
+    if clashes:
+        raise MisatoError(f"{folder}: several files share a name stem: {', '.join(clashes[:10])}")
+    if not found:
+        raise MisatoError(f"{what} folder {folder} holds no .png/.jpg files")
+    return found
+
+
+def _preview(names: Iterable[str], limit: int = 10) -> str:
+    names = sorted(names)
+    shown = ", ".join(names[:limit])
+    return shown + (f" … (+{len(names) - limit} more)" if len(names) > limit else "")
+
+
+def pair_by_stem(first: Mapping[str, Path], second: Mapping[str, Path], first_what: str, second_what: str) -> list[str]:
+    """Sorted stems present in both mappings; any stem in only one of them is an error that lists them."""
+    missing = set(first) - set(second)
+    extra = set(second) - set(first)
+    if missing or extra:
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} {first_what} without a {second_what}: {_preview(missing)}")
+        if extra:
+            parts.append(f"{len(extra)} {second_what} without a {first_what}: {_preview(extra)}")
+        raise MisatoError("; ".join(parts))
+    return sorted(first)

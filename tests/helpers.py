@@ -1,0 +1,54 @@
+"""Small synthetic data shared by the tests (no downloads)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from misato.io import write_image, write_mask
+
+
+def smooth_image(rng: np.random.Generator, size: int) -> np.ndarray:
+    """A natural-ish RGB ``uint8 [size, size, 3]`` image: random low-frequency colour plus a little noise."""
+    coarse = rng.uniform(0, 255, size=(4, 4, 3))
+    ys = np.linspace(0, 3, size)
+    xs = np.linspace(0, 3, size)
+    y0 = np.clip(ys.astype(int), 0, 2)
+    x0 = np.clip(xs.astype(int), 0, 2)
+    fy = (ys - y0)[:, None, None]
+    fx = (xs - x0)[None, :, None]
+    top = coarse[y0][:, x0] * (1 - fx) + coarse[y0][:, x0 + 1] * fx
+    bottom = coarse[y0 + 1][:, x0] * (1 - fx) + coarse[y0 + 1][:, x0 + 1] * fx
+    image = top * (1 - fy) + bottom * fy + rng.normal(0, 6, size=(size, size, 3))
+    return np.clip(np.rint(image), 0, 255).astype(np.uint8)
+
+
+def box_mask(rng: np.random.Generator, size: int) -> np.ndarray:
+    """A boolean ``[size, size]`` mask with one random rectangle hole covering roughly 5–30%."""
+    mask = np.zeros((size, size), bool)
+    h, w = rng.integers(size // 5, size // 2, size=2)
+    y, x = rng.integers(0, size - h), rng.integers(0, size - w)
+    mask[y : y + h, x : x + w] = True
+    return mask
+
+
+def write_misato_folder(root: Path, n: int = 4, size: int = 64, seed: int = 0, names: list[str] | None = None) -> Path:
+    """Write a MISATO-layout folder ``root/image``, ``root/mask`` with ``n`` synthetic pairs."""
+    rng = np.random.default_rng(seed)
+    names = names or [f"{i:04d}" for i in range(n)]
+    for name in names:
+        write_image(root / "image" / f"{name}.png", smooth_image(rng, size))
+        write_mask(root / "mask" / f"{name}.png", box_mask(rng, size))
+    return root
+
+
+def write_predictions(gt_root: Path, out: Path, seed: int = 1, noise: float = 20.0) -> Path:
+    """Write fake predictions: the ground truth plus Gaussian noise (``uint8`` PNGs, same stems)."""
+    from misato.io import list_images, read_image
+
+    rng = np.random.default_rng(seed)
+    for name, path in list_images(gt_root / "image").items():
+        image = read_image(path).astype(np.float64)
+        image = image + rng.normal(0, noise, size=image.shape)
+        write_image(out / f"{name}.png", np.clip(np.rint(image), 0, 255).astype(np.uint8))
+    return out

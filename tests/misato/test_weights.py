@@ -1,0 +1,87 @@
+import hashlib
+
+import pytest
+
+from misato import weights
+from misato.cli import main
+from misato.errors import MisatoError
+
+
+@pytest.fixture
+def fake_entry(tmp_path, monkeypatch):
+    """A registry entry whose 'official' file is a few bytes we control."""
+    payload = b"pretend weights"
+    entry = weights.WeightEntry(
+        name="fake-net",
+        filename="fake-net-abc.pth",
+        url="https://example.invalid/fake-net-abc.pth",
+        sha256=hashlib.sha256(payload).hexdigest()[:8],
+        description="test entry",
+        preprocessing="none",
+    )
+    monkeypatch.setitem(weights.REGISTRY, entry.name, entry)
+    monkeypatch.setenv("MISATO_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.delenv(weights.WEIGHTS_DIR_ENV, raising=False)
+    return entry, payload
+
+
+def test_found_in_weights_dir_and_verified(tmp_path, fake_entry):
+    entry, payload = fake_entry
+    (tmp_path / "w").mkdir()
+    (tmp_path / "w" / entry.filename).write_bytes(payload)
+    found = weights.resolve(entry.name, weights_dir=tmp_path / "w")
+    assert found.origin == "official" and found.sha256 == hashlib.sha256(payload).hexdigest()
+
+
+def test_torch_hub_cache_is_searched(tmp_path, fake_entry):
+    entry, payload = fake_entry
+    hub = tmp_path / "torch" / "hub" / "checkpoints"
+    hub.mkdir(parents=True)
+    (hub / entry.filename).write_bytes(payload)
+    assert weights.resolve(entry.name).path == hub / entry.filename
+
+
+def test_hash_mismatch_is_an_error(tmp_path, fake_entry):
+    entry, _ = fake_entry
+    (tmp_path / "w").mkdir()
+    (tmp_path / "w" / entry.filename).write_bytes(b"something else")
+    with pytest.raises(MisatoError, match="does not match the official"):
+        weights.resolve(entry.name, weights_dir=tmp_path / "w")
+
+
+def test_explicit_path_is_trusted(tmp_path, fake_entry):
+    entry, _ = fake_entry
+    (tmp_path / "mine.pth").write_bytes(b"anything")
+    found = weights.resolve(entry.name, path=tmp_path / "mine.pth")
+    assert found.origin == "explicit"
+    with pytest.raises(MisatoError, match="not found"):
+        weights.resolve(entry.name, path=tmp_path / "missing.pth")
+
+
+def test_offline_missing_names_file_folders_and_url(fake_entry):
+    entry, _ = fake_entry
+    with pytest.raises(MisatoError) as error:
+        weights.resolve(entry.name)
+    message = str(error.value)
+    assert entry.filename in message and entry.url in message and "offline" in message
+
+
+def test_lpips_linear_layers_come_from_the_installed_wheel(fake_entry):
+    found = weights.resolve("lpips-alex-v0.1")
+    assert found.origin == "package" and found.path.name == "alex.pth"
+
+
+def test_unknown_name():
+    with pytest.raises(MisatoError, match="known:"):
+        weights.get_entry("nope")
+
+
+def test_cli_list_and_verify(tmp_path, fake_entry, capsys):
+    entry, payload = fake_entry
+    assert main(["weights", "list"]) == 0
+    out = capsys.readouterr().out
+    assert "fake-net" in out and "missing" in out and "lpips-alex-v0.1" in out
+    (tmp_path / "w").mkdir()
+    (tmp_path / "w" / entry.filename).write_bytes(b"corrupt")
+    assert main(["weights", "verify", "fake-net", "--weights-dir", str(tmp_path / "w")]) == 2
