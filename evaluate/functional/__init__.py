@@ -1,0 +1,21 @@
+"""Pure metric functions (no state, no I/O): per-image metrics on uint8 arrays, set metrics on features."""
+from evaluate.functional.distribution_metrics import (
+    feature_statistics,
+    fid,
+    frechet_distance,
+    inception_discriminative_scores,
+)
+from evaluate.functional.image_metrics import composite, grad_error, mask_ratio, psnr, ssim, to_gray
+
+__all__ = [
+    "composite",
+    "feature_statistics",
+    "fid",
+    "frechet_distance",
+    "grad_error",
+    "inception_discriminative_scores",
+    "mask_ratio",
+    "psnr",
+    "ssim",
+    "to_gray",
+]

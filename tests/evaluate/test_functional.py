@@ -1,0 +1,156 @@
+"""Each metric against an independent route: skimage, scipy, sklearn, or a hand computation."""
+import cv2
+import numpy as np
+import pytest
+import scipy.linalg
+from scipy.ndimage import uniform_filter
+from skimage.metrics import peak_signal_noise_ratio
+from sklearn.decomposition import PCA
+from sklearn.svm import LinearSVC
+
+from evaluate.functional import (
+    composite,
+    fid,
+    frechet_distance,
+    grad_error,
+    inception_discriminative_scores,
+    mask_ratio,
+    psnr,
+    ssim,
+)
+from misato.errors import MisatoError
+from tests.helpers import box_mask, smooth_image
+
+
+@pytest.fixture
+def pair():
+    rng = np.random.default_rng(3)
+    gt = smooth_image(rng, 40)
+    pred = np.clip(gt.astype(int) + rng.integers(-30, 31, gt.shape), 0, 255).astype(np.uint8)
+    mask = box_mask(rng, 40)
+    return pred, gt, mask
+
+
+def test_composite_takes_prediction_only_in_the_hole(pair):
+    pred, gt, mask = pair
+    out = composite(pred, gt, mask.astype(np.uint8) * 255)
+    np.testing.assert_array_equal(out[mask], pred[mask])
+    np.testing.assert_array_equal(out[~mask], gt[~mask])
+
+
+def test_psnr_hand_values():
+    gt = np.zeros((4, 4, 3), np.uint8)
+    assert psnr(gt, gt) == pytest.approx(70.0)  # -10 log10(1e-7)
+    pred = np.full((4, 4, 3), 51, np.uint8)  # every value off by 0.2
+    assert psnr(pred, gt) == pytest.approx(-10 * np.log10(0.04 + 1e-7), abs=1e-12)
+
+
+def test_psnr_matches_skimage(pair):
+    pred, gt, _ = pair
+    reference = peak_signal_noise_ratio(gt / 255.0, pred / 255.0, data_range=1.0)
+    assert psnr(pred, gt) == pytest.approx(reference, abs=1e-4)  # differs only by the 1e-7 guard
+
+
+def _ssim_by_hand(x, y):
+    """Wang et al. SSIM with a 7x7 box window, sample covariance, border cropped (skimage defaults)."""
+    window, c1, c2 = 7, (0.01 * 1.0) ** 2, (0.03 * 1.0) ** 2
+    norm = window * window / (window * window - 1)
+    mx, my = uniform_filter(x, window), uniform_filter(y, window)
+    vx = norm * (uniform_filter(x * x, window) - mx * mx)
+    vy = norm * (uniform_filter(y * y, window) - my * my)
+    cxy = norm * (uniform_filter(x * y, window) - mx * my)
+    s = ((2 * mx * my + c1) * (2 * cxy + c2)) / ((mx**2 + my**2 + c1) * (vx + vy + c2))
+    pad = (window - 1) // 2
+    return s[pad:-pad, pad:-pad].mean()
+
+
+def test_ssim_is_grayscale_skimage_ssim(pair):
+    pred, gt, _ = pair
+    weights = np.array([0.2989, 0.587, 0.114])
+    gray = lambda im: (im / 255.0) @ weights  # noqa: E731
+    assert ssim(pred, gt) == pytest.approx(_ssim_by_hand(gray(pred), gray(gt)), abs=1e-10)
+    assert ssim(gt, gt) == pytest.approx(1.0)
+
+
+def _grad_by_hand(pred, gt, mask_u8):
+    """Gradients of composite and ground truth taken separately (no linearity shortcut)."""
+    m = mask_u8[..., None] / 255.0
+    comp = pred * m + gt * (1 - m)
+    edges = cv2.Canny(mask_u8, 100, 200) > 0
+    values = []
+    for c in range(3):
+        gx = cv2.Sobel(comp[..., c], cv2.CV_64F, 1, 0, ksize=3) - cv2.Sobel(gt[..., c].astype(float), cv2.CV_64F, 1, 0, ksize=3)
+        gy = cv2.Sobel(comp[..., c], cv2.CV_64F, 0, 1, ksize=3) - cv2.Sobel(gt[..., c].astype(float), cv2.CV_64F, 0, 1, ksize=3)
+        values.append(np.sqrt(gx**2 + gy**2)[edges].mean())
+    return np.mean(values)
+
+
+def test_grad_matches_two_gradient_route(pair):
+    pred, gt, mask = pair
+    mask_u8 = mask.astype(np.uint8) * 255
+    assert grad_error(pred, gt, mask_u8) == pytest.approx(_grad_by_hand(pred, gt, mask_u8), rel=1e-12)
+    soft = cv2.GaussianBlur(mask_u8, (5, 5), 0)
+    assert grad_error(pred, gt, soft) == pytest.approx(_grad_by_hand(pred, gt, soft), rel=1e-12)
+
+
+def test_grad_zero_cases(pair):
+    pred, gt, mask = pair
+    assert grad_error(gt, gt, mask.astype(np.uint8) * 255) == 0.0
+    assert grad_error(pred, gt, np.zeros(mask.shape, np.uint8)) == 0.0  # no boundary
+
+
+def test_mask_ratio():
+    mask = np.zeros((10, 10), np.uint8)
+    mask[:3] = 255
+    assert mask_ratio(mask) == pytest.approx(0.3)
+
+
+def test_frechet_distance_matches_scipy_sqrtm():
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=(300, 64))
+    b = rng.normal(size=(300, 64)) @ rng.normal(scale=0.3, size=(64, 64)) + 0.5
+    mu1, mu2 = a.mean(0), b.mean(0)
+    s1, s2 = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
+    covmean = scipy.linalg.sqrtm(s1 @ s2).real
+    reference = ((mu1 - mu2) ** 2).sum() + np.trace(s1 + s2 - 2 * covmean)
+    assert frechet_distance(mu1, s1, mu2, s2) == pytest.approx(reference, rel=1e-8)
+    assert fid(a, b) == pytest.approx(reference, rel=1e-8)
+
+
+def test_fid_of_identical_sets_is_zero_and_needs_two_images():
+    a = np.random.default_rng(1).normal(size=(50, 8))
+    assert fid(a, a) == pytest.approx(0.0, abs=1e-9)
+    with pytest.raises(MisatoError, match="at least 2"):
+        fid(a[:1], a[:1])
+
+
+def test_ids_matches_sklearn_directly():
+    rng = np.random.default_rng(0)
+    real = rng.normal(size=(200, 32))
+    fake = real + rng.normal(scale=0.8, size=real.shape) + 0.05
+    with pytest.warns(UserWarning, match="optimistic"):
+        u_ids, p_ids = inception_discriminative_scores(real, fake, pca_dim=16)
+    x = PCA(16, svd_solver="full").fit_transform(np.vstack([real, fake]))
+    y = np.r_[np.ones(200), np.zeros(200)]
+    svm = LinearSVC(dual=False).fit(x, y)
+    d = svm.decision_function(x)
+    assert u_ids == pytest.approx(1 - svm.score(x, y))
+    assert p_ids == pytest.approx(np.mean(d[200:] > d[:200]))
+
+
+def test_ids_hand_cases():
+    rng = np.random.default_rng(2)
+    real = rng.normal(size=(60, 4))
+    with pytest.warns(UserWarning):
+        far = inception_discriminative_scores(real, real + 100.0)
+    assert far == (0.0, 0.0)  # perfectly separable: the fakes never fool the SVM
+    with pytest.warns(UserWarning):
+        same = inception_discriminative_scores(real, real.copy())
+    assert same[1] == 0.0  # equal decisions never count as fooled
+    assert same[0] == pytest.approx(0.5, abs=0.1)  # indistinguishable: about chance
+
+
+def test_ids_pca_too_large_for_n():
+    real = np.zeros((10, 64))
+    with pytest.raises(MisatoError, match="--ids-pca"):
+        inception_discriminative_scores(real, real, pca_dim=20)
