@@ -20,19 +20,10 @@ from tqdm.auto import tqdm
 from baselines.base import InpaintingMethod, image_seed
 from misato import __version__
 from misato.errors import MisatoError
-from misato.io import atomic_write_text, read_image, read_mask, write_image
+from misato.io import atomic_write_text, check_output_location, read_image, read_mask, write_image
 from misato.layout import open_pairs
 
 RUN_FILE = "run.json"
-
-
-def check_output_folder(out: Path, inputs: list[Path]) -> None:
-    """Refuse an output folder that is, or lies inside, an input folder."""
-    out = out.resolve()
-    for folder in inputs:
-        folder = folder.resolve()
-        if out == folder or folder in out.parents:
-            raise MisatoError(f"output folder {out} lies inside the input folder {folder}; choose another place")
 
 
 def _prepare_output(out: Path, resume: bool, overwrite: bool) -> dict[str, Any] | None:
@@ -69,7 +60,7 @@ def run_method(
     pairs = open_pairs(data, mask)
     out = Path(out)
     inputs = [pairs.images[pairs.names[0]].parent, pairs.masks[pairs.names[0]].parent]
-    check_output_folder(out, inputs)
+    check_output_location(out, inputs)
     previous = _prepare_output(out, resume, overwrite)
     if previous is not None and previous.get("seed") != seed:
         raise MisatoError(f"{out} was started with seed {previous.get('seed')}, not {seed}; resume with the same seed")

@@ -11,3 +11,8 @@ __misato__ = True
 
 if hf_evaluate_installed():
     raise ImportError(HF_EVALUATE_MESSAGE)
+
+from evaluate.evaluator import EvaluationResult, evaluate_folder, format_summary  # noqa: E402
+from evaluate.protocols import PROTOCOLS, get_protocol  # noqa: E402
+
+__all__ = ["EvaluationResult", "PROTOCOLS", "evaluate_folder", "format_summary", "get_protocol"]

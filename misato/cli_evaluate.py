@@ -1,0 +1,59 @@
+"""``misato evaluate``: score a folder of inpainting outputs (a thin layer over ``evaluate.evaluate_folder``)."""
+from __future__ import annotations
+
+import argparse
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "evaluate",
+        help="score inpainting outputs: PSNR, SSIM, LPIPS, FID, U-IDS, P-IDS, Grad",
+        description="Score PRED_DIR against the ground truth. Writes OUT/per_image.csv, OUT/summary.json and "
+        "OUT/summary.csv and prints the summary table.",
+    )
+    parser.add_argument("--pred", required=True, help="folder of predictions <name>.png, one per ground-truth image")
+    parser.add_argument("--gt", required=True, help="MISATO root (image/, mask/) or a folder of ground-truth images")
+    parser.add_argument("--out", required=True, help="run folder to write (must not lie inside an input folder)")
+    parser.add_argument("--mask", help="mask folder (default: GT/mask when GT is a MISATO root)")
+    parser.add_argument("--protocol", default="asuka", choices=["asuka", "comod"],
+                        help="asuka = official MISATO scripts (default); comod = pytorch-fid / Co-Mod-GAN convention")
+    parser.add_argument("--metrics", default=None, help="comma-separated subset of psnr,ssim,lpips,fid,uids,pids,grad")
+    parser.add_argument("--inception-weights", help="Inception weight file (default: found through the registry)")
+    parser.add_argument("--alexnet-weights", help="AlexNet weight file for LPIPS (default: through the registry)")
+    parser.add_argument("--weights-dir", help="folder searched first for weight files ($MISATO_WEIGHTS_DIR)")
+    parser.add_argument("--ids-pca", default=None, help="PCA size before the IDS SVM: N or none (default: protocol's)")
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    parser.add_argument("--workers", type=int, default=0, help="DataLoader worker processes for decoding")
+    parser.add_argument("--cache-dir", help="feature cache root (default $MISATO_CACHE or ~/.cache/misato)")
+    parser.add_argument("--no-cache", action="store_true", help="neither read nor write cached ground-truth features")
+    parser.add_argument("--overwrite", action="store_true", help="replace a finished run in OUT")
+    parser.add_argument("--method", help="label for this run in tables (default: the prediction folder's name)")
+    parser.set_defaults(handler=evaluate)
+
+
+def evaluate(args: argparse.Namespace) -> int:
+    from misato.compat import import_evaluator
+
+    evaluator = import_evaluator()
+    result = evaluator.evaluate_folder(
+        pred=args.pred,
+        gt=args.gt,
+        out=args.out,
+        mask=args.mask,
+        protocol=args.protocol,
+        metrics=args.metrics,
+        inception_weights=args.inception_weights,
+        alexnet_weights=args.alexnet_weights,
+        weights_dir=args.weights_dir,
+        ids_pca=args.ids_pca,
+        batch_size=args.batch_size,
+        device=args.device,
+        workers=args.workers,
+        cache_dir=args.cache_dir,
+        use_cache=not args.no_cache,
+        overwrite=args.overwrite,
+        method=args.method,
+    )
+    print(evaluator.format_summary(result.summary))
+    return 0
