@@ -1,0 +1,262 @@
+"""Evaluator speed and memory, as ratios against references measured in the same run.
+
+    python benchmarks/bench_evaluate.py [--n 32] [--size 512] [--parts all|pipeline|frechet|ids|memory]
+
+Parts:
+- ``pipeline``: N synthetic pairs, full-size random-init networks in the official layouts.
+  1. evaluator wall ÷ bare network forwards (Inception on real+fake, LPIPS-AlexNet on composite+gt, PyTorch
+     defaults, inputs already preprocessed) — target ≤ 1.0;
+  2. evaluator ÷ a two-pass pipeline in the style of the official scripts (pass 1: PSNR/SSIM/LPIPS image by
+     image; pass 2: Inception features, scipy sqrtm FID, IDS) — target ≤ 0.75;
+  3. re-evaluation with cached ground-truth features ÷ cold evaluation — target ≤ 0.8.
+- ``frechet``: eigh route ÷ scipy ``sqrtm`` route at 2048² float64 (target ≤ 0.4), and their relative difference.
+- ``ids``: LinearSVC's share of the IDS computation at N = 2000 (PCA 512).
+- ``memory``: peak RSS of the evaluator at two N in fresh processes (features only: should not grow with N
+  beyond N × 2 × 2048 × 4 bytes).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def _timed(function, *args, **kwargs):
+    start = time.perf_counter()
+    value = function(*args, **kwargs)
+    return time.perf_counter() - start, value
+
+
+def make_data(folder: Path, n: int, size: int, seed: int = 0) -> tuple[Path, Path]:
+    """N synthetic MISATO pairs plus noisy predictions."""
+    from tests.helpers import write_misato_folder, write_predictions
+
+    gt = write_misato_folder(folder / "gt", n=n, size=size, seed=seed)
+    return gt, write_predictions(gt, folder / "pred")
+
+
+def make_weights(folder: Path, protocol: str) -> dict[str, Path]:
+    """Random-init networks of the real architectures, saved in the official file formats."""
+    from evaluate.features import save_random_official_weights
+    from evaluate.protocols import get_protocol
+    from misato.weights import get_entry
+
+    inception = get_protocol(protocol).feature_weights
+    paths = {}
+    for name in (inception, "alexnet"):
+        paths[name] = save_random_official_weights(name, folder / get_entry(name).filename, seed=0)
+    return paths
+
+
+def bare_forwards(gt: Path, pred: Path, weights: dict[str, Path], protocol: str, batch: int) -> float:
+    """Seconds for the network forwards alone, on inputs decoded and preprocessed beforehand."""
+    import torch
+
+    from evaluate.features import build_feature_extractor, build_lpips
+    from evaluate.functional import composite
+    from evaluate.protocols import get_protocol
+    from misato.io import list_images, read_image, read_mask_uint8
+
+    chosen = get_protocol(protocol)
+    extractor = build_feature_extractor(chosen.feature_network, weights_path=weights[chosen.feature_weights])
+    lpips_net = build_lpips("alex", backbone_path=weights["alexnet"])
+    names = sorted(list_images(pred))
+    gts, comps = [], []
+    for name in names:
+        g = read_image(gt / "image" / f"{name}.png")
+        p = read_image(pred / f"{name}.png")
+        m = read_mask_uint8(gt / "mask" / f"{name}.png")
+        gts.append(torch.from_numpy(g).permute(2, 0, 1).float() / 255)
+        comps.append(torch.from_numpy(composite(p, g, m)).permute(2, 0, 1).float() / 255)
+    real, fake = torch.stack(gts), torch.stack(comps)
+    with torch.no_grad():
+        pre_real = extractor.preprocess(real) if hasattr(extractor, "preprocess") else real
+        pre_fake = extractor.preprocess(fake) if hasattr(extractor, "preprocess") else fake
+        network = extractor.network if hasattr(extractor, "network") else extractor
+        start = time.perf_counter()
+        for i in range(0, len(names), batch):
+            network(pre_real[i : i + batch])
+            network(pre_fake[i : i + batch])
+            lpips_net(fake[i : i + batch], real[i : i + batch])
+        return time.perf_counter() - start
+
+
+def official_style(gt: Path, pred: Path, weights: dict[str, Path], protocol: str, batch: int) -> float:
+    """Two passes like the official scripts: per-image PSNR/SSIM/LPIPS, then features, sqrtm FID and IDS."""
+    import scipy.linalg
+    import torch
+    from PIL import Image
+    from skimage.metrics import structural_similarity
+    from sklearn.decomposition import PCA
+    from sklearn.svm import LinearSVC
+
+    from evaluate.features import build_feature_extractor, build_lpips
+    from evaluate.protocols import get_protocol
+    from misato.io import list_images
+
+    chosen = get_protocol(protocol)
+    start = time.perf_counter()
+    lpips_net = build_lpips("alex", backbone_path=weights["alexnet"])
+    names = sorted(list_images(pred))
+
+    def load(name):
+        g = np.asarray(Image.open(gt / "image" / f"{name}.png").convert("RGB")) / 255.0
+        p = np.asarray(Image.open(pred / f"{name}.png").convert("RGB")) / 255.0
+        m = (np.asarray(Image.open(gt / "mask" / f"{name}.png").convert("L")) / 255.0 >= 0.5)[..., None]
+        return g, p * m + g * (1 - m)
+
+    weights_gray = np.array([0.2989, 0.587, 0.114])
+    for name in names:  # pass 1
+        g, c = load(name)
+        -10 * np.log10(np.mean((g - c) ** 2) + 1e-7)
+        structural_similarity(g @ weights_gray, c @ weights_gray, data_range=1.0)
+        with torch.no_grad():
+            to_t = lambda a: torch.from_numpy(a).permute(2, 0, 1)[None].float()  # noqa: E731
+            lpips_net(to_t(c), to_t(g))
+    extractor = build_feature_extractor(chosen.feature_network, weights_path=weights[chosen.feature_weights])
+    real, fake = [], []
+    for i in range(0, len(names), batch):  # pass 2
+        loaded = [load(n) for n in names[i : i + batch]]
+        with torch.no_grad():
+            real.append(extractor(torch.from_numpy(np.stack([g for g, _ in loaded])).permute(0, 3, 1, 2).float()).numpy())
+            fake.append(extractor(torch.from_numpy(np.stack([c for _, c in loaded])).permute(0, 3, 1, 2).float()).numpy())
+    real, fake = np.concatenate(real).astype(np.float64), np.concatenate(fake).astype(np.float64)
+    mu1, mu2, s1, s2 = real.mean(0), fake.mean(0), np.cov(real, rowvar=False), np.cov(fake, rowvar=False)
+    covmean = scipy.linalg.sqrtm(s1 @ s2).real
+    float(((mu1 - mu2) ** 2).sum() + np.trace(s1 + s2 - 2 * covmean))
+    x = np.vstack([real, fake])
+    if len(names) * 2 > 512:
+        x = PCA(512).fit_transform(x)
+    LinearSVC(dual=False).fit(x, np.r_[np.ones(len(names)), np.zeros(len(names))])
+    return time.perf_counter() - start
+
+
+def part_pipeline(args) -> None:
+    from evaluate import evaluate_folder
+
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        gt, pred = make_data(tmp, args.n, args.size)
+        weights = make_weights(tmp / "w", args.protocol)
+        common = dict(
+            protocol=args.protocol,
+            inception_weights=weights[("inception-v3-imagenet" if args.protocol == "asuka" else "fid-inception")],
+            alexnet_weights=weights["alexnet"],
+            batch_size=args.batch,
+            workers=args.workers,
+            cache_dir=tmp / "cache",
+            progress=False,
+            ids_pca="none" if 2 * args.n <= args.size else None,
+        )
+        bare = bare_forwards(gt, pred, weights, args.protocol, args.batch)
+        cold, _ = _timed(evaluate_folder, pred, gt, **common)
+        warm, _ = _timed(evaluate_folder, pred, gt, **common)
+        official = official_style(gt, pred, weights, args.protocol, args.batch)
+    print(f"pipeline  N={args.n} size={args.size} protocol={args.protocol} batch={args.batch} workers={args.workers}")
+    print(f"  bare forwards          {bare:8.2f} s")
+    print(f"  evaluator (cold)       {cold:8.2f} s   ratio to bare forwards   {cold / bare:5.2f}  (target <= 1.0)")
+    print(f"  official-style 2-pass  {official:8.2f} s   evaluator / official     {cold / official:5.2f}  (target <= 0.75)")
+    print(f"  evaluator (GT cached)  {warm:8.2f} s   cached / cold            {warm / cold:5.2f}  (target <= 0.8)")
+
+
+def part_frechet(args) -> None:
+    import scipy.linalg
+
+    from evaluate.functional import frechet_distance
+
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=(4000, 2048))
+    b = a[:, ::-1] * 0.9 + rng.normal(scale=0.5, size=a.shape)
+    mu1, mu2, s1, s2 = a.mean(0), b.mean(0), np.cov(a, rowvar=False), np.cov(b, rowvar=False)
+
+    def scipy_route():
+        covmean = scipy.linalg.sqrtm(s1 @ s2).real
+        return float(((mu1 - mu2) ** 2).sum() + np.trace(s1 + s2 - 2 * covmean))
+
+    t_ref, ref = min((_timed(scipy_route) for _ in range(2)), key=lambda t: t[0])
+    t_ours, ours = min((_timed(frechet_distance, mu1, s1, mu2, s2) for _ in range(2)), key=lambda t: t[0])
+    print(f"frechet   2048x2048 float64: eigh {t_ours:.2f} s, scipy sqrtm {t_ref:.2f} s, ratio {t_ours / t_ref:.2f} "
+          f"(target <= 0.4), relative difference {abs(ours - ref) / abs(ref):.1e}")
+
+
+def part_ids(args) -> None:
+    import warnings
+
+    from sklearn.decomposition import PCA
+    from sklearn.svm import LinearSVC
+
+    rng = np.random.default_rng(0)
+    real = rng.normal(size=(2000, 2048)).astype(np.float32)
+    fake = (real + rng.normal(scale=1.0, size=real.shape)).astype(np.float32)
+    stacked = np.concatenate([real, fake]).astype(np.float64)
+    t_pca, projected = _timed(PCA(512, svd_solver="full").fit_transform, stacked)
+    labels = np.r_[np.ones(2000), np.zeros(2000)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        t_svm, _ = _timed(LinearSVC(dual=False, random_state=0).fit, projected, labels)
+    print(f"ids       N=2000 PCA-512: PCA {t_pca:.2f} s, LinearSVC {t_svm:.2f} s "
+          f"(SVM share of IDS {t_svm / (t_pca + t_svm):.0%})")
+
+
+def _memory_child(n: int, size: int, protocol: str) -> None:
+    from evaluate import evaluate_folder
+
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        gt, pred = make_data(tmp, n, size)
+        weights = make_weights(tmp / "w", protocol)
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        evaluate_folder(pred, gt, protocol=protocol, metrics="fid,uids,pids",
+                        inception_weights=next(iter(weights.values())), ids_pca="none", use_cache=False,
+                        progress=False, batch_size=16)
+        print(json.dumps({"n": n, "before_mb": before / 1024, "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+
+
+def part_memory(args) -> None:
+    results = []
+    for n in args.memory_n:
+        output = subprocess.run([sys.executable, __file__, "--memory-child", str(n), "--size", str(args.memory_size),
+                                 "--protocol", args.protocol], check=True, capture_output=True, text=True).stdout
+        results.append(json.loads(output.strip().splitlines()[-1]))
+    for r in results:
+        print(f"memory    N={r['n']:5d} at {args.memory_size}px: peak RSS {r['peak_mb']:.0f} MB "
+              f"(after set-up {r['before_mb']:.0f} MB)")
+    if len(results) == 2:
+        growth = results[1]["peak_mb"] - results[0]["peak_mb"]
+        features = (results[1]["n"] - results[0]["n"]) * 2 * 2048 * 8 / 2**20
+        print(f"          growth {growth:.0f} MB for {results[1]['n'] - results[0]['n']} more images "
+              f"(features alone, float64 stats copy included: ~{features:.0f} MB)")
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--parts", default="all")
+    parser.add_argument("--n", type=int, default=32)
+    parser.add_argument("--size", type=int, default=512)
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--protocol", default="asuka")
+    parser.add_argument("--memory-n", type=int, nargs="+", default=[200, 2000])
+    parser.add_argument("--memory-size", type=int, default=64)
+    parser.add_argument("--memory-child", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.memory_child:
+        _memory_child(args.memory_child, args.size, args.protocol)
+        return
+    parts = ["frechet", "ids", "pipeline", "memory"] if args.parts == "all" else args.parts.split(",")
+    for part in parts:
+        globals()[f"part_{part}"](args)
+
+
+if __name__ == "__main__":
+    main()
