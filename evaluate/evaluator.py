@@ -387,6 +387,9 @@ def evaluate_folder(
     names = pair_by_stem(pairs.images, predictions, "ground-truth images", "prediction")
     out_dir = Path(out) if out is not None else None
     rank, world, device = distributed.setup(device)
+    if device.startswith("cuda"):  # reported numbers are float32: TF32 would change the features
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = False
     if out_dir is not None:
         check_output_location(out_dir, [pred_dir, gt_image_dir, pairs.masks[names[0]].parent])
         if (out_dir / "summary.json").exists() and not overwrite:
