@@ -808,6 +808,8 @@ def compare(
     ``warnings``/``notes`` the caller may show. See :func:`build_comparison` for the other arguments.
     """
     fmt = format_for(out, fmt)
+    if str(out) != "-" and Path(out).is_dir():
+        raise MisatoError(f"--out {out} is a folder; give a file name such as {Path(out) / 'comparison.md'}")
     runs = load_runs(run_dirs, labels)
     if by is not None:
         if reported is not None:

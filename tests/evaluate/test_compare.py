@@ -408,3 +408,5 @@ def test_cli_stdout_and_errors(three_runs, tmp_path, capsys):
     assert main(["compare", str(tmp_path / "missing"), "--out", str(tmp_path / "t.md")]) == 2
     assert "misato compare: error: run folder" in capsys.readouterr().err
     assert not (tmp_path / "t.md").exists()
+    assert main(["compare", *map(str, three_runs), "--out", str(tmp_path), "--format", "md"]) == 2
+    assert "is a folder" in capsys.readouterr().err
