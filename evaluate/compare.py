@@ -26,10 +26,11 @@ import numpy as np
 import pandas as pd
 
 from evaluate.metric_info import ALL_METRICS, METRICS
-from evaluate.stats import Interval, PairedTest, bootstrap_means, paired_test, percentile_interval
+from evaluate.stats import Interval, PairedTest, bootstrap_means, paired_tests, percentile_interval
 from misato.errors import MisatoError
 from misato.io import atomic_write_text, pair_by_stem
 from misato.layout import DOMAINS
+from results.reported import load_reported
 
 SUMMARY_JSON = "summary.json"
 PER_IMAGE_CSV = "per_image.csv"
@@ -295,24 +296,22 @@ def _paired_tests(
             names = pair_by_stem(
                 dict.fromkeys(baseline.per_image.index),
                 dict.fromkeys(run.per_image.index),
-                f"image(s) of baseline {baseline.label!r}",
-                f"row in {run.label!r}",
+                f"baseline {baseline.label!r} image",
+                f"{run.label!r} image",
             )
         except MisatoError as error:
             raise MisatoError(
                 f"paired tests need the same images in every run ({baseline.path / PER_IMAGE_CSV} vs "
                 f"{run.path / PER_IMAGE_CSV}): {error}. Compare runs on the same images, or pass --no-paired"
             ) from None
-        results[run.label] = {
-            metric: paired_test(
-                baseline.per_image.loc[names, metric].to_numpy(),
-                run.per_image.loc[names, metric].to_numpy(),
-                n_boot=n_boot,
-                seed=seed,
-                confidence=CONFIDENCE,
-            )
-            for metric in shared
-        }
+        tests = paired_tests(
+            baseline.per_image.loc[names, shared].to_numpy(dtype=np.float64),
+            run.per_image.loc[names, shared].to_numpy(dtype=np.float64),
+            n_boot=n_boot,
+            seed=seed,
+            confidence=CONFIDENCE,
+        )
+        results[run.label] = dict(zip(shared, tests))
     return results
 
 
@@ -363,8 +362,6 @@ def build_comparison(
     reported_rows: dict[str, dict[str, float] | None] = {run.label: None for run in runs}
     reported_caption = None
     if reported is not None:
-        from results.reported import load_reported
-
         table = load_reported(reported)
         reported_caption = table.caption
         shared = [m for m in metrics if m in table.metrics]

@@ -109,26 +109,39 @@ def wilcoxon_p(differences: np.ndarray) -> float:
     return float(scipy.stats.wilcoxon(differences).pvalue)
 
 
-def paired_test(
+def paired_tests(
     baseline: np.ndarray, candidate: np.ndarray, n_boot: int = 1000, seed: int = 0, confidence: float = 0.95
-) -> PairedTest:
-    """Compare ``candidate [n]`` with ``baseline [n]`` measured on the same n images (same order).
+) -> list[PairedTest]:
+    """Compare ``candidate`` with ``baseline``, both ``[n]`` or ``[n, k]``, measured on the same n images (same order).
 
-    The bootstrap p-value resamples the centred differences (the null "mean difference = 0" imposed by shifting):
+    One :class:`PairedTest` per column; the k columns share the bootstrap resamples. The bootstrap p-value
+    resamples the centred differences (the null "mean difference = 0" imposed by shifting):
     ``p = (1 + #{b : |mean*_b - mean| >= |mean|}) / (n_boot + 1)``, so it is never exactly 0 and its resolution is
     ``1 / (n_boot + 1)``. The interval uses the same resamples, uncentred.
     """
-    baseline = _as_columns(baseline)[:, 0]
-    candidate = _as_columns(candidate)[:, 0]
+    baseline = _as_columns(baseline)
+    candidate = _as_columns(candidate)
     if baseline.shape != candidate.shape:
-        raise ValueError(f"paired values differ in length: {baseline.shape[0]} vs {candidate.shape[0]}")
+        raise ValueError(f"paired values differ in shape: {baseline.shape} vs {candidate.shape}")
     differences = candidate - baseline
-    mean = float(differences.mean())
-    p_wilcoxon = wilcoxon_p(differences)
+    n, k = differences.shape
+    means = differences.mean(axis=0)
+    p_wilcoxon = [wilcoxon_p(differences[:, j]) for j in range(k)]
     if n_boot == 0:
-        return PairedTest(len(differences), mean, None, None, p_wilcoxon, None)
+        return [PairedTest(n, float(means[j]), None, None, p_wilcoxon[j], None) for j in range(k)]
     boot = bootstrap_means(differences, n_boot, seed)
     lo, hi = percentile_interval(boot, confidence)
-    extreme = int(np.count_nonzero(np.abs(boot[:, 0] - mean) >= abs(mean)))
-    p_bootstrap = (1 + extreme) / (n_boot + 1)
-    return PairedTest(len(differences), mean, float(lo[0]), float(hi[0]), p_wilcoxon, p_bootstrap)
+    extreme = np.count_nonzero(np.abs(boot - means) >= np.abs(means), axis=0)
+    return [
+        PairedTest(n, float(means[j]), float(lo[j]), float(hi[j]), p_wilcoxon[j], (1 + int(extreme[j])) / (n_boot + 1))
+        for j in range(k)
+    ]
+
+
+def paired_test(
+    baseline: np.ndarray, candidate: np.ndarray, n_boot: int = 1000, seed: int = 0, confidence: float = 0.95
+) -> PairedTest:
+    """:func:`paired_tests` for one metric: ``baseline [n]`` and ``candidate [n]``."""
+    if np.ndim(baseline) != 1 or np.ndim(candidate) != 1:
+        raise ValueError("paired_test takes 1-D arrays; use paired_tests for several columns")
+    return paired_tests(baseline, candidate, n_boot, seed, confidence)[0]

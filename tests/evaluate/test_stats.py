@@ -1,6 +1,8 @@
 """Bootstrap intervals and paired tests against independent computations (normal theory, scipy, brute force)."""
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import scipy.stats
@@ -9,6 +11,7 @@ from evaluate.stats import (
     bootstrap_mean_ci,
     bootstrap_means,
     paired_test,
+    paired_tests,
     percentile_interval,
     wilcoxon_p,
 )
@@ -124,5 +127,18 @@ def test_bad_values_are_refused(bad):
 
 
 def test_paired_lengths_must_match():
-    with pytest.raises(ValueError, match="differ in length"):
+    with pytest.raises(ValueError, match="differ in shape"):
         paired_test(np.zeros(3), np.zeros(4))
+
+
+def test_paired_tests_on_columns_equal_one_column_at_a_time():
+    rng = np.random.default_rng(2)
+    baseline = rng.normal(size=(60, 3))
+    candidate = baseline + rng.normal(0.1, 1.0, size=(60, 3))
+    together = paired_tests(baseline, candidate, n_boot=300, seed=5)
+    for j, joint in enumerate(together):
+        alone = paired_test(baseline[:, j], candidate[:, j], n_boot=300, seed=5)
+        # Same resampled rows; means of a column vs a 1-D array may differ in the last bit (summation order).
+        assert dataclasses.astuple(joint) == pytest.approx(dataclasses.astuple(alone), rel=1e-12, abs=1e-15)
+    with pytest.raises(ValueError, match="1-D"):
+        paired_test(baseline, candidate)
