@@ -39,7 +39,7 @@ BREAKDOWNS = {"domain": "by_domain", "mask_ratio": "by_mask_ratio"}
 """``--by`` value → the ``summary.json`` key holding that breakdown."""
 CONFIDENCE = 0.95
 IDS_RELIABLE_N = 5 * 2048
-"""Below this many images per set, training-set U-IDS/P-IDS are optimistic (REFERENCE 4.3)."""
+"""Below this many images per set (5 × the 2048 feature dimensions), training-set U-IDS/P-IDS are optimistic."""
 
 _SUFFIX_FORMATS = {".csv": "csv", ".md": "md", ".markdown": "md", ".tex": "tex"}
 
@@ -141,7 +141,8 @@ def load_runs(paths: Sequence[str | Path], labels: Sequence[str] | None = None) 
         seen[run.label] = seen.get(run.label, 0) + 1
     clashes = [label for label, count in seen.items() if count > 1]
     if clashes:
-        raise MisatoError(f"several runs share the label {', '.join(map(repr, clashes))}; name them with --labels A,B,...")
+        shared = ", ".join(map(repr, clashes))
+        raise MisatoError(f"several runs share the label {shared}; name them with --labels A,B,...")
     return runs
 
 
@@ -622,7 +623,7 @@ def _comparison_footnote(table: ComparisonTable) -> str:
     if table.paired:
         parts.append(
             "Paired tests: Wilcoxon signed-rank (two-sided) and the paired bootstrap of the mean difference "
-            f"(p resolution 1/(B+1))."
+            "(p resolution 1/(B+1))."
         )
     return " ".join(parts)
 

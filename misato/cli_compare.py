@@ -11,7 +11,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="folders written by `misato evaluate --out`")
     parser.add_argument("--out", required=True, metavar="FILE", help="output file (.csv/.md/.tex), or - for stdout")
     parser.add_argument("--format", dest="fmt", choices=("csv", "md", "tex"), help="default: from FILE's suffix")
-    parser.add_argument("--labels", metavar="A,B,...", help="row labels, one per run (default: summary method / folder)")
+    parser.add_argument(
+        "--labels", metavar="A,B,...", help="row labels, one per run (default: the summary's method, else the folder)"
+    )
     parser.add_argument(
         "--reported",
         metavar="TABLE",

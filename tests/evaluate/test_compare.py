@@ -66,7 +66,9 @@ def three_runs(tmp_path: Path) -> list[Path]:
     jitter -= jitter.mean()
     return [
         write_run(tmp_path, "lama", {"psnr": psnr, "lpips": lpips}, {"fid": 15.0}),
-        write_run(tmp_path, "asuka", {"psnr": psnr + rng.normal(0.5, 0.3, 12), "lpips": lpips - 0.01 + jitter}, {"fid": 11.5}),
+        write_run(
+            tmp_path, "asuka", {"psnr": psnr + rng.normal(0.5, 0.3, 12), "lpips": lpips - 0.01 + jitter}, {"fid": 11.5}
+        ),
         write_run(tmp_path, "sd", {"psnr": psnr - 0.2 + jitter, "lpips": lpips + 0.02 + jitter / 10}, {"fid": 12.0}),
     ]
 
@@ -186,7 +188,8 @@ def test_markdown_renders_arrows_bold_intervals_and_paired_table(three_runs):
     assert dict(zip(cells[0], cells[1]))["FID↓"] == "15.000"
     paired = _md_table(text, "Paired differences vs lama (method minus baseline on the same images)")
     assert paired[0] == ["Method", "Metric", "Δ mean", "95% CI", "p (Wilcoxon)", "p (bootstrap)"]
-    assert [r[:2] for r in paired[1:]] == [["asuka", "PSNR↑"], ["asuka", "LPIPS↓"], ["sd", "PSNR↑"], ["sd", "LPIPS↓"]]
+    expected_rows = [["asuka", "PSNR↑"], ["asuka", "LPIPS↓"], ["sd", "PSNR↑"], ["sd", "LPIPS↓"]]
+    assert [r[:2] for r in paired[1:]] == expected_rows
     assert paired[3][2] == f"{table.paired['sd']['psnr'].mean_difference:+.4f}" == "-0.2000"
     assert "image-set metrics without per-image values" in text
 
@@ -245,10 +248,11 @@ def test_reported_numbers_beside_matching_labels(three_runs):
     assert rows[2]["psnr_reported"] == "" and rows[2]["psnr_delta"] == ""
     cells = _md_table(render(table, "md"), "Measured vs reported (table1_misato512: Table 1: MISATO@512, 2,000 images)")
     assert cells[0] == ["Method", "Source", "PSNR↑", "LPIPS↓", "FID↓"]
+    psnr, lpips = table.rows[1].cells["psnr"].value, table.rows[1].cells["lpips"].value
     assert cells[4:7] == [
-        ["asuka", "measured", f"{table.rows[1].cells['psnr'].value:.3f}", f"{table.rows[1].cells['lpips'].value:.3f}", "11.500"],
+        ["asuka", "measured", f"{psnr:.3f}", f"{lpips:.3f}", "11.500"],
         ["", "paper", "22.495", "0.150", "11.460"],
-        ["", "Δ", f"{table.rows[1].cells['psnr'].value - 22.495:+.3f}", f"{table.rows[1].cells['lpips'].value - 0.15:+.3f}", "+0.040"],
+        ["", "Δ", f"{psnr - 22.495:+.3f}", f"{lpips - 0.15:+.3f}", "+0.040"],
     ]
 
 
@@ -271,7 +275,9 @@ def test_breakdown_by_domain_orders_groups_and_marks_best_per_group(tmp_path):
         tmp_path, "a", ones,
         by_domain={"indoor": {"n": 2, "psnr": 21.0}, "landscape": {"n": 2, "psnr": 20.0}, "zzz": {"n": 1, "psnr": 5.0}},
     )
-    second = write_run(tmp_path, "b", ones, by_domain={"landscape": {"n": 2, "psnr": 19.0}, "indoor": {"n": 2, "psnr": 22.0}})
+    second = write_run(
+        tmp_path, "b", ones, by_domain={"landscape": {"n": 2, "psnr": 19.0}, "indoor": {"n": 2, "psnr": 22.0}}
+    )
     table = build_breakdown(load_runs([first, second]), "domain")
     assert [(r.group, r.label, r.n, r.values.get("psnr")) for r in table.rows] == [
         ("landscape", "a", 2, 20.0), ("landscape", "b", 2, 19.0),
