@@ -135,6 +135,8 @@ def load_runs(paths: Sequence[str | Path], labels: Sequence[str] | None = None) 
         raise MisatoError("give at least one run folder")
     if labels is not None and len(labels) != len(paths):
         raise MisatoError(f"--labels has {len(labels)} label(s) for {len(paths)} run folder(s)")
+    if labels is not None and not all(label.strip() for label in labels):
+        raise MisatoError(f"--labels contains an empty label: {','.join(labels)}")
     runs = [load_run(p, labels[i] if labels else None) for i, p in enumerate(paths)]
     seen: dict[str, int] = {}
     for run in runs:

@@ -382,6 +382,8 @@ def test_labels_no_common_metrics_and_bad_bootstrap(three_runs, tmp_path):
     assert load_run(named).label == "My Method"
     with pytest.raises(MisatoError, match="--labels has 2 label"):
         load_runs(three_runs, labels=["a", "b"])
+    with pytest.raises(MisatoError, match="empty label"):
+        load_runs(three_runs, labels=["a", "", "b"])
     with pytest.raises(MisatoError, match="share the label 'x'.*--labels"):
         load_runs(three_runs, labels=["x", "x", "y"])
     other = write_run(tmp_path, "ssim_only", {"ssim": np.ones(12)})
