@@ -16,6 +16,7 @@ from misato.errors import MisatoError
 COMMAND_MODULES = (
     "misato.cli_weights",
     "misato.cli_evaluate",
+    "misato.cli_compare",
 )
 
 

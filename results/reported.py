@@ -1,0 +1,82 @@
+"""The numbers the ASUKA/MISATO paper reports, one CSV per table, shipped as package data.
+
+Each CSV has a ``method`` column plus one column per metric, named as in :data:`evaluate.metric_info.METRICS`
+(``psnr``, ``ssim``, ``lpips``, ``fid``, ``uids``, ``pids``, ``grad``); the user study uses ``consistency`` and
+``quality`` (percent of votes). Values are typed exactly as the paper prints them. ``asuka_flux`` covers two
+benchmarks and therefore also has a ``dataset`` column: pick one with ``"asuka_flux:MISATO@512"``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from importlib import resources
+
+import pandas as pd
+
+from misato.errors import MisatoError
+
+REPORTED_TABLES: dict[str, str] = {
+    "table1_misato512": "Table 1: MISATO@512, 2,000 images",
+    "table2_mae": "Table 2: MAE prior, pre-trained (p.t.) vs fine-tuned (f.t.), MISATO@512",
+    "table3_alignment": "Table 3: alignment module variants, MISATO@512",
+    "table4_decoder": "Table 4: decoder variants, MISATO@512",
+    "places2": "Places2 validation, 36,500 images",
+    "user_study": "User study: percent of votes for consistency and quality (not image metrics)",
+    "asuka_flux": "ASUKA-FLUX release: MISATO@512 and MISATO@1K",
+}
+"""Table name → what it is (the CSV is ``results/reported/<name>.csv``)."""
+
+DATASET_COLUMN = "dataset"
+
+
+@dataclass(frozen=True)
+class ReportedTable:
+    """One reported table: ``values`` is indexed by method name, one float column per metric."""
+
+    name: str
+    caption: str
+    dataset: str | None
+    values: pd.DataFrame
+
+    @property
+    def metrics(self) -> tuple[str, ...]:
+        return tuple(self.values.columns)
+
+    def row(self, label: str) -> dict[str, float] | None:
+        """The reported ``{metric: value}`` for the method named ``label`` (case-insensitive), or None."""
+        for method in self.values.index:
+            if method.casefold() == label.strip().casefold():
+                return {metric: float(value) for metric, value in self.values.loc[method].items()}
+        return None
+
+
+def reported_table_names() -> tuple[str, ...]:
+    """Every table name :func:`load_reported` accepts (without a ``:DATASET`` suffix)."""
+    return tuple(REPORTED_TABLES)
+
+
+def load_reported(name: str) -> ReportedTable:
+    """Load the reported table ``name`` — ``"table1_misato512"``, or ``"asuka_flux:MISATO@1K"`` for one dataset.
+
+    Raises :class:`MisatoError` for an unknown name, an unknown dataset, or a multi-dataset table loaded without
+    choosing one.
+    """
+    table_name, _, dataset = name.partition(":")
+    if table_name not in REPORTED_TABLES:
+        raise MisatoError(f"unknown reported table {table_name!r}; choose one of: {', '.join(REPORTED_TABLES)}")
+    source = resources.files(__package__).joinpath("reported", f"{table_name}.csv")
+    with source.open("r", encoding="utf-8") as handle:
+        frame = pd.read_csv(handle, dtype={"method": str, DATASET_COLUMN: str})
+    if DATASET_COLUMN in frame.columns:
+        choices = list(dict.fromkeys(frame[DATASET_COLUMN]))
+        chosen = [c for c in choices if c.casefold() == dataset.casefold()]
+        if not chosen:
+            raise MisatoError(
+                f"reported table {table_name!r} covers several datasets; name one as "
+                + " or ".join(f"'{table_name}:{c}'" for c in choices)
+            )
+        dataset = chosen[0]
+        frame = frame[frame[DATASET_COLUMN] == dataset].drop(columns=DATASET_COLUMN)
+    elif dataset:
+        raise MisatoError(f"reported table {table_name!r} has a single dataset; drop the ':{dataset}' suffix")
+    values = frame.set_index("method").astype(float)
+    return ReportedTable(table_name, REPORTED_TABLES[table_name], dataset or None, values)
