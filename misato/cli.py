@@ -17,6 +17,7 @@ COMMAND_MODULES = (
     "misato.cli_weights",
     "misato.cli_evaluate",
     "misato.cli_compare",
+    "misato.cli_demo",
 )
 
 
