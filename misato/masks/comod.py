@@ -8,8 +8,8 @@ import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
-import cv2
 import numpy as np
+from PIL import Image, ImageDraw
 
 from misato.masks.base import Kinds, MaskSampler, check_ratio_range, randint_or_zero
 
@@ -32,10 +32,12 @@ def brush_strokes(rng: np.random.Generator, size: int, max_strokes: int, brush: 
     Each stroke: ``randint(min_steps, max_steps)`` steps from a uniform start; even steps turn by
     ``2π − U(angle_min, angle_max)``, odd ones by ``U(angle_min, angle_max)``; step length
     ``clip(N(R, R // 2), 0, 2R)`` with ``R = sqrt(2)·size / 8``; one width ``int(U(min_width, max_width))``
-    for the polyline and the filled discs at its vertices. The whole canvas is then flipped vertically and
+    for the polyline and the filled discs at its vertices, drawn with Pillow as the reference does (OpenCV's
+    thick lines come out 1–2 px wider than their nominal width). The whole canvas is then flipped vertically and
     horizontally with probability 0.5 each.
     """
-    canvas = np.zeros((size, size), np.uint8)
+    canvas = Image.new("L", (size, size), 0)
+    draw = ImageDraw.Draw(canvas)
     radius = math.sqrt(2 * size * size) / 8
     for _ in range(randint_or_zero(rng, max_strokes)):
         steps = int(rng.integers(brush.min_steps, brush.max_steps))
@@ -50,10 +52,10 @@ def brush_strokes(rng: np.random.Generator, size: int, max_strokes: int, brush: 
             y = float(np.clip(points[-1][1] + step * math.sin(angle), 0, size))
             points.append((int(x), int(y)))
         width = int(rng.uniform(brush.min_width, brush.max_width))
-        cv2.polylines(canvas, [np.array(points, np.int32)], False, 1, thickness=max(width, 1))
-        for point in points:
-            cv2.circle(canvas, point, width // 2, 1, thickness=-1)
-    mask = canvas.astype(bool)
+        draw.line(points, fill=1, width=width)
+        for x, y in points:
+            draw.ellipse((x - width // 2, y - width // 2, x + width // 2, y + width // 2), fill=1)
+    mask = np.asarray(canvas, dtype=bool)
     if rng.random() > 0.5:
         mask = mask[::-1]
     if rng.random() > 0.5:

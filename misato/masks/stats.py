@@ -100,7 +100,7 @@ def format_stats(stats: dict[str, Any]) -> str:
         lines.append(f"{label:28} {s['count']:6d} {s['ratio_mean']:6.3f} {q['q05']:6.3f} {q['q25']:6.3f} "
                      f"{q['q50']:6.3f} {q['q75']:6.3f} {q['q95']:6.3f} {s['components_mean']:5.1f}")
     lines.append("")
-    lines.append(f"{'hole-ratio histogram (% of masks)':28} " + " ".join(f"{b:>8}" for b in bins))
+    lines.append(f"{'% of masks per ratio bin':28} " + " ".join(f"{b:>8}" for b in bins))
     for label, s in groups.items():
         lines.append(f"{label:28} " + " ".join(f"{100 * c / s['count']:8.1f}" for c in s["ratio_histogram"].values()))
     return "\n".join(lines)
