@@ -46,10 +46,10 @@ def brush_strokes(rng: np.random.Generator, size: int, max_strokes: int, brush: 
         turns = rng.uniform(angle_min, angle_max, size=steps)
         turns[0::2] = 2 * math.pi - turns[0::2]
         points = [(int(rng.integers(0, size)), int(rng.integers(0, size)))]
-        for angle in turns:
-            step = float(np.clip(rng.normal(radius, radius // 2), 0, 2 * radius))
-            x = float(np.clip(points[-1][0] + step * math.cos(angle), 0, size))
-            y = float(np.clip(points[-1][1] + step * math.sin(angle), 0, size))
+        lengths = np.clip(rng.normal(radius, radius // 2, size=steps), 0, 2 * radius)
+        for angle, length in zip(turns.tolist(), lengths.tolist()):
+            x = min(max(points[-1][0] + length * math.cos(angle), 0), size)
+            y = min(max(points[-1][1] + length * math.sin(angle), 0), size)
             points.append((int(x), int(y)))
         width = int(rng.uniform(brush.min_width, brush.max_width))
         draw.line(points, fill=1, width=width)

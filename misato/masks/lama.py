@@ -57,18 +57,25 @@ def irregular_strokes(rng: np.random.Generator, config: LamaConfig) -> np.ndarra
     """
     size = config.size
     canvas = np.zeros((size, size), np.uint8)
-    for stroke in range(int(rng.integers(config.min_strokes, config.max_strokes + 2))):
-        x, y = int(rng.integers(size)), int(rng.integers(size))
-        for _ in range(1 + int(rng.integers(5))):
-            angle = 0.01 + int(rng.integers(config.max_angle))
-            if stroke % 2 == 0:
-                angle = 2 * np.pi - angle
-            length = 10 + int(rng.integers(config.max_len))
-            width = 5 + int(rng.integers(config.max_width))
-            end_x = int(np.clip(int(x + length * np.sin(angle)), 0, size))
-            end_y = int(np.clip(int(y + length * np.cos(angle)), 0, size))
-            cv2.line(canvas, (x, y), (end_x, end_y), 1, width)
+    times = int(rng.integers(config.min_strokes, config.max_strokes + 2))
+    starts = rng.integers(size, size=(times, 2))
+    segments = 1 + rng.integers(5, size=times)
+    total = int(segments.sum())
+    angles = 0.01 + rng.integers(config.max_angle, size=total)
+    lengths = 10 + rng.integers(config.max_len, size=total)
+    widths = 5 + rng.integers(config.max_width, size=total)
+    stroke_of_segment = np.repeat(np.arange(times), segments)
+    angles = np.where(stroke_of_segment % 2 == 0, 2 * np.pi - angles, angles)
+    dx, dy = lengths * np.sin(angles), lengths * np.cos(angles)
+    segment = 0
+    for stroke in range(times):
+        x, y = int(starts[stroke, 0]), int(starts[stroke, 1])
+        for _ in range(int(segments[stroke])):
+            end_x = min(max(int(x + dx[segment]), 0), size)
+            end_y = min(max(int(y + dy[segment]), 0), size)
+            cv2.line(canvas, (x, y), (end_x, end_y), 1, int(widths[segment]))
             x, y = end_x, end_y
+            segment += 1
     return canvas.astype(bool)
 
 
