@@ -114,7 +114,8 @@ def make_generator(preset: str, size: int, ratio_range: tuple[float, float] | No
         size: canvas side in pixels (>= 16).
         ratio_range: ``(lo, hi)`` hole-fraction bounds, ``0 <= lo < hi <= 1``; masks are redrawn until
             ``lo < ratio < hi``. None → the preset's documented default.
-        objects: COCO instances JSON or object-mask folder, required by ``object``, ``asuka-train``, ``misato``.
+        objects: COCO instances JSON or object-mask folder, required by ``object``, ``asuka-train``, ``misato``
+            (ignored by the other presets).
     Raises:
         MisatoError: unknown preset (the message lists the names), bad size or range, missing object source.
     """
