@@ -57,7 +57,10 @@ def _prepare_folder(out: Path, run: dict, resume: bool, overwrite: bool) -> None
     params_path = out / PARAMS_NAME
     if not params_path.is_file():
         raise MisatoError(f"{out}: cannot resume, {PARAMS_NAME} is missing (not a `misato masks` folder?); use --overwrite")
-    previous = json.loads(params_path.read_text(encoding="utf-8"))
+    try:
+        previous = json.loads(params_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        raise MisatoError(f"{params_path}: unreadable ({error}); cannot resume, use --overwrite") from None
     differing = [key for key in ("preset", "size", "seed", "generator") if previous.get(key) != run[key]]
     if differing:
         raise MisatoError(f"{out}: cannot resume, it was generated with different {', '.join(differing)}; use --overwrite")

@@ -18,6 +18,7 @@ import hashlib
 import json
 import math
 import os
+import warnings
 from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any
@@ -107,7 +108,9 @@ class CocoObjects(ObjectSource):
         else:  # compressed RLE
             counts = segmentation["counts"]
             rle = {"size": segmentation["size"], "counts": counts.encode("ascii") if isinstance(counts, str) else counts}
-        return mask_utils.decode(rle).astype(bool), height * width
+        with warnings.catch_warnings():  # pycocotools' decode trips numpy 2's copy= deprecation; harmless
+            warnings.simplefilter("ignore", DeprecationWarning)
+            return mask_utils.decode(rle).astype(bool), height * width
 
     def fingerprint(self) -> str:
         return f"coco-json sha256:{file_sha256(self.path)} min_area={self.min_area} max_area={self.max_area}"
