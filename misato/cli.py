@@ -18,6 +18,7 @@ COMMAND_MODULES = (
     "misato.cli_evaluate",
     "misato.cli_compare",
     "misato.cli_demo",
+    "misato.cli_masks",
 )
 
 

@@ -1,0 +1,110 @@
+"""Write ``n`` masks of a preset to a folder: ``NNNNN.png`` (255 = hole), ``masks.csv`` and ``masks.json``.
+
+Mask ``i`` is drawn from ``np.random.default_rng(np.random.SeedSequence([seed, i]))``, so every file depends
+only on (preset, size, ratio range, object source, seed, i) — not on ``n``, resume points or order — and the
+same seed gives bit-identical files.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import re
+from pathlib import Path
+
+import numpy as np
+
+from misato import __version__
+from misato.errors import MisatoError
+from misato.io import atomic_write_text, read_mask, write_mask
+from misato.masks.base import hole_ratio
+from misato.masks.presets import make_generator
+
+CSV_NAME = "masks.csv"
+PARAMS_NAME = "masks.json"
+CSV_COLUMNS = ("name", "kinds", "hole_ratio", "seed", "index")
+KIND_SEPARATOR = "+"
+_MASK_FILE = re.compile(r"^\d{5,}\.png$")
+
+
+def mask_rng(seed: int, index: int) -> np.random.Generator:
+    """The generator for mask ``index`` of a run with ``seed``."""
+    return np.random.default_rng(np.random.SeedSequence([seed, index]))
+
+
+def mask_name(index: int, n: int) -> str:
+    """File stem of mask ``index``: zero-padded to 5 digits (more when ``n`` needs them)."""
+    return f"{index:0{max(5, len(str(n - 1)))}d}"
+
+
+def _prepare_folder(out: Path, run: dict, resume: bool, overwrite: bool) -> None:
+    """Refuse a non-empty folder unless resuming the same run or overwriting; clear our files on overwrite."""
+    if resume and overwrite:
+        raise MisatoError("choose either --resume or --overwrite, not both")
+    if out.exists() and not out.is_dir():
+        raise MisatoError(f"mask output {out} exists and is not a folder")
+    existing = [p for p in out.iterdir() if not p.name.startswith(".")] if out.is_dir() else []
+    if not existing:
+        return
+    if overwrite:
+        for path in existing:
+            if _MASK_FILE.match(path.name) or path.name in (CSV_NAME, PARAMS_NAME):
+                path.unlink()
+        return
+    if not resume:
+        raise MisatoError(f"mask output folder {out} is not empty; pass --resume to continue it or --overwrite to replace it")
+    params_path = out / PARAMS_NAME
+    if not params_path.is_file():
+        raise MisatoError(f"{out}: cannot resume, {PARAMS_NAME} is missing (not a `misato masks` folder?); use --overwrite")
+    try:
+        previous = json.loads(params_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        raise MisatoError(f"{params_path}: unreadable ({error}); cannot resume, use --overwrite") from None
+    differing = [key for key in ("preset", "size", "seed", "generator") if previous.get(key) != run[key]]
+    if differing:
+        raise MisatoError(f"{out}: cannot resume, it was generated with different {', '.join(differing)}; use --overwrite")
+
+
+def generate_masks(preset: str, n: int, size: int, seed: int, out: str | os.PathLike,
+                   ratio_range: tuple[float, float] | None = None, objects: str | os.PathLike | None = None,
+                   resume: bool = False, overwrite: bool = False, progress: bool = True) -> Path:
+    """Generate masks ``0 … n−1`` of ``preset`` into ``out``; returns the path of ``masks.csv``.
+
+    On resume, files already present are not re-encoded; each is checked against the mask its (seed, index)
+    generates, so a folder made with other settings is reported instead of silently mixed.
+    Raises:
+        MisatoError: bad preset/size/range/objects, ``n < 1``, non-empty ``out`` without resume/overwrite,
+        or a resumed folder made with other settings.
+    """
+    from tqdm import tqdm
+
+    if int(n) < 1:
+        raise MisatoError(f"--n must be at least 1, got {n}")
+    generator = make_generator(preset, size, ratio_range, objects)
+    out = Path(out)
+    run = {"preset": preset, "size": int(size), "seed": int(seed), "generator": generator.parameters()}
+    _prepare_folder(out, run, resume, overwrite)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / PARAMS_NAME, json.dumps({**run, "n": int(n), "complete": False,
+                                                     "misato_version": __version__}, indent=2))
+    rows = []
+    for index in tqdm(range(int(n)), desc=f"masks {preset}", unit="mask", disable=not progress):
+        name = mask_name(index, int(n))
+        mask, kinds = generator.sample(mask_rng(int(seed), index))
+        path = out / f"{name}.png"
+        if path.is_file():
+            if not np.array_equal(read_mask(path), mask):
+                raise MisatoError(f"{path} differs from the mask this seed and index generate; "
+                                  "the folder holds another run — use --overwrite")
+        else:
+            write_mask(path, mask)
+        rows.append((name, KIND_SEPARATOR.join(kinds), f"{hole_ratio(mask):.6f}", int(seed), index))
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(CSV_COLUMNS)
+    writer.writerows(rows)
+    atomic_write_text(out / CSV_NAME, buffer.getvalue())
+    atomic_write_text(out / PARAMS_NAME, json.dumps({**run, "n": int(n), "complete": True,
+                                                     "misato_version": __version__}, indent=2))
+    return out / CSV_NAME
