@@ -1,0 +1,257 @@
+"""Feature networks on random weights in the official file formats, checked against independently built references."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from evaluate.features import build_feature_extractor, build_lpips, save_random_official_weights
+from evaluate.features.random_weights import random_official_state_dict
+from evaluate.features.tf_resize import resize_bilinear_tf1
+from misato.errors import MisatoError
+from tests.helpers import smooth_image
+
+
+@pytest.fixture(scope="module")
+def random_files(tmp_path_factory) -> dict:
+    """Random official-format files for the networks the tests need (written once per module)."""
+    folder = tmp_path_factory.mktemp("random_weights")
+    names = ("inception-v3-imagenet", "fid-inception", "alexnet", "lpips-alex-v0.1")
+    return {name: save_random_official_weights(name, folder / f"{name}.pth", seed=3) for name in names}
+
+
+@pytest.fixture(scope="module")
+def fid(random_files):
+    return build_feature_extractor("fid-inception", weights_path=random_files["fid-inception"])
+
+
+@pytest.fixture(scope="module")
+def tv_inception(random_files):
+    return build_feature_extractor("torchvision-inception", weights_path=random_files["inception-v3-imagenet"])
+
+
+@pytest.fixture(autouse=True)
+def isolated_caches(tmp_path, monkeypatch):
+    """No test may find real weights from the user's caches by accident."""
+    monkeypatch.setenv("MISATO_CACHE", str(tmp_path / "misato-cache"))
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch-home"))
+    monkeypatch.delenv("MISATO_WEIGHTS_DIR", raising=False)
+
+
+def images(n: int, height: int, width: int, seed: int = 0) -> torch.Tensor:
+    """float32 [n, 3, height, width] in [0, 1] from smooth synthetic pictures."""
+    rng = np.random.default_rng(seed)
+    pictures = [smooth_image(rng, max(height, width))[:height, :width] for _ in range(n)]
+    return torch.from_numpy(np.stack(pictures)).permute(0, 3, 1, 2).float() / 255.0
+
+
+# --- torchvision Inception-v3 (protocol asuka) ---------------------------------------------------------------
+
+
+def test_torchvision_inception_equals_torchvision_with_its_own_transforms(random_files):
+    from torchvision.models import Inception_V3_Weights, inception_v3
+
+    path = random_files["inception-v3-imagenet"]
+    reference = inception_v3(weights=None, aux_logits=True, init_weights=False, transform_input=True)
+    reference.load_state_dict(torch.load(path, map_location="cpu", weights_only=True), strict=True)
+    reference.fc = torch.nn.Identity()
+    reference.eval()
+    transforms = Inception_V3_Weights.IMAGENET1K_V1.transforms()
+
+    extractor = build_feature_extractor("torchvision-inception", weights_path=path)
+    x = images(2, 240, 320)
+    with torch.no_grad():
+        expected = reference(transforms(x))
+        got = extractor(x)
+    assert got.shape == (2, 2048) and got.dtype == torch.float32
+    assert expected.abs().mean() > 0.1  # the random network carries signal to the output
+    torch.testing.assert_close(got, expected, rtol=0, atol=1e-5)
+    assert not extractor.training
+
+
+def test_official_format_files_have_the_official_keys(random_files):
+    from torchvision.models import alexnet, inception_v3
+
+    inception = torch.load(random_files["inception-v3-imagenet"], weights_only=True)
+    official = inception_v3(weights=None, aux_logits=True, init_weights=False).state_dict()
+    assert list(inception) == list(official)
+    assert any(k.startswith("AuxLogits.") for k in inception) and "fc.weight" in inception
+    assert list(torch.load(random_files["alexnet"], weights_only=True)) == list(alexnet().state_dict())
+    fid = torch.load(random_files["fid-inception"], weights_only=True)
+    assert fid["fc.weight"].shape == (1008, 2048) and "Mixed_7c.branch_pool.bn.running_var" in fid
+    assert sum(k.endswith(".conv.weight") for k in fid) == 94
+
+
+def test_random_weights_are_reproducible():
+    first = random_official_state_dict("lpips-alex-v0.1", seed=5)
+    second = random_official_state_dict("lpips-alex-v0.1", seed=5)
+    other = random_official_state_dict("lpips-alex-v0.1", seed=6)
+    assert all(torch.equal(first[k], second[k]) for k in first)
+    assert not torch.equal(first["lin0.model.1.weight"], other["lin0.model.1.weight"])
+
+
+@pytest.mark.parametrize("kind", ["torchvision-inception", "fid-inception"])
+def test_features_do_not_depend_on_batch_size(request, kind):
+    extractor = request.getfixturevalue("tv_inception" if kind == "torchvision-inception" else "fid")
+    x = images(4, 299, 299, seed=1)
+    with torch.no_grad():
+        together = extractor(x)
+        alone = torch.cat([extractor(x[i : i + 1]) for i in range(4)])
+    torch.testing.assert_close(together, alone, rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("size", [(64, 80), (512, 384)])
+def test_any_input_size_gives_2048_features(fid, tv_inception, size):
+    x = images(1, *size)
+    with torch.no_grad():
+        for features in (fid(x), tv_inception(x)):
+            assert features.shape == (1, 2048) and torch.isfinite(features).all()
+
+
+# --- FID Inception (protocol comod) ---------------------------------------------------------------------------
+
+
+def test_fid_inception_preprocessing_is_tf_resize_then_minus_128_over_128(fid):
+    x = images(1, 150, 200)
+    expected = (resize_bilinear_tf1(x * 255.0, (299, 299)) - 128.0) / 128.0
+    torch.testing.assert_close(fid.preprocess(x), expected, rtol=0, atol=0)
+    assert fid.preprocess(torch.ones(1, 3, 299, 299)).max().item() == pytest.approx(127 / 128)
+
+
+def test_fid_inception_taps_match_a_hand_run_of_its_layers(fid):
+    x = images(2, 299, 299, seed=2)
+    with torch.no_grad():
+        h = fid.preprocess(x)
+        for layer in (fid.Conv2d_1a_3x3, fid.Conv2d_2a_3x3, fid.Conv2d_2b_3x3):
+            h = layer(h)
+        h = F.max_pool2d(h, 3, 2)
+        torch.testing.assert_close(fid.features(x, tap="64"), h.mean(dim=(2, 3)), rtol=1e-5, atol=1e-6)
+        h = F.max_pool2d(fid.Conv2d_4a_3x3(fid.Conv2d_3b_1x1(h)), 3, 2)
+        torch.testing.assert_close(fid.features(x, tap="192"), h.mean(dim=(2, 3)), rtol=1e-5, atol=1e-6)
+    assert fid.features(x, tap="768").shape == (2, 768)
+    with pytest.raises(ValueError, match="unknown tap"):
+        fid.features(x, tap="1008")
+
+
+def test_fid_inception_pool_branches_follow_the_tf_graph(fid):
+    """Mixed_5b's pool branch must ignore padding (count_include_pad=False); Mixed_7c's must max-pool."""
+    block = fid.Mixed_5b
+    x = torch.rand(1, 192, 5, 5)
+    pooled = F.avg_pool2d(x, 3, 1, 1, count_include_pad=False)
+    with torch.no_grad():
+        assert torch.equal(block(x)[:, -32:], block.branch_pool(pooled))
+        assert not torch.allclose(block(x)[:, -32:], block.branch_pool(F.avg_pool2d(x, 3, 1, 1)))
+        x7 = torch.rand(1, 2048, 4, 4)
+        assert torch.equal(fid.Mixed_7c(x7)[:, -192:], fid.Mixed_7c.branch_pool(F.max_pool2d(x7, 3, 1, 1)))
+
+
+# --- TF1 bilinear resize -----------------------------------------------------------------------------------------
+
+
+def test_tf1_resize_matches_hand_computed_values():
+    x = torch.tensor([[0.0, 10.0, 20.0], [30.0, 40.0, 50.0]]).view(1, 1, 2, 3)
+    # width 3 -> 4: sources 0, .75, 1.5, 2.25 (last clamps to column 2); height 2 -> 3: sources 0, 2/3, 4/3
+    expected = torch.tensor([[0.0, 7.5, 15.0, 20.0], [20.0, 27.5, 35.0, 40.0], [30.0, 37.5, 45.0, 50.0]])
+    torch.testing.assert_close(resize_bilinear_tf1(x, (3, 4))[0, 0], expected)
+    # downsampling picks samples at i * in / out without averaging: 4 -> 2 keeps columns 0 and 2
+    row = torch.tensor([1.0, 2.0, 4.0, 8.0]).view(1, 1, 1, 4)
+    torch.testing.assert_close(resize_bilinear_tf1(row, (1, 2)).flatten(), torch.tensor([1.0, 4.0]))
+    # half-pixel-centre resizing (torch's default) is a different function
+    assert not torch.allclose(F.interpolate(x, size=(3, 4), mode="bilinear", align_corners=False)[0, 0], expected)
+
+
+def test_tf1_resize_is_the_identity_at_the_target_size():
+    x = torch.rand(2, 3, 299, 299)
+    assert resize_bilinear_tf1(x, (299, 299)) is x
+    with pytest.raises(ValueError):
+        resize_bilinear_tf1(torch.zeros(3, 299, 299), (299, 299))
+
+
+# --- LPIPS ------------------------------------------------------------------------------------------------------
+
+ALEX_SLICES = {0: 1, 1: 1, 2: 2, 3: 2, 4: 2, 5: 3, 6: 3, 7: 3, 8: 4, 9: 4, 10: 5, 11: 5}
+
+
+def test_lpips_builder_equals_lpips_configured_by_hand(random_files):
+    import lpips
+
+    backbone = torch.load(random_files["alexnet"], weights_only=True)
+    reference = lpips.LPIPS(net="alex", pnet_rand=True, model_path=str(random_files["lpips-alex-v0.1"]), verbose=False)
+    for key, value in backbone.items():
+        if key.startswith("features."):
+            _, index, kind = key.split(".")
+            layer = getattr(getattr(reference.net, f"slice{ALEX_SLICES[int(index)]}"), index)
+            getattr(layer, kind).data.copy_(value)
+
+    ours = build_lpips("alex", backbone_path=random_files["alexnet"], lin_path=random_files["lpips-alex-v0.1"])
+    x, y = images(3, 64, 96, seed=4), images(3, 64, 96, seed=5)
+    with torch.no_grad():
+        expected = reference(x * 2 - 1, y * 2 - 1).flatten()
+        got = ours(x, y)
+    assert got.shape == (3,) and got.dtype == torch.float32
+    assert (expected > 0).all()
+    torch.testing.assert_close(got, expected, rtol=1e-6, atol=1e-7)
+    assert set(ours.weights) == {"alexnet", "lpips-alex-v0.1"}
+    assert torch.equal(ours(x, x), torch.zeros(3))
+
+
+def test_lpips_uses_the_wheel_linear_layers_by_default(random_files):
+    ours = build_lpips("alex", backbone_path=random_files["alexnet"])
+    from misato.weights import LPIPS_ALEX_LIN
+
+    assert ours.weights["lpips-alex-v0.1"] == LPIPS_ALEX_LIN.sha256
+
+
+def test_lpips_vgg_accepts_a_features_only_backbone(tmp_path):
+    from torchvision.models import vgg16
+
+    torch.manual_seed(0)
+    trunk = {f"features.{k}": v for k, v in vgg16().features.state_dict().items()}
+    torch.save(trunk, tmp_path / "vgg16-features.pth")
+    ours = build_lpips("vgg", backbone_path=tmp_path / "vgg16-features.pth")
+    with torch.no_grad():
+        distance = ours(images(1, 32, 32, seed=1), images(1, 32, 32, seed=2))
+    assert distance.shape == (1,) and distance.item() > 0
+
+
+# --- bad inputs ---------------------------------------------------------------------------------------------------
+
+
+def test_a_wrong_file_under_the_official_name_fails_its_hash_check(tmp_path):
+    (tmp_path / "pt_inception-2015-12-05-6726825d.pth").write_bytes(b"not the FID inception")
+    with pytest.raises(MisatoError, match="does not match the official pt_inception"):
+        build_feature_extractor("fid-inception", weights_dir=tmp_path)
+
+
+def test_missing_weights_offline_name_the_file(tmp_path):
+    with pytest.raises(MisatoError, match="inception_v3_google-0cc3c7bd.pth"):
+        build_feature_extractor("torchvision-inception", weights_dir=tmp_path)
+
+
+def test_missing_keys_are_listed(random_files, tmp_path):
+    state = torch.load(random_files["fid-inception"], weights_only=True)
+    del state["Mixed_6b.branch7x7_2.conv.weight"], state["Conv2d_1a_3x3.bn.running_var"]
+    torch.save(state, tmp_path / "broken.pth")
+    with pytest.raises(MisatoError, match=r"missing keys: Conv2d_1a_3x3\.bn\.running_var, Mixed_6b\.branch7x7_2"):
+        build_feature_extractor("fid-inception", weights_path=tmp_path / "broken.pth")
+
+
+def test_another_networks_file_is_refused(random_files):
+    with pytest.raises(MisatoError, match=r"missing keys: Conv2d_1a_3x3.*unexpected keys: classifier\.1\.bias"):
+        build_feature_extractor("fid-inception", weights_path=random_files["alexnet"])
+    with pytest.raises(MisatoError, match="not the expected weights"):
+        build_lpips("alex", backbone_path=random_files["alexnet"], lin_path=random_files["alexnet"])
+
+
+def test_unreadable_file_and_unknown_kind(tmp_path):
+    (tmp_path / "junk.pth").write_bytes(b"junk")
+    with pytest.raises(MisatoError, match="cannot be read"):
+        build_feature_extractor("fid-inception", weights_path=tmp_path / "junk.pth")
+    with pytest.raises(ValueError, match="unknown feature extractor"):
+        build_feature_extractor("clip")
+
+
+def test_inputs_must_be_float_images(fid):
+    with pytest.raises(ValueError, match=r"float32 \[N, 3, H, W\]"):
+        fid(torch.zeros(1, 3, 64, 64, dtype=torch.uint8))
