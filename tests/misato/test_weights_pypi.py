@@ -47,10 +47,12 @@ def fake_alexnet_ckpt(seed: int = 0) -> tuple[bytes, dict]:
     rng = np.random.default_rng(seed)
     shapes = [(11, 11, 3, 64), (5, 5, 64, 192), (3, 3, 192, 384), (3, 3, 384, 256), (3, 3, 256, 256)]
     convs = {
-        f"Conv_{k}": {"kernel": rng.normal(size=s).astype(np.float32), "bias": rng.normal(size=s[-1]).astype(np.float32)}
-        for k, s in enumerate(shapes)
+        f"Conv_{k}": {"kernel": rng.normal(size=shape).astype(np.float32),
+                      "bias": rng.normal(size=shape[-1]).astype(np.float32)}
+        for k, shape in enumerate(shapes)
     }
-    lin = {f"NetLinLayer_{k}": {"Conv_0": {"kernel": np.ones((1, 1, s[-1], 1), np.float32)}} for k, s in enumerate(shapes)}
+    lin = {f"NetLinLayer_{k}": {"Conv_0": {"kernel": np.ones((1, 1, s[-1], 1), np.float32)}}
+           for k, s in enumerate(shapes)}
     return pickle.dumps({"AlexNet_0": convs, **lin}, protocol=3), convs
 
 
@@ -69,7 +71,8 @@ def test_flax_kernels_become_torchvision_oihw(tmp_path):
         for x in range(4):
             patch = padded[:, 4 * y : 4 * y + 11, 4 * x : 4 * x + 11]  # [I, H, W]
             expected[:, y, x] = np.einsum("ihw,hwio->o", patch, kernel) + bias
-    got = F.conv2d(torch.from_numpy(image)[None], state["features.0.weight"], state["features.0.bias"], stride=4, padding=2)
+    weight, bias_t = state["features.0.weight"], state["features.0.bias"]
+    got = F.conv2d(torch.from_numpy(image)[None], weight, bias_t, stride=4, padding=2)
     np.testing.assert_allclose(got[0].numpy(), expected, rtol=1e-4, atol=1e-4)
 
 
