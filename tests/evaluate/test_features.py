@@ -251,6 +251,14 @@ def test_another_networks_file_is_refused(random_files):
         build_lpips("alex", backbone_path=random_files["alexnet"], lin_path=random_files["alexnet"])
 
 
+def test_the_two_inceptions_do_not_accept_each_others_files(random_files):
+    """Their layer names coincide; the aux classifier and the 1000- vs 1008-way fc tell the files apart."""
+    with pytest.raises(MisatoError, match=r"missing keys: AuxLogits.*shape mismatches: fc\.bias \(1008,\)"):
+        build_feature_extractor("torchvision-inception", weights_path=random_files["fid-inception"])
+    with pytest.raises(MisatoError, match=r"unexpected keys: AuxLogits"):
+        build_feature_extractor("fid-inception", weights_path=random_files["inception-v3-imagenet"])
+
+
 def test_unreadable_file_and_unknown_kind(tmp_path):
     (tmp_path / "junk.pth").write_bytes(b"junk")
     with pytest.raises(MisatoError, match="cannot be read"):
