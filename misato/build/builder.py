@@ -356,6 +356,7 @@ def build(
         "clip_pretrained": encoder.pretrained if encoder else str(clip_pretrained),
         "mask_ratio_range": list(mask_ratio_range) if mask_ratio_range is not None else None,
         "min_side": min_side,
+        "batch_size": batch_size,  # features' last bits depend on the batch they are computed in
     }
     rank, world = rank_and_world()
     if _check_output(out, resume, settings):
@@ -411,7 +412,7 @@ def build(
     counts = {source.name: sum(row["domain"] == source.name for row in rows) for source in sources}
     atomic_write_text(out / MANIFEST_NAME, _manifest_text(rows))
     report = {
-        "arguments": {**settings, "device": device, "batch_size": batch_size, "num_workers": num_workers},
+        "arguments": {**settings, "device": device, "num_workers": num_workers},
         "versions": _versions(),
         "clip": encoder_info,
         "mask_generator": _describe_generator(generator),
