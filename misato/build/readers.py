@@ -87,7 +87,9 @@ def decode_image_bytes(data: bytes) -> np.ndarray:
     try:
         image = Image.open(io.BytesIO(data))
         image.load()
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, zipfile.BadZipFile) as error:
+    except UnidentifiedImageError:
+        raise UnreadableImage("cannot decode (not a recognised image format)") from None
+    except (OSError, SyntaxError, ValueError) as error:
         raise UnreadableImage(f"cannot decode ({error})") from None
     if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
         raise UnreadableImage(f"{image.mode} (16/32-bit) image")
