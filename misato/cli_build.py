@@ -72,7 +72,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def build(args: argparse.Namespace) -> int:
     """Handler of ``misato build``."""
     from misato.build import build as run_build
+    from misato.build.features import init_distributed_from_env, rank_and_world
 
+    device = init_distributed_from_env(args.device)  # under torchrun: one rank per process
     report = run_build(
         args.out,
         flickr_landscape=args.flickr_landscape,
@@ -86,7 +88,7 @@ def build(args: argparse.Namespace) -> int:
         seed=args.seed,
         clip_model=args.clip_model,
         clip_pretrained=args.clip_pretrained,
-        device=args.device,
+        device=device,
         batch_size=args.batch_size,
         num_workers=args.workers,
         feature_cache=args.feature_cache,
@@ -96,6 +98,8 @@ def build(args: argparse.Namespace) -> int:
         min_side=args.min_side,
         weights_dir=args.weights_dir,
     )
+    if rank_and_world()[0] != 0:
+        return 0  # rank 0 writes the output and reports
     if report.already_complete:
         print(f"{report.out}: the build there is already complete (build.json exists)")
         return 0

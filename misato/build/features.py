@@ -316,6 +316,26 @@ def _collate(samples):
     return samples
 
 
+def init_distributed_from_env(device: str | None) -> str | None:
+    """Join the process group ``torchrun`` describes (``WORLD_SIZE`` > 1 in the environment).
+
+    Uses NCCL when CUDA is available (each rank on ``cuda:LOCAL_RANK``), gloo otherwise. Returns the device this
+    rank should use (``device`` unchanged for a single process or an explicit CPU device).
+    """
+    import torch
+    import torch.distributed as dist
+
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or dist.is_initialized():
+        return device
+    use_cuda = torch.cuda.is_available() and (device is None or device.startswith("cuda"))
+    dist.init_process_group("nccl" if use_cuda else "gloo")
+    if use_cuda:
+        local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+        torch.cuda.set_device(local_rank)
+        return f"cuda:{local_rank}"
+    return device
+
+
 def rank_and_world() -> tuple[int, int]:
     """``(rank, world size)`` of the torch.distributed group, ``(0, 1)`` when not initialised."""
     import torch.distributed as dist

@@ -331,3 +331,29 @@ def test_verify_domain_blocks(tmp_path):
     assert any("out of order" in p for p in problems)
     release = write_misato_folder(tmp_path / "r", n=3, size=16, names=["0000", "0500", "1999"])
     assert any("consecutive" in p for p in verify(release))
+
+
+def test_cli_build_end_to_end(tmp_path, raw, monkeypatch, capsys):
+    """All documented flags reach build(); the default generator gets the COCO annotations as object source."""
+    import misato.build.builder as builder
+
+    seen = {}
+
+    def fake_default(size, ratio_range, objects):
+        seen.update(size=size, ratio_range=ratio_range, objects=objects)
+        return BoxMasks(size)
+
+    monkeypatch.setattr(builder, "default_mask_generator", fake_default)
+    model = tiny_clip_model(tmp_path / "clip")
+    argv = ["build", "--out", str(tmp_path / "out"), "--size", str(SIZE), "--per-domain", "2", "--seed", "3",
+            "--megadepth", str(raw["megadepth"]), "--coco-images", str(raw["coco_images"]),
+            "--coco-annotations", str(raw["coco_annotations"]), "--domain", f"extra={raw['domains'][0][1]}",
+            "--clip-model", model, "--clip-pretrained", "none", "--device", "cpu", "--batch-size", "4",
+            "--workers", "0", "--feature-cache", str(tmp_path / "cache"), "--mask-ratio-range", "0.05", "0.7"]
+    assert main(argv) == 0
+    assert "6 images (building 2, background 2, extra 2); 0 raw files skipped" in capsys.readouterr().out
+    assert seen == {"size": SIZE, "ratio_range": (0.05, 0.7), "objects": str(raw["coco_annotations"])}
+    info = json.loads((tmp_path / "out" / "build.json").read_text())
+    assert info["arguments"]["seed"] == 3 and info["arguments"]["batch_size"] == 4
+    assert main(["verify", str(tmp_path / "out")]) == 0
+    assert main(argv + ["--resume"]) == 0 and "already complete" in capsys.readouterr().out
