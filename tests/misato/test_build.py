@@ -286,6 +286,10 @@ def test_openai_weights_offline_fail_fast_naming_the_file(tmp_path, monkeypatch)
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     with pytest.raises(MisatoError, match=r"ViT-L-14\.pt.*openaipublic"):
         load_clip("ViT-L-14", "openai", "cpu")
+    (tmp_path / "weights").mkdir()
+    (tmp_path / "weights" / "ViT-L-14.pt").write_bytes(b"not the OpenAI file")
+    with pytest.raises(MisatoError, match="does not match the official ViT-L-14.pt"):
+        load_clip("ViT-L-14", "openai", "cpu", weights_dir=tmp_path / "weights")
     with pytest.raises(MisatoError, match="not 'none', 'openai' or an existing checkpoint"):
         load_clip("ViT-L-14", str(tmp_path / "nope.pt"), "cpu")
 
@@ -357,3 +361,41 @@ def test_cli_build_end_to_end(tmp_path, raw, monkeypatch, capsys):
     assert info["arguments"]["seed"] == 3 and info["arguments"]["batch_size"] == 4
     assert main(["verify", str(tmp_path / "out")]) == 0
     assert main(argv + ["--resume"]) == 0 and "already complete" in capsys.readouterr().out
+
+
+class _Holder(__import__("torch").nn.Module):
+    """A bare module for TorchScript: it only carries buffers, like the tensors of OpenAI's released archives."""
+
+    def forward(self, x):
+        return x
+
+
+def test_openai_torchscript_archive_loads(tmp_path):
+    """A TorchScript archive in OpenAI's layout (keys, extra scalars, no attn_mask) loads with the same outputs."""
+    import open_clip
+    import torch
+
+    config = {"model_cfg": {"embed_dim": 16, "quick_gelu": True,
+                            "vision_cfg": {"image_size": 32, "layers": 1, "width": 64, "patch_size": 16},
+                            "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 64, "heads": 1, "layers": 1}},
+              "preprocess_cfg": {}}
+    (tmp_path / "open_clip_config.json").write_text(json.dumps(config))
+    # OpenAI's archives hold fp16 weights (open_clip's loader casts through fp16): make ours fp16-exact
+    reference = open_clip.create_model(f"local-dir:{tmp_path}").half().float().eval()
+    tensors = {k: v for k, v in reference.state_dict().items() if k != "attn_mask"}
+    tensors.update(input_resolution=torch.tensor(32), context_length=torch.tensor(77), vocab_size=torch.tensor(49408))
+    archive = _Holder()
+    for key, value in tensors.items():
+        *parents, leaf = key.split(".")
+        module = archive
+        for part in parents:
+            if not hasattr(module, part):
+                module.add_module(part, _Holder())
+            module = getattr(module, part)
+        module.register_buffer(leaf, value.clone())
+    torch.jit.save(torch.jit.script(archive), tmp_path / "ViT-tiny.pt")
+    loaded = load_clip(f"local-dir:{tmp_path}", str(tmp_path / "ViT-tiny.pt"), "cpu")
+    images = torch.randn(2, 3, 32, 32)
+    with torch.inference_mode():
+        assert torch.allclose(loaded.model.encode_image(images), reference.encode_image(images), atol=1e-5)
+    assert loaded.weights_file_sha256 and "Normalize" in repr(loaded.preprocess)
