@@ -209,13 +209,13 @@ class FeatureResult:
     Attributes:
         features: ``float32 [N, D]``, rows L2-normalised; NaN rows for unusable images.
         problems: ``position → reason`` for unusable images (corrupt, too small, size mismatch).
-        hashes: sha256 of each file's bytes.
+        hashes: sha256 of each file's bytes (None for a file that could not be read).
         computed: how many images went through the model in this run (the rest came from the cache).
     """
 
     features: np.ndarray
     problems: dict[int, str]
-    hashes: list[str]
+    hashes: list[str | None]
     computed: int = 0
 
     @property
@@ -278,11 +278,12 @@ class FeatureCache:
         self.pending.clear()
 
 
-def _hash_file(item: SourceImage) -> str:
+def _hash_file(item: SourceImage) -> tuple[str | None, str]:
+    """``(sha256 of the file's bytes, "")``, or ``(None, reason)`` when the file cannot be read."""
     try:
-        return hashlib.sha256(item.read_bytes()).hexdigest()
+        return hashlib.sha256(item.read_bytes()).hexdigest(), ""
     except (OSError, KeyError) as error:
-        return f"unreadable:{item.relative_path}:{error}"
+        return None, f"cannot read ({error})"
 
 
 class _DecodeDataset:
@@ -379,9 +380,9 @@ def extract_features(
     my_items = [items[position] for position in mine]
     cache = FeatureCache(cache_dir, f"{encoder.cache_key}__{torch.device(encoder.device).type}-b{batch_size}", f"r{rank}")
     with ThreadPoolExecutor(max_workers=max(2, num_workers)) as pool:
-        hashes = list(pool.map(_hash_file, my_items))
+        hashes, read_errors = zip(*pool.map(_hash_file, my_items)) if my_items else ((), ())
     batches = [list(range(start, min(start + batch_size, len(my_items)))) for start in range(0, len(my_items), batch_size)]
-    todo = [batch for batch in batches if any(hashes[i] not in cache for i in batch)]
+    todo = [batch for batch in batches if any(hashes[i] is not None and hashes[i] not in cache for i in batch)]
     computed = 0
     dim = None
     if todo:
@@ -396,7 +397,7 @@ def extract_features(
             for samples in loader:
                 good = [(position, tensor) for position, tensor, _ in samples if tensor is not None]
                 for position, tensor, reason in samples:
-                    if tensor is None and not hashes[position].startswith("unreadable:"):
+                    if tensor is None and hashes[position] is not None:
                         cache.add(hashes[position], None, reason)
                 if good:
                     batch = torch.stack([tensor for _, tensor in good]).to(encoder.device, torch.float32)
@@ -421,15 +422,15 @@ def extract_features(
     local = np.full((len(my_items), dim), np.nan, dtype=np.float32)
     local_problems: dict[int, str] = {}
     for index, digest in enumerate(hashes):
-        if digest.startswith("unreadable:"):
-            local_problems[mine[index]] = digest.split(":", 2)[2] or "unreadable"
+        if digest is None:
+            local_problems[mine[index]] = read_errors[index]
             continue
         row, reason = cache.get(digest)
         if row is None:
             local_problems[mine[index]] = reason
         else:
             local[index] = row
-    return _gather(len(items), mine, local, local_problems, hashes, computed)
+    return _gather(len(items), mine, local, local_problems, list(hashes), computed)
 
 
 def _feature_dim(encoder: ClipEncoder, cache: FeatureCache) -> int:

@@ -399,3 +399,14 @@ def test_openai_torchscript_archive_loads(tmp_path):
     with torch.inference_mode():
         assert torch.allclose(loaded.model.encode_image(images), reference.encode_image(images), atol=1e-5)
     assert loaded.weights_file_sha256 and "Normalize" in repr(loaded.preprocess)
+
+
+def test_unreadable_file_is_listed_and_does_not_defeat_the_cache(tmp_path, encoder):
+    write_flickr(tmp_path / "flickr", n=4)
+    (tmp_path / "flickr" / "00001b.jpg").symlink_to(tmp_path / "gone.jpg")  # a dangling link: cannot be read
+    items = read_flickr_landscape(tmp_path / "flickr")
+    first = extract_features(items, encoder, tmp_path / "cache", batch_size=2, min_side=16, progress=False)
+    assert list(first.problems) == [2] and first.problems[2].startswith("cannot read")
+    assert first.hashes[2] is None and first.computed == 5
+    again = extract_features(items, encoder, tmp_path / "cache", batch_size=2, min_side=16, progress=False)
+    assert again.computed == 0 and again.problems == first.problems
