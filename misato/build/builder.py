@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
 
 from misato import __version__
 from misato.build import coco as coco_masks
@@ -273,6 +274,34 @@ def _manifest_text(rows: list[dict]) -> str:
     return buffer.getvalue()
 
 
+def _build_record(
+    arguments: dict, encoder_info: dict, generator, rows: list[dict], sources: list[DomainSource], skipped: list[dict],
+    unannotated: list[str],
+) -> dict:
+    """The content of ``build.json`` (no timestamps or output path, so equal builds give equal files)."""
+    names = [source.name for source in sources]
+    indices = {name: [row["index"] for row in rows if row["domain"] == name] for name in names}
+    return {
+        "arguments": arguments,
+        "versions": _versions(),
+        "clip": encoder_info,
+        "mask_generator": _describe_generator(generator),
+        "index_ranges": {name: [min(found), max(found)] for name, found in indices.items() if found},
+        "counts": {
+            source.name: {
+                "found": len(source.items),
+                "skipped": sum(entry["domain"] == source.name for entry in skipped),
+                "written": len(indices[source.name]),
+            }
+            for source in sources
+        },
+        "skipped_count": len(skipped),
+        "skipped": skipped,
+        "coco_unannotated_count": len(unannotated),
+        "coco_unannotated": unannotated,
+    }
+
+
 def build(
     out: str | os.PathLike,
     *,
@@ -398,8 +427,6 @@ def build(
     by_domain = {source.name: source for source in sources}
     by_path = {source.name: {item.relative_path: item for item in source.items} for source in sources}
     rows = []
-    from tqdm import tqdm
-
     for entry in tqdm(plan["entries"], desc="writing images", unit="img", disable=not progress):
         record_path = state / "records" / f"{entry['index']:04d}.json"
         row = _state_json(record_path)
@@ -411,28 +438,8 @@ def build(
         rows.append(row)
     counts = {source.name: sum(row["domain"] == source.name for row in rows) for source in sources}
     atomic_write_text(out / MANIFEST_NAME, _manifest_text(rows))
-    report = {
-        "arguments": {**settings, "device": device, "num_workers": num_workers},
-        "versions": _versions(),
-        "clip": encoder_info,
-        "mask_generator": _describe_generator(generator),
-        "index_ranges": {
-            name: [min(r["index"] for r in rows if r["domain"] == name), max(r["index"] for r in rows if r["domain"] == name)]
-            for name in counts
-        },
-        "counts": {
-            source.name: {
-                "found": len(source.items),
-                "skipped": sum(s["domain"] == source.name for s in plan["skipped"]),
-                "written": counts[source.name],
-            }
-            for source in sources
-        },
-        "skipped_count": len(plan["skipped"]),
-        "skipped": plan["skipped"],
-        "coco_unannotated_count": len(unannotated),
-        "coco_unannotated": unannotated,
-    }
+    arguments = {**settings, "device": device, "num_workers": num_workers}
+    report = _build_record(arguments, encoder_info, generator, rows, sources, plan["skipped"], unannotated)
     _write_json(out / BUILD_JSON, report)
     shutil.rmtree(state)
     return BuildReport(out, counts, plan["skipped"])

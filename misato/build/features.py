@@ -95,10 +95,7 @@ def _openai_entry(model_name: str):
     """The weights-registry entry of OpenAI's own checkpoint for ``model_name``, if registered."""
     from misato import weights
 
-    for entry in weights.REGISTRY.values():
-        if entry.name == f"clip-{model_name.lower()}-openai":
-            return entry
-    return None
+    return weights.REGISTRY.get(f"clip-{model_name.lower()}-openai")
 
 
 def load_clip(
