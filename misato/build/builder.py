@@ -393,6 +393,10 @@ def build(
             shutil.rmtree(out / STATE_DIR)
         return BuildReport(out, already_complete=True)
     sources, unannotated = collect_sources(**given, domains=domains)
+    generator = mask_generator
+    if generator is None:  # made before the long feature stage, so a missing generator fails fast
+        objects = mask_objects if mask_objects is not None else coco_annotations
+        generator = default_mask_generator(size, mask_ratio_range, objects)
     state = out / STATE_DIR
     if world > 1:
         torch.distributed.barrier()  # every rank has checked the output before rank 0 writes into it
@@ -419,10 +423,6 @@ def build(
         _write_json(state / "plan.json", plan)
     elif rank != 0:
         return BuildReport(out)
-    generator = mask_generator
-    if generator is None:
-        objects = mask_objects if mask_objects is not None else coco_annotations
-        generator = default_mask_generator(size, mask_ratio_range, objects)
     min_ratio = mask_ratio_range[0] if mask_ratio_range is not None else 0.0
     by_domain = {source.name: source for source in sources}
     by_path = {source.name: {item.relative_path: item for item in source.items} for source in sources}
