@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from scipy.ndimage import binary_erosion
 
 from misato.build import build, verify
@@ -296,8 +297,6 @@ def test_openai_weights_offline_fail_fast_naming_the_file(tmp_path, monkeypatch)
 
 def test_checkpoint_file_round_trip(tmp_path, encoder):
     """A saved state dict loads through --clip-pretrained FILE and yields the same weights digest."""
-    import torch
-
     path = tmp_path / "tiny.pt"
     torch.save(encoder.model.state_dict(), path)
     loaded = load_clip(tiny_clip_model(tmp_path / "cfg"), str(path), "cpu", init_seed=123)
@@ -363,7 +362,7 @@ def test_cli_build_end_to_end(tmp_path, raw, monkeypatch, capsys):
     assert main(argv + ["--resume"]) == 0 and "already complete" in capsys.readouterr().out
 
 
-class _Holder(__import__("torch").nn.Module):
+class _Holder(torch.nn.Module):
     """A bare module for TorchScript: it only carries buffers, like the tensors of OpenAI's released archives."""
 
     def forward(self, x):
@@ -373,7 +372,6 @@ class _Holder(__import__("torch").nn.Module):
 def test_openai_torchscript_archive_loads(tmp_path):
     """A TorchScript archive in OpenAI's layout (keys, extra scalars, no attn_mask) loads with the same outputs."""
     import open_clip
-    import torch
 
     config = {"model_cfg": {"embed_dim": 16, "quick_gelu": True,
                             "vision_cfg": {"image_size": 32, "layers": 1, "width": 64, "patch_size": 16},
