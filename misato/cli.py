@@ -19,6 +19,7 @@ COMMAND_MODULES = (
     "misato.cli_compare",
     "misato.cli_demo",
     "misato.cli_masks",
+    "misato.cli_build",
 )
 
 

@@ -350,3 +350,16 @@ LPIPS_VGG_LIN = register(
         package_file=("lpips", "weights/v0.1/vgg.pth"),
     )
 )
+
+CLIP_VIT_L_14_OPENAI = register(
+    WeightEntry(
+        name="clip-vit-l-14-openai",
+        filename="ViT-L-14.pt",
+        url="https://openaipublic.azureedge.net/clip/models/"
+        "b8cca3fd41ae0c99ba7e8951adf17d267cdb84cd88be6f7c2e0eca1737a03836/ViT-L-14.pt",
+        sha256="b8cca3fd41ae0c99ba7e8951adf17d267cdb84cd88be6f7c2e0eca1737a03836",
+        description="OpenAI CLIP ViT-L/14 (TorchScript archive; the URL's folder is the file's sha256, which "
+        "OpenAI's loader checks); image features for `misato build` selection",
+        preprocessing="RGB; resize short side 224 (bicubic), centre crop 224, OpenAI CLIP mean/std",
+    )
+)

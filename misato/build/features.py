@@ -1,0 +1,457 @@
+"""CLIP image features for selection: loading the model, batched extraction, an on-disk cache, rank sharding.
+
+Features are the CLIP image embedding (``encode_image``), L2-normalised, ``float32 [N, D]``. Images are decoded
+and preprocessed (open_clip's own eval transform) in DataLoader workers.
+
+Batch invariance: CPU/GPU kernels change the last bits of a feature with the batch it is computed in (measured:
+up to 3e-6 for ViT-B-32), and near-ties in the clustering can turn on such bits. So batches are fixed chunks of
+``batch_size`` consecutive items, a batch with any uncached item is recomputed whole, the cache is keyed by
+device type and batch size, and ranks take whole batches. Every feature is therefore computed in the same batch
+whether the run is fresh, resumed or distributed, and the result is bit-identical.
+
+Cache: ``CACHE/<model>__<weights digest>__<device type>-b<batch size>/*.npz`` shards, each holding content hashes
+(sha256 of the file bytes), their feature rows and, for unusable files, the reason. A killed run loses at most
+the rows not yet flushed; shards are written atomically.
+
+Scale-out: when ``torch.distributed`` is initialised, rank ``r`` of ``W`` takes batches ``r::W`` (batch ``b``
+holds items ``b·B … b·B + B − 1``); the results are gathered back into the original order on every rank.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import re
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from misato.build.readers import SourceImage, UnreadableImage, decode_image_bytes
+from misato.errors import MisatoError
+from misato.io import atomic_write_bytes
+
+DEFAULT_CLIP_MODEL = "ViT-L-14"
+DEFAULT_CLIP_PRETRAINED = "openai"
+SHARD_ROWS = 512
+"""Cached rows are flushed to a new shard once this many are pending (and at the end / on interruption)."""
+
+
+@dataclass
+class ClipEncoder:
+    """A loaded CLIP image encoder.
+
+    Attributes:
+        model: the open_clip model (eval mode, float32) on ``device``.
+        preprocess: PIL image → ``float32 [3, S, S]`` tensor (open_clip's eval transform).
+        model_name: the open_clip model name as given.
+        pretrained: ``"none"``, ``"openai"`` or a file path, as given.
+        weights_digest: sha256 over the state dict (names, dtypes, shapes, bytes) — identifies the weights
+            whatever their source, and keys the feature cache.
+        weights_file: the checkpoint file used, if any, and its sha256.
+        device: torch device string.
+    """
+
+    model: object
+    preprocess: Callable
+    model_name: str
+    pretrained: str
+    weights_digest: str
+    device: str
+    weights_file: str | None = None
+    weights_file_sha256: str | None = None
+
+    @property
+    def cache_key(self) -> str:
+        """Folder name inside the feature cache: model + weights digest."""
+        return f"{re.sub(r'[^A-Za-z0-9_.-]+', '_', Path(self.model_name).name)}__{self.weights_digest[:20]}"
+
+    def describe(self) -> dict:
+        """What ``build.json`` records about the encoder."""
+        return {
+            "model": self.model_name,
+            "pretrained": self.pretrained,
+            "weights_file": self.weights_file,
+            "weights_file_sha256": self.weights_file_sha256,
+            "state_dict_sha256": self.weights_digest,
+        }
+
+
+def state_dict_digest(model) -> str:
+    """sha256 over a model's state dict in key order (names, dtypes, shapes and raw bytes)."""
+    import torch
+
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        tensor = tensor.detach().cpu().contiguous()
+        digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
+        digest.update(tensor.view(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def _openai_entry(model_name: str):
+    """The weights-registry entry of OpenAI's own checkpoint for ``model_name``, if registered."""
+    from misato import weights
+
+    return weights.REGISTRY.get(f"clip-{model_name.lower()}-openai")
+
+
+def load_clip(
+    model_name: str = DEFAULT_CLIP_MODEL,
+    pretrained: str = DEFAULT_CLIP_PRETRAINED,
+    device: str = "cpu",
+    weights_dir: str | os.PathLike | None = None,
+    init_seed: int = 0,
+) -> ClipEncoder:
+    """Load a CLIP image encoder with open_clip.
+
+    Args:
+        model_name: an open_clip model name (``ViT-L-14``) or ``local-dir:FOLDER`` (a folder holding
+            ``open_clip_config.json`` and optionally weights; used by the tests for tiny models).
+        pretrained: ``"none"`` (random init from ``init_seed``), ``"openai"`` (OpenAI's checkpoint, found through
+            the weights registry: ``ViT-L-14.pt`` in ``--weights-dir``, ``~/.cache/misato/weights`` or
+            ``$TORCH_HOME/hub/checkpoints``), or a path to a local checkpoint (open_clip state dict, safetensors,
+            or an OpenAI TorchScript archive).
+        device: torch device.
+    Raises:
+        MisatoError: unknown model, missing/unloadable weights (offline: names the file, folders and URL).
+    """
+    import open_clip
+    import torch
+
+    weights_file = None
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(init_seed)
+        try:
+            if pretrained == "none":
+                model, _, preprocess = open_clip.create_model_and_transforms(model_name, pretrained=None)
+            elif pretrained == "openai" and _openai_entry(model_name) is not None:
+                from misato import weights
+
+                resolved = weights.resolve(_openai_entry(model_name).name, weights_dir=weights_dir)
+                weights_file = resolved.path
+                model, preprocess = _load_openai_archive(model_name, resolved.path)
+            elif pretrained == "openai":
+                if open_clip.get_pretrained_cfg(model_name, "openai") == {}:
+                    raise MisatoError(f"open_clip has no OpenAI weights for {model_name!r}; pass --clip-pretrained FILE")
+                model, _, preprocess = open_clip.create_model_and_transforms(model_name, pretrained="openai")
+            else:
+                weights_file = Path(pretrained).expanduser()
+                if not weights_file.is_file():
+                    raise MisatoError(
+                        f"--clip-pretrained {pretrained!r}: not 'none', 'openai' or an existing checkpoint file"
+                    )
+                if zipfile_is_torchscript(weights_file):
+                    model, preprocess = _load_openai_archive(model_name, weights_file)
+                else:
+                    # created first, then loaded: open_clip ignores `pretrained` for local-dir: model names
+                    model, _, preprocess = open_clip.create_model_and_transforms(model_name, pretrained=None)
+                    open_clip.load_checkpoint(model, str(weights_file))
+        except MisatoError:
+            raise
+        except (RuntimeError, ValueError, FileNotFoundError, KeyError, OSError) as error:
+            raise MisatoError(f"cannot create CLIP model {model_name!r} with weights {pretrained!r}: {error}") from None
+    model = model.to(device=device, dtype=torch.float32).eval()
+    file_sha = None
+    if weights_file is not None:
+        from misato.weights import file_sha256
+
+        file_sha = file_sha256(weights_file)
+    return ClipEncoder(
+        model=model,
+        preprocess=preprocess,
+        model_name=model_name,
+        pretrained=str(pretrained),
+        weights_digest=state_dict_digest(model),
+        device=str(device),
+        weights_file=str(weights_file) if weights_file is not None else None,
+        weights_file_sha256=file_sha,
+    )
+
+
+def zipfile_is_torchscript(path: Path) -> bool:
+    """True for a TorchScript archive (OpenAI's released ``ViT-L-14.pt`` is one)."""
+    import zipfile
+
+    if not zipfile.is_zipfile(path):
+        return False
+    with zipfile.ZipFile(path) as handle:
+        return any(name.endswith("constants.pkl") for name in handle.namelist())
+
+
+def _load_openai_archive(model_name: str, path: Path):
+    """Load OpenAI's TorchScript checkpoint into a plain open_clip model with OpenAI's preprocessing."""
+    import open_clip
+    from open_clip.openai import load_openai_model
+
+    model = load_openai_model(str(path), precision="fp32", device="cpu")
+    config = open_clip.get_pretrained_cfg(model_name, "openai") or {}
+    preprocess = open_clip.image_transform(
+        model.visual.image_size,
+        is_train=False,
+        mean=config.get("mean", open_clip.OPENAI_DATASET_MEAN),
+        std=config.get("std", open_clip.OPENAI_DATASET_STD),
+        interpolation=config.get("interpolation", "bicubic"),
+        resize_mode=config.get("resize_mode", "shortest"),
+    )
+    return model, preprocess
+
+
+@dataclass
+class FeatureResult:
+    """Features of a list of images, in the list's order.
+
+    Attributes:
+        features: ``float32 [N, D]``, rows L2-normalised; NaN rows for unusable images.
+        problems: ``position → reason`` for unusable images (corrupt, too small, size mismatch).
+        hashes: sha256 of each file's bytes (None for a file that could not be read).
+        computed: how many images went through the model in this run (the rest came from the cache).
+    """
+
+    features: np.ndarray
+    problems: dict[int, str]
+    hashes: list[str | None]
+    computed: int = 0
+
+    @property
+    def usable(self) -> np.ndarray:
+        """Positions of usable images, ascending."""
+        return np.array([i for i in range(len(self.hashes)) if i not in self.problems], dtype=np.int64)
+
+
+class FeatureCache:
+    """Cached feature rows for one encoder, keyed by the content hash of the image file."""
+
+    def __init__(self, folder: str | os.PathLike | None, key: str, tag: str = "0"):
+        self.folder = Path(folder) / key if folder is not None else None
+        self.tag = tag
+        self.rows: dict[str, tuple[np.ndarray | None, str]] = {}
+        self.pending: dict[str, tuple[np.ndarray | None, str]] = {}
+        if self.folder is not None and self.folder.is_dir():
+            for shard in sorted(self.folder.glob("*.npz")):
+                self._load(shard)
+
+    def _load(self, shard: Path) -> None:
+        try:
+            with np.load(shard, allow_pickle=False) as data:
+                hashes, features, reasons = data["hashes"], data["features"], data["reasons"]
+        except (OSError, ValueError, KeyError):
+            return  # a damaged shard is ignored: its rows are simply recomputed
+        for digest, row, reason in zip(hashes.tolist(), features, reasons.tolist()):
+            self.rows[digest] = (None if reason else row.astype(np.float32), reason)
+
+    def __contains__(self, digest: str) -> bool:
+        return digest in self.rows
+
+    def get(self, digest: str) -> tuple[np.ndarray | None, str]:
+        return self.rows[digest]
+
+    def add(self, digest: str, row: np.ndarray | None, reason: str) -> None:
+        self.rows[digest] = (row, reason)
+        self.pending[digest] = (row, reason)
+
+    def flush(self, dim: int) -> None:
+        """Write pending rows as a new shard (atomically)."""
+        if self.folder is None or not self.pending:
+            self.pending.clear()
+            return
+        hashes = sorted(self.pending)
+        features = np.full((len(hashes), dim), np.nan, dtype=np.float32)
+        for row_index, digest in enumerate(hashes):
+            row = self.pending[digest][0]
+            if row is not None:
+                features[row_index] = row
+        buffer = io.BytesIO()
+        np.savez(
+            buffer,
+            hashes=np.array(hashes),
+            features=features,
+            reasons=np.array([self.pending[d][1] for d in hashes]),
+        )
+        name = f"{self.tag}-{hashlib.sha256(''.join(hashes).encode()).hexdigest()[:16]}.npz"
+        atomic_write_bytes(self.folder / name, buffer.getvalue())
+        self.pending.clear()
+
+
+def _hash_file(item: SourceImage) -> tuple[str | None, str]:
+    """``(sha256 of the file's bytes, "")``, or ``(None, reason)`` when the file cannot be read."""
+    try:
+        return hashlib.sha256(item.read_bytes()).hexdigest(), ""
+    except (OSError, KeyError) as error:
+        return None, f"cannot read ({error})"
+
+
+class _DecodeDataset:
+    """Map-style dataset for DataLoader workers: position → (position, tensor or None, reason)."""
+
+    def __init__(self, items: Sequence[SourceImage], preprocess: Callable, min_side: int):
+        self.items = items
+        self.preprocess = preprocess
+        self.min_side = min_side
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, position: int):
+        from PIL import Image
+
+        item = self.items[position]
+        try:
+            image = decode_image_bytes(item.read_bytes())
+        except (UnreadableImage, OSError, KeyError) as error:
+            return position, None, str(error) or "unreadable"
+        height, width = image.shape[:2]
+        if item.expected_size is not None and (height, width) != item.expected_size:
+            return position, None, f"size {width}x{height} differs from the annotations' {item.expected_size[1]}x{item.expected_size[0]}"
+        if min(height, width) < self.min_side:
+            return position, None, f"too small ({width}x{height}, short side < {self.min_side})"
+        return position, self.preprocess(Image.fromarray(image)), ""
+
+
+def _collate(samples):
+    return samples
+
+
+def init_distributed_from_env(device: str | None) -> str | None:
+    """Join the process group ``torchrun`` describes (``WORLD_SIZE`` > 1 in the environment).
+
+    Uses NCCL when CUDA is available (each rank on ``cuda:LOCAL_RANK``), gloo otherwise. Returns the device this
+    rank should use (``device`` unchanged for a single process or an explicit CPU device).
+    """
+    import torch
+    import torch.distributed as dist
+
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or dist.is_initialized():
+        return device
+    use_cuda = torch.cuda.is_available() and (device is None or device.startswith("cuda"))
+    dist.init_process_group("nccl" if use_cuda else "gloo")
+    if use_cuda:
+        local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+        torch.cuda.set_device(local_rank)
+        return f"cuda:{local_rank}"
+    return device
+
+
+def rank_and_world() -> tuple[int, int]:
+    """``(rank, world size)`` of the torch.distributed group, ``(0, 1)`` when not initialised."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def extract_features(
+    items: Sequence[SourceImage],
+    encoder: ClipEncoder,
+    cache_dir: str | os.PathLike | None = None,
+    batch_size: int = 32,
+    num_workers: int = 0,
+    min_side: int = 1,
+    progress: bool = True,
+    on_batch: Callable[[int], None] | None = None,
+    description: str = "CLIP features",
+) -> FeatureResult:
+    """CLIP features of ``items`` (see the module docstring for caching and sharding).
+
+    Args:
+        items: the images, in the order the result should have.
+        encoder: from :func:`load_clip`.
+        cache_dir: feature-cache root, or None for no cache.
+        batch_size: images per forward pass.
+        num_workers: DataLoader decode workers (0 = decode in this process).
+        min_side: images whose shorter side is below this are unusable ("too small").
+        on_batch: called with the number of images computed after every batch (tests use it to interrupt).
+    Returns:
+        A :class:`FeatureResult` for all items, identical on every rank.
+    """
+    import torch
+    from torch.utils.data import DataLoader
+    from tqdm import tqdm
+
+    rank, world = rank_and_world()
+    starts = range(0, len(items), batch_size)[rank::world]  # whole batches per rank: same batches as 1 process
+    mine = [position for start in starts for position in range(start, min(start + batch_size, len(items)))]
+    my_items = [items[position] for position in mine]
+    cache = FeatureCache(cache_dir, f"{encoder.cache_key}__{torch.device(encoder.device).type}-b{batch_size}", f"r{rank}")
+    with ThreadPoolExecutor(max_workers=max(2, num_workers)) as pool:
+        hashes, read_errors = zip(*pool.map(_hash_file, my_items)) if my_items else ((), ())
+    batches = [list(range(start, min(start + batch_size, len(my_items)))) for start in range(0, len(my_items), batch_size)]
+    todo = [batch for batch in batches if any(hashes[i] is not None and hashes[i] not in cache for i in batch)]
+    computed = 0
+    dim = None
+    if todo:
+        loader = DataLoader(
+            _DecodeDataset(my_items, encoder.preprocess, min_side),
+            batch_sampler=todo,
+            num_workers=num_workers,
+            collate_fn=_collate,
+        )
+        bar = tqdm(total=sum(map(len, todo)), desc=description, unit="img", disable=not progress or rank != 0)
+        try:
+            for samples in loader:
+                good = [(position, tensor) for position, tensor, _ in samples if tensor is not None]
+                for position, tensor, reason in samples:
+                    if tensor is None and hashes[position] is not None:
+                        cache.add(hashes[position], None, reason)
+                if good:
+                    batch = torch.stack([tensor for _, tensor in good]).to(encoder.device, torch.float32)
+                    with torch.inference_mode():
+                        output = torch.nn.functional.normalize(encoder.model.encode_image(batch).float(), dim=-1)
+                    rows = output.cpu().numpy().astype(np.float32)
+                    dim = rows.shape[1]
+                    for (position, _), row in zip(good, rows):
+                        cache.add(hashes[position], row, "")
+                computed += len(samples)
+                bar.update(len(samples))
+                if dim is not None and len(cache.pending) >= SHARD_ROWS:
+                    cache.flush(dim)
+                if on_batch is not None:
+                    on_batch(computed)
+        finally:
+            bar.close()
+            if dim is None:
+                dim = _feature_dim(encoder, cache)
+            cache.flush(dim)
+    dim = dim or _feature_dim(encoder, cache)
+    local = np.full((len(my_items), dim), np.nan, dtype=np.float32)
+    local_problems: dict[int, str] = {}
+    for index, digest in enumerate(hashes):
+        if digest is None:
+            local_problems[mine[index]] = read_errors[index]
+            continue
+        row, reason = cache.get(digest)
+        if row is None:
+            local_problems[mine[index]] = reason
+        else:
+            local[index] = row
+    return _gather(len(items), mine, local, local_problems, list(hashes), computed)
+
+
+def _feature_dim(encoder: ClipEncoder, cache: FeatureCache) -> int:
+    for row, _ in cache.rows.values():
+        if row is not None:
+            return int(row.shape[0])
+    return int(encoder.model.visual.output_dim)
+
+
+def _gather(total: int, mine: list[int], local: np.ndarray, problems: dict[int, str], hashes: list[str], computed: int) -> FeatureResult:
+    """Combine every rank's share into the original order (no-op for a single process)."""
+    import torch.distributed as dist
+
+    rank, world = rank_and_world()
+    shares = [(mine, local, problems, hashes, computed)]
+    if world > 1:
+        shares = [None] * world
+        dist.all_gather_object(shares, (mine, local, problems, hashes, computed))
+    features = np.full((total, local.shape[1]), np.nan, dtype=np.float32)
+    all_problems: dict[int, str] = {}
+    all_hashes = [""] * total
+    for positions, rows, share_problems, share_hashes, _ in shares:
+        features[positions] = rows
+        all_problems.update(share_problems)
+        for position, digest in zip(positions, share_hashes):
+            all_hashes[position] = digest
+    return FeatureResult(features, dict(sorted(all_problems.items())), all_hashes, sum(s[4] for s in shares))

@@ -1,0 +1,410 @@
+"""The builder end to end on synthetic raw trees, with a tiny random CLIP and a test mask generator."""
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from scipy.ndimage import binary_erosion
+
+from misato.build import build, verify
+from misato.build.features import extract_features, load_clip
+from misato.build.readers import read_flickr_landscape
+from misato.build.selection import select_representatives
+from misato.cli import main
+from misato.errors import MisatoError
+from misato.io import read_image, read_mask, read_mask_uint8
+from tests.misato.test_build_support import (
+    OBJECT_COLOUR,
+    BoxMasks,
+    tiny_clip,
+    tiny_clip_model,
+    write_coco,
+    write_flickr,
+    write_matterport,
+    write_megadepth,
+)
+
+SIZE = 32
+PER_DOMAIN = 3
+
+
+@pytest.fixture(scope="module")
+def raw(tmp_path_factory):
+    """All four raw datasets plus a custom folder, with one corrupt and one too-small Flickr file."""
+    root = tmp_path_factory.mktemp("raw")
+    write_flickr(root / "flickr", n=7)
+    (root / "flickr" / "zz_corrupt.jpg").write_bytes(b"\xff\xd8\xff\xe0 broken")
+    from tests.misato.test_build_support import photo, write_jpeg
+
+    write_jpeg(root / "flickr" / "zz_tiny.jpg", photo(50, 10, 12))
+    write_matterport(root / "matterport", houses_zipped=1, houses_unzipped=1, per_house=3)
+    write_megadepth(root / "megadepth", scenes=2, per_scene=3)
+    coco_images, coco_json = write_coco(root / "coco", n=6)
+    write_flickr(root / "custom", n=4, seed=70)
+    return {
+        "flickr_landscape": root / "flickr",
+        "matterport": root / "matterport",
+        "megadepth": root / "megadepth",
+        "coco_images": coco_images,
+        "coco_annotations": coco_json,
+        "domains": [("mine", root / "custom")],
+    }
+
+
+@pytest.fixture(scope="module")
+def encoder(tmp_path_factory):
+    return tiny_clip(tmp_path_factory.mktemp("clip"))
+
+
+def run(out, raw, encoder, cache, **overrides):
+    options = dict(raw, size=SIZE, per_domain=PER_DOMAIN, seed=0, encoder=encoder, feature_cache=cache,
+                   mask_generator=BoxMasks(SIZE, (0.15, 0.6)), mask_ratio_range=(0.05, 0.6), progress=False)
+    options.update(overrides)
+    return build(out, **options)
+
+
+def folder_bytes(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory, raw, encoder):
+    out = tmp_path_factory.mktemp("built") / "misato"
+    report = run(out, raw, encoder, tmp_path_factory.mktemp("cache"))
+    return out, report
+
+
+def read_manifest(out: Path) -> list[dict]:
+    with open(out / "manifest.csv", newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_layout_manifest_and_report(built):
+    out, report = built
+    names = [f"{i:04d}" for i in range(5 * PER_DOMAIN)]
+    assert sorted(p.stem for p in (out / "image").iterdir()) == names
+    assert sorted(p.stem for p in (out / "mask").iterdir()) == names
+    assert sorted(p.name for p in out.iterdir()) == ["build.json", "image", "manifest.csv", "mask"]
+    rows = read_manifest(out)
+    assert [r["domain"] for r in rows] == [d for d in ("landscape", "indoor", "building", "background", "mine") for _ in range(PER_DOMAIN)]
+    assert [r["source_dataset"] for r in rows[::PER_DOMAIN]] == ["Flickr-Landscape", "Matterport3D", "MegaDepth", "COCO 2014", "mine"]
+    for row in rows:
+        image, mask = read_image(out / "image" / f"{row['name']}.png"), read_mask_uint8(out / "mask" / f"{row['name']}.png")
+        assert image.shape == (SIZE, SIZE, 3) and mask.shape == (SIZE, SIZE)
+        assert set(np.unique(mask)) <= {0, 255}
+        assert float(row["hole_ratio"]) == pytest.approx((mask == 255).mean(), abs=1e-6)
+        assert row["mask_kinds"] == "box" and row["seed"] == "0"
+    info = json.loads((out / "build.json").read_text())
+    assert info["skipped_count"] == 2
+    reasons = {s["path"]: s["reason"] for s in info["skipped"]}
+    assert "cannot decode" in reasons["zz_corrupt.jpg"] and "too small" in reasons["zz_tiny.jpg"]
+    assert info["counts"]["landscape"] == {"found": 9, "skipped": 2, "written": PER_DOMAIN}
+    assert info["index_ranges"]["indoor"] == [PER_DOMAIN, 2 * PER_DOMAIN - 1]
+    assert info["clip"]["pretrained"] == "none" and len(info["clip"]["state_dict_sha256"]) == 64
+    assert info["versions"]["scikit-learn"] and info["mask_generator"]["name"] == "test-boxes"
+    assert report.counts == {d: PER_DOMAIN for d in ("landscape", "indoor", "building", "background", "mine")}
+    assert verify(out) == []
+
+
+def test_images_are_the_cropped_sources(built, raw):
+    """Every output image equals its manifest source, centre-cropped and resized by the documented filter."""
+    from PIL import Image
+
+    out, _ = built
+    from misato.build.readers import decode_image_bytes
+
+    for row in read_manifest(out)[:: PER_DOMAIN + 1]:
+        source_root = {"landscape": raw["flickr_landscape"], "building": raw["megadepth"], "mine": raw["domains"][0][1],
+                       "background": raw["coco_images"]}.get(row["domain"])
+        if source_root is None:
+            continue  # indoor sources may sit in a zip; covered by test_readers
+        source = decode_image_bytes((source_root / row["source_path"]).read_bytes())
+        h, w = source.shape[:2]
+        side = min(h, w)
+        crop = source[(h - side) // 2 : (h - side) // 2 + side, (w - side) // 2 : (w - side) // 2 + side]
+        expected = np.asarray(Image.fromarray(crop).resize((SIZE, SIZE), Image.Resampling.LANCZOS))
+        assert np.array_equal(read_image(out / "image" / f"{row['name']}.png"), expected)
+
+
+def test_coco_holes_avoid_annotated_objects(built):
+    out, _ = built
+    rows = [r for r in read_manifest(out) if r["domain"] == "background"]
+    object_pixels = 0
+    for row in rows:
+        image = read_image(out / "image" / f"{row['name']}.png").astype(int)
+        mask = read_mask(out / "mask" / f"{row['name']}.png")
+        red = (image[..., 0] > 200) & (image[..., 1] < 60) & (image[..., 2] < 60)
+        # object interiors only: at the edges Lanczos blends object and background colours
+        red = binary_erosion(red, np.ones((3, 3), bool))
+        object_pixels += red.sum()
+        assert not (mask & red).any(), row["name"]
+        assert mask.mean() >= 0.05
+    assert object_pixels > 30  # the objects survived the crop, so the check above means something
+
+
+def test_selection_matches_sklearn_on_cached_features(tmp_path, raw, encoder, built):
+    """The landscape block equals BisectingKMeans run directly on the features, nearest member per centre."""
+    from sklearn.cluster import BisectingKMeans
+
+    out, _ = built
+    items = read_flickr_landscape(raw["flickr_landscape"])
+    result = extract_features(items, encoder, tmp_path / "cache", min_side=SIZE // 2, progress=False)
+    usable = result.usable
+    features = result.features[usable]
+    assert np.allclose(np.linalg.norm(features, axis=1), 1.0, atol=1e-5) and features.dtype == np.float32
+    labels = BisectingKMeans(n_clusters=PER_DOMAIN, random_state=0).fit(features)
+    expected = []
+    for k in range(PER_DOMAIN):
+        members = np.flatnonzero(labels.labels_ == k)
+        centre = labels.cluster_centers_[k] / np.linalg.norm(labels.cluster_centers_[k])
+        expected.append(members[np.argmax(features[members] @ centre)])
+    chosen = [items[usable[p]].relative_path for p in sorted(expected)]
+    manifest = [r["source_path"] for r in read_manifest(out) if r["domain"] == "landscape"]
+    assert manifest == chosen
+    ours = select_representatives(features, PER_DOMAIN, 0)
+    assert [r.position for r in ours] == sorted(expected)
+    assert all(r.candidates[0] == r.position for r in ours)
+
+
+def test_selection_ties_and_errors():
+    features = np.eye(4, dtype=np.float32)[[0, 0, 1, 1, 2]]  # duplicates: exact ties inside clusters
+    chosen = select_representatives(features, 3, seed=0)
+    assert sorted(r.position for r in chosen) == [0, 2, 4]
+    with pytest.raises(MisatoError, match="domain 'indoor': 5 usable images, but 6"):
+        select_representatives(features, 6, seed=0, domain="indoor")
+
+
+def test_same_seed_is_byte_identical_and_seed_matters(tmp_path, raw, encoder, built):
+    out, _ = built
+    again = tmp_path / "again"
+    run(again, raw, encoder, tmp_path / "cache2")
+    assert folder_bytes(again) == folder_bytes(out)
+    other = tmp_path / "other"
+    run(other, raw, encoder, tmp_path / "cache2", seed=1)
+    assert folder_bytes(other)["mask/0000.png"] != folder_bytes(out)["mask/0000.png"]
+
+
+@pytest.mark.parametrize("stage, at", [("features", 1), ("write", 4)])
+def test_interrupted_build_resumes_byte_identical(tmp_path, raw, encoder, stage, at):
+    out = tmp_path / "reference"
+    run(out, raw, encoder, tmp_path / "reference-cache", batch_size=2)
+    target = tmp_path / "interrupted"
+    calls = []
+
+    def stop(step, count):
+        calls.append(step)
+        if step == stage and calls.count(stage) == at:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run(target, raw, encoder, tmp_path / "cache", on_step=stop, batch_size=2)
+    assert (target / ".misato-build").is_dir() and not (target / "build.json").exists()
+    with pytest.raises(MisatoError, match="not empty; pass --resume"):
+        run(target, raw, encoder, tmp_path / "cache")
+    with pytest.raises(MisatoError, match="different settings .*seed"):
+        run(target, raw, encoder, tmp_path / "cache", resume=True, seed=5)
+    steps = []
+    run(target, raw, encoder, tmp_path / "cache", resume=True, batch_size=2, on_step=lambda s, c: steps.append(s))
+    assert folder_bytes(target) == folder_bytes(out)
+    if stage == "write":
+        assert "features" not in steps and steps.count("write") == 5 * PER_DOMAIN - at  # the hook runs after an image is complete
+    assert run(target, raw, encoder, tmp_path / "cache", resume=True).already_complete
+
+
+def test_feature_cache_is_reused(tmp_path, raw, encoder):
+    items = read_flickr_landscape(raw["flickr_landscape"])
+    first = extract_features(items, encoder, tmp_path / "cache", batch_size=3, min_side=16, progress=False)
+    assert first.computed == len(items) and len(first.problems) == 2
+    again = extract_features(items, encoder, tmp_path / "cache", batch_size=3, min_side=16, progress=False)
+    assert again.computed == 0
+    assert np.array_equal(np.nan_to_num(first.features), np.nan_to_num(again.features)) and again.problems == first.problems
+    shards = list((tmp_path / "cache").rglob("*.npz"))
+    assert shards and all(encoder.cache_key in str(s) for s in shards)
+
+
+def test_workers_give_the_same_features(tmp_path, raw, encoder):
+    items = read_flickr_landscape(raw["flickr_landscape"])
+    plain = extract_features(items, encoder, None, batch_size=4, min_side=16, progress=False)
+    workers = extract_features(items, encoder, None, batch_size=4, num_workers=2, min_side=16, progress=False)
+    assert np.array_equal(np.nan_to_num(plain.features), np.nan_to_num(workers.features))
+
+
+def test_bad_inputs(tmp_path, raw, encoder):
+    with pytest.raises(MisatoError, match="Matterport3D folder not found"):
+        run(tmp_path / "a", {"matterport": tmp_path / "missing"}, encoder, None)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(MisatoError, match="MegaDepth: no images"):
+        run(tmp_path / "b", {"megadepth": tmp_path / "empty"}, encoder, None)
+    with pytest.raises(MisatoError, match="go together"):
+        run(tmp_path / "c", {"coco_images": raw["coco_images"]}, encoder, None)
+    with pytest.raises(MisatoError, match="no raw dataset given"):
+        run(tmp_path / "d", {}, encoder, None)
+    with pytest.raises(MisatoError, match="domain 'landscape': 7 usable images, but 8"):
+        run(tmp_path / "e", {"flickr_landscape": raw["flickr_landscape"]}, encoder, tmp_path / "cache", per_domain=8)
+    with pytest.raises(MisatoError, match="name is taken"):
+        run(tmp_path / "f", {"domains": [("indoor", raw["flickr_landscape"])]}, encoder, None)
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "x.txt").write_text("x")
+    with pytest.raises(MisatoError, match="not empty"):
+        run(tmp_path / "full", {"flickr_landscape": raw["flickr_landscape"]}, encoder, None)
+    with pytest.raises(MisatoError, match="holds no unfinished build"):
+        run(tmp_path / "full", {"flickr_landscape": raw["flickr_landscape"]}, encoder, None, resume=True)
+    with pytest.raises(MisatoError, match="mask-ratio-range"):
+        run(tmp_path / "g", {"flickr_landscape": raw["flickr_landscape"]}, encoder, None, mask_ratio_range=(0.5, 0.2))
+
+
+def test_coco_images_whose_size_differs_from_the_annotations_are_skipped(tmp_path, encoder):
+    images, annotations = write_coco(tmp_path / "coco", n=4)
+    data = json.loads(annotations.read_text())
+    data["images"][1]["height"] = 99
+    annotations.write_text(json.dumps(data))
+    report = build(tmp_path / "out", coco_images=images, coco_annotations=annotations, size=SIZE, per_domain=2,
+                   encoder=encoder, mask_generator=BoxMasks(SIZE), progress=False)
+    assert [s["reason"] for s in report.skipped] == ["size 56x40 differs from the annotations' 56x99"]
+
+
+def test_coco_mask_that_cannot_avoid_objects_falls_back_or_fails(tmp_path, encoder):
+    """A generator whose holes always lie on the objects: every candidate fails → a clear error."""
+
+    class OnObjects:
+        def sample(self, rng):
+            mask = np.zeros((SIZE, SIZE), bool)
+            mask[:2, :2] = True  # a tiny hole: below the ratio floor once any object pixel is removed
+            return mask, ("tiny",)
+
+    images, annotations = write_coco(tmp_path / "coco", n=3)
+    with pytest.raises(MisatoError, match="no cluster member admits a background mask"):
+        build(tmp_path / "out", coco_images=images, coco_annotations=annotations, size=SIZE, per_domain=2,
+              encoder=encoder, mask_generator=OnObjects(), mask_ratio_range=(0.2, 0.9), progress=False)
+
+
+def test_openai_weights_offline_fail_fast_naming_the_file(tmp_path, monkeypatch):
+    monkeypatch.setenv("MISATO_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    with pytest.raises(MisatoError, match=r"ViT-L-14\.pt.*openaipublic"):
+        load_clip("ViT-L-14", "openai", "cpu")
+    (tmp_path / "weights").mkdir()
+    (tmp_path / "weights" / "ViT-L-14.pt").write_bytes(b"not the OpenAI file")
+    with pytest.raises(MisatoError, match="does not match the official ViT-L-14.pt"):
+        load_clip("ViT-L-14", "openai", "cpu", weights_dir=tmp_path / "weights")
+    with pytest.raises(MisatoError, match="not 'none', 'openai' or an existing checkpoint"):
+        load_clip("ViT-L-14", str(tmp_path / "nope.pt"), "cpu")
+
+
+def test_checkpoint_file_round_trip(tmp_path, encoder):
+    """A saved state dict loads through --clip-pretrained FILE and yields the same weights digest."""
+    path = tmp_path / "tiny.pt"
+    torch.save(encoder.model.state_dict(), path)
+    loaded = load_clip(tiny_clip_model(tmp_path / "cfg"), str(path), "cpu", init_seed=123)
+    assert loaded.weights_digest == encoder.weights_digest and loaded.weights_file_sha256
+
+
+def test_cli_verify_and_build_errors(tmp_path, built, capsys):
+    out, _ = built
+    assert main(["verify", str(out)]) == 0
+    broken = tmp_path / "broken"
+    import shutil
+
+    shutil.copytree(out, broken)
+    (broken / "mask" / "0003.png").unlink()
+    mask = read_mask_uint8(broken / "mask" / "0001.png")
+    mask[0, 0] = 17
+    from PIL import Image
+
+    Image.fromarray(mask).save(broken / "mask" / "0001.png")
+    capsys.readouterr()
+    assert main(["verify", str(broken)]) == 2
+    printed = capsys.readouterr().out
+    assert "image/0003.png has no mask" in printed and "0001.png is not binary" in printed
+    assert main(["build", "--out", str(out), "--flickr-landscape", str(tmp_path)]) == 2
+    assert "not empty" in capsys.readouterr().err
+
+
+def test_verify_domain_blocks(tmp_path):
+    from tests.helpers import write_misato_folder
+
+    root = write_misato_folder(tmp_path / "m", n=4, size=16)
+    (root / "manifest.csv").write_text("name,domain\n0000,indoor\n0001,landscape\n0002,indoor\n0003,building\n")
+    problems = verify(root)
+    assert any("split into several index blocks" in p for p in problems)
+    assert any("out of order" in p for p in problems)
+    release = write_misato_folder(tmp_path / "r", n=3, size=16, names=["0000", "0500", "1999"])
+    assert any("consecutive" in p for p in verify(release))
+
+
+def test_cli_build_end_to_end(tmp_path, raw, monkeypatch, capsys):
+    """All documented flags reach build(); the default generator gets the COCO annotations as object source."""
+    import misato.build.builder as builder
+
+    seen = {}
+
+    def fake_default(size, ratio_range, objects):
+        seen.update(size=size, ratio_range=ratio_range, objects=objects)
+        return BoxMasks(size)
+
+    monkeypatch.setattr(builder, "default_mask_generator", fake_default)
+    model = tiny_clip_model(tmp_path / "clip")
+    argv = ["build", "--out", str(tmp_path / "out"), "--size", str(SIZE), "--per-domain", "2", "--seed", "3",
+            "--megadepth", str(raw["megadepth"]), "--coco-images", str(raw["coco_images"]),
+            "--coco-annotations", str(raw["coco_annotations"]), "--domain", f"extra={raw['domains'][0][1]}",
+            "--clip-model", model, "--clip-pretrained", "none", "--device", "cpu", "--batch-size", "4",
+            "--workers", "0", "--feature-cache", str(tmp_path / "cache"), "--mask-ratio-range", "0.05", "0.7"]
+    assert main(argv) == 0
+    assert "6 images (building 2, background 2, extra 2); 0 raw files skipped" in capsys.readouterr().out
+    assert seen == {"size": SIZE, "ratio_range": (0.05, 0.7), "objects": str(raw["coco_annotations"])}
+    info = json.loads((tmp_path / "out" / "build.json").read_text())
+    assert info["arguments"]["seed"] == 3 and info["arguments"]["batch_size"] == 4
+    assert main(["verify", str(tmp_path / "out")]) == 0
+    assert main(argv + ["--resume"]) == 0 and "already complete" in capsys.readouterr().out
+
+
+class _Holder(torch.nn.Module):
+    """A bare module for TorchScript: it only carries buffers, like the tensors of OpenAI's released archives."""
+
+    def forward(self, x):
+        return x
+
+
+def test_openai_torchscript_archive_loads(tmp_path):
+    """A TorchScript archive in OpenAI's layout (keys, extra scalars, no attn_mask) loads with the same outputs."""
+    import open_clip
+
+    config = {"model_cfg": {"embed_dim": 16, "quick_gelu": True,
+                            "vision_cfg": {"image_size": 32, "layers": 1, "width": 64, "patch_size": 16},
+                            "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 64, "heads": 1, "layers": 1}},
+              "preprocess_cfg": {}}
+    (tmp_path / "open_clip_config.json").write_text(json.dumps(config))
+    # OpenAI's archives hold fp16 weights (open_clip's loader casts through fp16): make ours fp16-exact
+    reference = open_clip.create_model(f"local-dir:{tmp_path}").half().float().eval()
+    tensors = {k: v for k, v in reference.state_dict().items() if k != "attn_mask"}
+    tensors.update(input_resolution=torch.tensor(32), context_length=torch.tensor(77), vocab_size=torch.tensor(49408))
+    archive = _Holder()
+    for key, value in tensors.items():
+        *parents, leaf = key.split(".")
+        module = archive
+        for part in parents:
+            if not hasattr(module, part):
+                module.add_module(part, _Holder())
+            module = getattr(module, part)
+        module.register_buffer(leaf, value.clone())
+    torch.jit.save(torch.jit.script(archive), tmp_path / "ViT-tiny.pt")
+    loaded = load_clip(f"local-dir:{tmp_path}", str(tmp_path / "ViT-tiny.pt"), "cpu")
+    images = torch.randn(2, 3, 32, 32)
+    with torch.inference_mode():
+        assert torch.allclose(loaded.model.encode_image(images), reference.encode_image(images), atol=1e-5)
+    assert loaded.weights_file_sha256 and "Normalize" in repr(loaded.preprocess)
+
+
+def test_unreadable_file_is_listed_and_does_not_defeat_the_cache(tmp_path, encoder):
+    write_flickr(tmp_path / "flickr", n=4)
+    (tmp_path / "flickr" / "00001b.jpg").symlink_to(tmp_path / "gone.jpg")  # a dangling link: cannot be read
+    items = read_flickr_landscape(tmp_path / "flickr")
+    first = extract_features(items, encoder, tmp_path / "cache", batch_size=2, min_side=16, progress=False)
+    assert list(first.problems) == [2] and first.problems[2].startswith("cannot read")
+    assert first.hashes[2] is None and first.computed == 5
+    again = extract_features(items, encoder, tmp_path / "cache", batch_size=2, min_side=16, progress=False)
+    assert again.computed == 0 and again.problems == first.problems
