@@ -143,17 +143,16 @@ def default_mask_generator(size: int, ratio_range: tuple[float, float] | None, o
     ``objects`` is handed to the generator as its object-shape source; :func:`build` passes the COCO
     annotation file when one is given and nothing else is (see docs/build.md).
     """
-    try:
-        from misato.masks import make_generator
-    except ImportError as error:
-        raise MisatoError(f"the MISATO mask generators (misato.masks) are not available: {error}") from None
+    from misato.masks import make_generator
+
     return make_generator("misato", size, ratio_range=ratio_range, objects=objects)
 
 
 def _describe_generator(generator) -> object:
-    describe = getattr(generator, "describe", None)
-    if callable(describe):
-        return describe()
+    """The generator's parameters (``MaskGenerator.parameters()``), or its class name for custom generators."""
+    parameters = getattr(generator, "parameters", None)
+    if callable(parameters):
+        return parameters()
     return f"{type(generator).__module__}.{type(generator).__qualname__}"
 
 

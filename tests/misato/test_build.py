@@ -18,7 +18,6 @@ from misato.cli import main
 from misato.errors import MisatoError
 from misato.io import read_image, read_mask, read_mask_uint8
 from tests.misato.test_build_support import (
-    OBJECT_COLOUR,
     BoxMasks,
     tiny_clip,
     tiny_clip_model,
