@@ -407,3 +407,21 @@ def test_unreadable_file_is_listed_and_does_not_defeat_the_cache(tmp_path, encod
     assert first.hashes[2] is None and first.computed == 5
     again = extract_features(items, encoder, tmp_path / "cache", batch_size=2, min_side=16, progress=False)
     assert again.computed == 0 and again.problems == first.problems
+
+
+def test_build_with_the_real_misato_mask_mixture(tmp_path, raw):
+    """No injected generator: the `misato` preset draws object shapes from the COCO annotations."""
+    import csv
+
+    from misato.build import build
+
+    encoder_model = tiny_clip_model(tmp_path / "clip")
+    build(tmp_path / "out", megadepth=raw["megadepth"], coco_images=raw["coco_images"],
+          coco_annotations=raw["coco_annotations"], size=SIZE, per_domain=2, seed=1, clip_model=encoder_model,
+          clip_pretrained="none", device="cpu", batch_size=4, feature_cache=tmp_path / "cache",
+          mask_ratio_range=(0.02, 0.9), progress=False)
+    assert verify(tmp_path / "out") == []
+    with open(tmp_path / "out" / "manifest.csv", newline="") as handle:
+        kinds = [row["mask_kinds"] for row in csv.DictReader(handle)]
+    assert len(kinds) == 4 and all(kinds)
+    assert set("+".join(kinds).split("+")) <= {"object", "comod", "lama"}

@@ -159,5 +159,5 @@ class BoxMasks:
             if self.ratio_range[0] <= mask.mean() <= self.ratio_range[1]:
                 return mask, ("box",)
 
-    def describe(self) -> dict:
+    def parameters(self) -> dict:
         return {"name": "test-boxes", "size": self.size, "ratio_range": list(self.ratio_range)}
