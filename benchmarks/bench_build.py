@@ -30,7 +30,7 @@ def bench_clip(n_images: int, batch_size: int, workers: int) -> None:
     from PIL import Image
 
     from misato.build.features import extract_features, load_clip
-    from misato.build.readers import decode_image_bytes, read_image_folder
+    from misato.build.readers import read_image_folder
 
     torch.set_num_threads(max(1, (os.cpu_count() or 2)))
     encoder = load_clip("ViT-B-32", "none", "cpu")
@@ -51,7 +51,7 @@ def bench_clip(n_images: int, batch_size: int, workers: int) -> None:
         start = time.perf_counter()
         extract_features(items, encoder, Path(folder) / "cache", batch_size=batch_size, num_workers=workers, progress=False)
         pipeline = time.perf_counter() - start
-        tensors = [encoder.preprocess(Image.fromarray(decode_image_bytes(item.read_bytes()))) for item in items]
+        tensors = [encoder.preprocess(Image.fromarray(item.decode())) for item in items]
         batches = [torch.stack(tensors[s : s + batch_size]) for s in range(0, len(tensors), batch_size)]
         start = time.perf_counter()
         with torch.inference_mode():

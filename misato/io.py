@@ -11,6 +11,7 @@ Conversions done here, each on purpose:
 """
 from __future__ import annotations
 
+import io
 import os
 import struct
 import tempfile
@@ -25,40 +26,46 @@ from misato.errors import MisatoError
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 """File endings accepted as images or masks (case-insensitive)."""
 
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
+
 MASK_THRESHOLD = 128
 """uint8 mask values >= this are holes (the official scripts binarise mask/255 at 0.5)."""
 
 
-def _png_bit_depth(path: Path) -> int | None:
-    """The bit depth from a PNG's IHDR chunk, or None if the file is not a PNG."""
-    with open(path, "rb") as handle:
-        header = handle.read(26)
-    if len(header) < 26 or header[:8] != b"\x89PNG\r\n\x1a\n" or header[12:16] != b"IHDR":
+def _png_bit_depth(data: bytes) -> int | None:
+    """The bit depth from a PNG's IHDR chunk, or None if the data is not a PNG."""
+    if len(data) < 26 or data[:8] != b"\x89PNG\r\n\x1a\n" or data[12:16] != b"IHDR":
         return None
-    return struct.unpack(">B", header[24:25])[0]
+    return struct.unpack(">B", data[24:25])[0]
 
 
-def _open_8bit(path: Path, what: str) -> Image.Image:
-    """Open and fully decode an image, refusing missing, corrupt and 16-bit files with a clear message."""
-    path = Path(path)
+def _read_bytes(path: Path, what: str) -> bytes:
     if not path.is_file():
         raise MisatoError(f"{what} not found: {path}")
-    if _png_bit_depth(path) == 16:
+    return path.read_bytes()
+
+
+def _open_8bit(data: bytes, source: str) -> Image.Image:
+    """Fully decode image bytes, refusing corrupt and 16/32-bit data with a message naming ``source``."""
+    if _png_bit_depth(data) == 16:
         raise MisatoError(
-            f"{path}: 16-bit PNG; MISATO metrics are defined on 8-bit images. "
+            f"{source}: 16-bit PNG; MISATO works on 8-bit images. "
             "Convert it to 8 bits per channel first (e.g. round(value / 257))."
         )
     try:
-        image = Image.open(path)
+        image = Image.open(io.BytesIO(data))
         image.load()
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
-        raise MisatoError(f"{path}: cannot decode {what.lower()} ({error})") from None
+    except UnidentifiedImageError:  # its message holds a memory address: not reproducible
+        raise MisatoError(f"{source}: cannot decode (not a recognised image format)") from None
+    except (OSError, SyntaxError, ValueError) as error:
+        raise MisatoError(f"{source}: cannot decode ({error})") from None
     if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-        raise MisatoError(f"{path}: {image.mode} (16/32-bit) image; convert it to 8 bits per channel first.")
+        raise MisatoError(f"{source}: {image.mode} (16/32-bit) image; convert it to 8 bits per channel first.")
     return image
 
 
-def _drop_opaque_alpha(image: Image.Image, path: Path) -> Image.Image:
+def _drop_opaque_alpha(image: Image.Image, source: str) -> Image.Image:
     """RGBA/LA → RGB/L when alpha is 255 everywhere; otherwise refuse."""
     if image.mode == "P":
         image = image.convert("RGBA" if "transparency" in image.info else "RGB")
@@ -66,26 +73,40 @@ def _drop_opaque_alpha(image: Image.Image, path: Path) -> Image.Image:
         alpha = np.asarray(image.getchannel("A"))
         if alpha.min() < 255:
             raise MisatoError(
-                f"{path}: has transparent pixels (alpha < 255); flatten it onto a background first, "
+                f"{source}: has transparent pixels (alpha < 255); flatten it onto a background first, "
                 "since the metrics cannot know what lies behind the transparency."
             )
         image = image.convert("RGB" if image.mode == "RGBA" else "L")
     return image
 
 
-def read_image(path: str | os.PathLike) -> np.ndarray:
-    """Read an 8-bit image as RGB.
+def decode_image(data: bytes, source: str = "image") -> np.ndarray:
+    """Decode an encoded 8-bit image (PNG, JPEG, …) as RGB, with the conversions listed in the module docstring.
 
+    Pixels are taken in stored order (EXIF orientation is not applied).
+
+    Args:
+        data: the encoded file's bytes.
+        source: how errors name the image (a path, or ``archive.zip:member``).
     Returns:
         ``uint8`` array of shape ``[H, W, 3]``, values 0–255.
+    Raises:
+        MisatoError: corrupt, 16-bit or partly transparent data.
+    """
+    image = _drop_opaque_alpha(_open_8bit(data, source), source)
+    if image.mode != "RGB":
+        image = image.convert("RGB")  # L, 1, CMYK, YCbCr: explicit, lossless for L
+    return np.asarray(image, dtype=np.uint8).copy()
+
+
+def read_image(path: str | os.PathLike) -> np.ndarray:
+    """Read an 8-bit image file as RGB ``uint8 [H, W, 3]`` (see :func:`decode_image`).
+
     Raises:
         MisatoError: missing, corrupt, 16-bit, or partly transparent file.
     """
     path = Path(path)
-    image = _drop_opaque_alpha(_open_8bit(path, "Image"), path)
-    if image.mode != "RGB":
-        image = image.convert("RGB")  # L, 1, CMYK, YCbCr: explicit, lossless for L
-    return np.asarray(image, dtype=np.uint8).copy()
+    return decode_image(_read_bytes(path, "Image"), str(path))
 
 
 def binarize_mask(mask: np.ndarray) -> np.ndarray:
@@ -118,7 +139,7 @@ def read_mask_uint8(path: str | os.PathLike) -> np.ndarray:
         (which the 0/255 convention would read as "no hole at all").
     """
     path = Path(path)
-    image = _drop_opaque_alpha(_open_8bit(path, "Mask"), path)
+    image = _drop_opaque_alpha(_open_8bit(_read_bytes(path, "Mask"), str(path)), str(path))
     if image.mode == "1":
         image = image.convert("L")
     values = np.asarray(image, dtype=np.uint8)
@@ -149,6 +170,7 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(handle, 0o666 & ~_UMASK)  # mkstemp creates 0600; give the usual permissions of a new file
         with os.fdopen(handle, "wb") as stream:
             stream.write(data)
         os.replace(temporary, path)
@@ -164,8 +186,6 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
 
 def encode_png(array: np.ndarray) -> bytes:
     """PNG bytes of a ``uint8 [H, W]`` or ``[H, W, 3]`` array (deterministic for equal input)."""
-    import io
-
     array = np.asarray(array)
     if array.dtype != np.uint8 or array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[2] != 3):
         raise ValueError(f"expected uint8 [H, W] or [H, W, 3], got {array.dtype} {array.shape}")
@@ -209,7 +229,8 @@ def list_images(folder: str | os.PathLike, what: str = "image") -> dict[str, Pat
     return found
 
 
-def _preview(names: Iterable[str], limit: int = 10) -> str:
+def preview_names(names: Iterable[str], limit: int = 10) -> str:
+    """Sorted names joined by commas, cut after ``limit`` with a count of the rest (for error messages)."""
     names = sorted(names)
     shown = ", ".join(names[:limit])
     return shown + (f" … (+{len(names) - limit} more)" if len(names) > limit else "")
@@ -222,9 +243,9 @@ def pair_by_stem(first: Mapping[str, Path], second: Mapping[str, Path], first_wh
     if missing or extra:
         parts = []
         if missing:
-            parts.append(f"{len(missing)} {first_what} without a {second_what}: {_preview(missing)}")
+            parts.append(f"{len(missing)} {first_what} without a {second_what}: {preview_names(missing)}")
         if extra:
-            parts.append(f"{len(extra)} {second_what} without a {first_what}: {_preview(extra)}")
+            parts.append(f"{len(extra)} {second_what} without a {first_what}: {preview_names(extra)}")
         raise MisatoError("; ".join(parts))
     return sorted(first)
 

@@ -70,7 +70,7 @@ class PairedFolder:
         return len(self.names)
 
 
-def _masks_by_image_stem(mask_files: dict[str, Path], image_stems: set[str]) -> dict[str, Path]:
+def masks_by_image_stem(mask_files: dict[str, Path], image_stems: set[str]) -> dict[str, Path]:
     """Accept the 1024 release's ``00``-prefixed mask names when they are the only match."""
     renamed: dict[str, Path] = {}
     for stem, path in mask_files.items():
@@ -99,7 +99,7 @@ def open_pairs(gt: str | os.PathLike, mask: str | os.PathLike | None = None) -> 
             raise MisatoError(f"{gt} is not a MISATO root (no image/ folder inside); pass the mask folder with --mask")
         mask = gt / "mask"
     images = list_images(image_dir, "ground-truth image")
-    masks = _masks_by_image_stem(list_images(mask, "mask"), set(images))
+    masks = masks_by_image_stem(list_images(mask, "mask"), set(images))
     names = pair_by_stem(images, masks, "ground-truth images", "mask")
     manifest = gt / MANIFEST_NAME if is_root else None
     if manifest is not None and manifest.is_file():

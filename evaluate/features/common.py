@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from misato.errors import MisatoError
-from misato.io import _preview  # the one sorted, truncated name list used in error messages
+from misato.io import preview_names
 
 # BatchNorm's step counter: absent from old official files, meaningless at inference.
 _BN_COUNTER = "num_batches_tracked"
@@ -63,11 +63,11 @@ def load_strict(
     ]
     problems = []
     if missing:
-        problems.append(f"missing keys: {_preview(missing)}")
+        problems.append(f"missing keys: {preview_names(missing)}")
     if unexpected:
-        problems.append(f"unexpected keys: {_preview(unexpected)}")
+        problems.append(f"unexpected keys: {preview_names(unexpected)}")
     if mismatched:
-        problems.append(f"shape mismatches: {_preview(mismatched)}")
+        problems.append(f"shape mismatches: {preview_names(mismatched)}")
     if problems:
         raise MisatoError(f"{source}: not the expected weights for this network; " + "; ".join(problems))
     for key, value in expected.items():

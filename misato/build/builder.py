@@ -28,10 +28,16 @@ from tqdm import tqdm
 from misato import __version__
 from misato.build import coco as coco_masks
 from misato.build.crop import crop_resize_image, crop_resize_mask
-from misato.build.features import DEFAULT_CLIP_MODEL, DEFAULT_CLIP_PRETRAINED, ClipEncoder, extract_features, load_clip, rank_and_world
+from misato.build.features import (
+    DEFAULT_CLIP_MODEL,
+    DEFAULT_CLIP_PRETRAINED,
+    ClipEncoder,
+    extract_features,
+    load_clip,
+    rank_and_world,
+)
 from misato.build.readers import (
     SourceImage,
-    decode_image_bytes,
     read_coco,
     read_flickr_landscape,
     read_image_folder,
@@ -232,7 +238,7 @@ def _write_one(
         item = by_path.get(relative)
         if item is None:
             raise MisatoError(f"{source.name}: {relative} was selected but is no longer in the raw dataset; rebuild")
-        image = crop_resize_image(decode_image_bytes(item.read_bytes()), size)
+        image = crop_resize_image(item.decode(), size)
         if source.coco is None:
             mask, kinds = generator.sample(rng)
             mask = np.asarray(mask, dtype=bool)

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from misato.build.readers import SourceImage, UnreadableImage, decode_image_bytes
+from misato.build.readers import SourceImage
 from misato.errors import MisatoError
 from misato.io import atomic_write_bytes
 
@@ -299,8 +299,8 @@ class _DecodeDataset:
 
         item = self.items[position]
         try:
-            image = decode_image_bytes(item.read_bytes())
-        except (UnreadableImage, OSError, KeyError) as error:
+            image = item.decode()
+        except (MisatoError, OSError, KeyError) as error:
             return position, None, str(error) or "unreadable"
         height, width = image.shape[:2]
         if item.expected_size is not None and (height, width) != item.expected_size:

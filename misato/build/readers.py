@@ -2,7 +2,7 @@
 
 Every reader takes the dataset root *or any folder inside it* and returns :class:`SourceImage` records in a
 deterministic order (sorted relative paths). Readers only list files; decoding happens later (in DataLoader
-workers) through :func:`decode_image_bytes`, so a corrupt file is detected, counted and skipped there.
+workers) through :meth:`SourceImage.decode`, so a corrupt file is detected, counted and skipped there.
 
 Layouts (REFERENCE 2):
 
@@ -20,7 +20,6 @@ Hidden files and folders (names starting with ``.``) are ignored everywhere.
 """
 from __future__ import annotations
 
-import io
 import os
 import re
 import zipfile
@@ -29,10 +28,9 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
 
 from misato.errors import MisatoError
-from misato.io import IMAGE_SUFFIXES
+from misato.io import IMAGE_SUFFIXES, decode_image
 
 ZIP_MEMBER_SEPARATOR = "::"
 """Joins a zip file's relative path and a member name in :attr:`SourceImage.relative_path`."""
@@ -41,10 +39,6 @@ MATTERPORT_ZIP_NAME = "undistorted_color_images.zip"
 MATTERPORT_FOLDER_NAME = "undistorted_color_images"
 MATTERPORT_COLOUR = re.compile(r"^[0-9A-Za-z]+_i\d+_\d+\.jpe?g$", re.IGNORECASE)
 COCO_FILE = re.compile(r"^COCO_(train|val)2014_\d{12}\.jpg$")
-
-
-class UnreadableImage(Exception):
-    """An image file that cannot be used (corrupt, unsupported mode); the build skips and lists it."""
 
 
 @dataclass(frozen=True)
@@ -73,32 +67,13 @@ class SourceImage:
                 return handle.read(member)
         return (self.root / self.relative_path).read_bytes()
 
+    def decode(self) -> np.ndarray:
+        """The decoded image, ``uint8 [H, W, 3]`` RGB (see :func:`misato.io.decode_image`).
 
-def decode_image_bytes(data: bytes) -> np.ndarray:
-    """Decode a raw photo to ``uint8 [H, W, 3]`` RGB.
-
-    Pixels are taken in stored order: EXIF orientation is *not* applied, so COCO annotations (defined on the
-    stored pixels) stay aligned. Grayscale, palette and CMYK/YCbCr become RGB; an alpha channel is dropped only
-    when fully opaque; 16/32-bit and partly transparent images are refused.
-
-    Raises:
-        UnreadableImage: the bytes are not a decodable 8-bit image.
-    """
-    try:
-        image = Image.open(io.BytesIO(data))
-        image.load()
-    except UnidentifiedImageError:
-        raise UnreadableImage("cannot decode (not a recognised image format)") from None
-    except (OSError, SyntaxError, ValueError) as error:
-        raise UnreadableImage(f"cannot decode ({error})") from None
-    if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-        raise UnreadableImage(f"{image.mode} (16/32-bit) image")
-    if image.mode == "P":
-        image = image.convert("RGBA" if "transparency" in image.info else "RGB")
-    if image.mode in ("RGBA", "LA", "PA"):
-        if np.asarray(image.getchannel("A")).min() < 255:
-            raise UnreadableImage("has transparent pixels")
-    return np.asarray(image.convert("RGB"), dtype=np.uint8).copy()
+        Raises:
+            MisatoError: the file cannot be used (corrupt, 16-bit, transparent); the build skips and lists it.
+        """
+        return decode_image(self.read_bytes(), self.relative_path)
 
 
 def _require_folder(folder: str | os.PathLike, what: str) -> Path:

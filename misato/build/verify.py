@@ -10,7 +10,7 @@ import numpy as np
 
 from misato.errors import MisatoError
 from misato.io import list_images, read_image, read_mask_uint8
-from misato.layout import DOMAINS, MANIFEST_NAME, _masks_by_image_stem, domain_of_name
+from misato.layout import DOMAINS, MANIFEST_NAME, domain_of_name, masks_by_image_stem
 
 
 def _domain_blocks(names: list[str], domains: dict[str, str]) -> list[str]:
@@ -52,7 +52,7 @@ def verify(root: str | os.PathLike) -> list[str]:
     problems: list[str] = []
     try:
         images = list_images(root / "image", "image")
-        masks = _masks_by_image_stem(list_images(root / "mask", "mask"), set(images))
+        masks = masks_by_image_stem(list_images(root / "mask", "mask"), set(images))
     except MisatoError as error:
         return [str(error)]
     for stem in sorted(set(images) - set(masks)):

@@ -114,14 +114,13 @@ def test_images_are_the_cropped_sources(built, raw):
     from PIL import Image
 
     out, _ = built
-    from misato.build.readers import decode_image_bytes
 
     for row in read_manifest(out)[:: PER_DOMAIN + 1]:
         source_root = {"landscape": raw["flickr_landscape"], "building": raw["megadepth"], "mine": raw["domains"][0][1],
                        "background": raw["coco_images"]}.get(row["domain"])
         if source_root is None:
             continue  # indoor sources may sit in a zip; covered by test_readers
-        source = decode_image_bytes((source_root / row["source_path"]).read_bytes())
+        source = read_image(source_root / row["source_path"])
         h, w = source.shape[:2]
         side = min(h, w)
         crop = source[(h - side) // 2 : (h - side) // 2 + side, (w - side) // 2 : (w - side) // 2 + side]

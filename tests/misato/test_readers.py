@@ -10,8 +10,6 @@ from PIL import Image
 
 from misato.build.coco import load_coco
 from misato.build.readers import (
-    UnreadableImage,
-    decode_image_bytes,
     read_coco,
     read_flickr_landscape,
     read_image_folder,
@@ -19,7 +17,15 @@ from misato.build.readers import (
     read_megadepth,
 )
 from misato.errors import MisatoError
-from tests.misato.test_build_support import jpeg_bytes, photo, write_coco, write_flickr, write_matterport, write_megadepth
+from misato.io import decode_image
+from tests.misato.test_build_support import (
+    jpeg_bytes,
+    photo,
+    write_coco,
+    write_flickr,
+    write_matterport,
+    write_megadepth,
+)
 
 
 def test_flickr_flat_sorted_and_parent_folder_works(tmp_path):
@@ -111,20 +117,21 @@ def test_missing_and_empty_folders(tmp_path):
 
 
 def test_decode_image_bytes_modes_and_failures():
-    rgb = decode_image_bytes(jpeg_bytes(photo(3)))
+    """Raw photos arrive as bytes (zip members too): misato.io.decode_image applies the file rules to them."""
+    rgb = decode_image(jpeg_bytes(photo(3)))
     assert rgb.dtype == np.uint8 and rgb.shape == (40, 48, 3)
     gray = np.arange(12, dtype=np.uint8).reshape(3, 4) * 20
     buffer = io.BytesIO()
     Image.fromarray(gray).save(buffer, format="PNG")
-    decoded = decode_image_bytes(buffer.getvalue())
+    decoded = decode_image(buffer.getvalue())
     assert decoded.shape == (3, 4, 3) and (decoded == gray[..., None]).all()
     rgba = np.zeros((3, 4, 4), np.uint8)
     rgba[..., 3] = 100
     buffer = io.BytesIO()
     Image.fromarray(rgba).save(buffer, format="PNG")
-    with pytest.raises(UnreadableImage, match="transparent"):
-        decode_image_bytes(buffer.getvalue())
-    with pytest.raises(UnreadableImage, match="cannot decode"):
-        decode_image_bytes(b"\xff\xd8\xff garbage")
-    with pytest.raises(UnreadableImage, match="cannot decode"):
-        decode_image_bytes(jpeg_bytes(photo(4))[:200])
+    with pytest.raises(MisatoError, match="member.png: has transparent"):
+        decode_image(buffer.getvalue(), "member.png")
+    with pytest.raises(MisatoError, match="cannot decode"):
+        decode_image(b"\xff\xd8\xff garbage")
+    with pytest.raises(MisatoError, match="cannot decode"):
+        decode_image(jpeg_bytes(photo(4))[:200])
