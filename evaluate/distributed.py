@@ -45,3 +45,12 @@ def gather(
         merged_real.update(shard_real)
         merged_fake.update(shard_fake)
     return merged_rows, merged_real, merged_fake
+
+
+def broadcast_from_rank0(value: Any) -> Any:
+    """Rank 0's ``value`` on every rank (identity when not distributed)."""
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return value
+    box = [value]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]

@@ -234,8 +234,8 @@ def _mean(rows: list[dict[str, Any]], metric: str) -> float:
     return float(np.mean([row[metric] for row in rows]))
 
 
-def _breakdown(rows, key, metrics, real, fake) -> dict[str, dict[str, Any]]:
-    """Per-group means of the per-image metrics, plus FID where a group has at least 2 images."""
+def _breakdown(rows, key, metrics, real, fake, with_fid: bool) -> dict[str, dict[str, Any]]:
+    """Per-group means of the per-image metrics, plus (``with_fid``) FID where a group has at least 2 images."""
     groups: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for row in rows:
         groups[key(row)].append(row)
@@ -245,7 +245,7 @@ def _breakdown(rows, key, metrics, real, fake) -> dict[str, dict[str, Any]]:
         for metric in metrics:
             if METRICS[metric].per_image:
                 entry[metric] = _mean(members, metric)
-        if "fid" in metrics and len(members) >= 2:
+        if with_fid and "fid" in metrics and len(members) >= 2:
             names = [row["name"] for row in members]
             entry["fid"] = fid(np.stack([real[n] for n in names]), np.stack([fake[n] for n in names]))
         table[group] = entry
@@ -305,8 +305,8 @@ def _summarise(rows, real, fake, metrics, protocol, pca_dim, weights, method) ->
         "weights": weights,
         "version": __version__,
         "versions": _versions(),
-        "by_domain": _breakdown(rows, lambda r: r["domain"], metrics, real, fake),
-        "by_mask_ratio": _breakdown(rows, lambda r: mask_ratio_bin(r["mask_ratio"]), metrics, real, fake),
+        "by_domain": _breakdown(rows, lambda r: r["domain"], metrics, real, fake, with_fid=True),
+        "by_mask_ratio": _breakdown(rows, lambda r: mask_ratio_bin(r["mask_ratio"]), metrics, real, fake, with_fid=False),
     }
 
 
@@ -372,7 +372,7 @@ def evaluate_folder(
         ids_pca: PCA size before the IDS SVM: None = the protocol's, ``"none"`` or an integer.
         method: label stored in the summary (default: the prediction folder's name).
     Returns:
-        :class:`EvaluationResult`; on ranks other than 0 of a distributed run, the same object (gathered).
+        :class:`EvaluationResult`, the same on every rank of a distributed run (rank 0 computes the summary).
     """
     metric_names = parse_metrics(metrics)
     chosen = get_protocol(protocol)
@@ -443,8 +443,11 @@ def evaluate_folder(
     rows.sort(key=lambda row: row["name"])
     for row in rows:
         row["domain"] = pairs.domains[row["name"]]
-    summary = _summarise(rows, real, fake, metric_names, chosen, pca_dim, weights, method or pred_dir.resolve().name)
-    if out_dir is not None and rank == 0:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        _write_outputs(out_dir, rows, summary, metric_names)
+    summary = None
+    if rank == 0:
+        summary = _summarise(rows, real, fake, metric_names, chosen, pca_dim, weights, method or pred_dir.resolve().name)
+        if out_dir is not None:
+            out_dir.mkdir(parents=True, exist_ok=True)
+            _write_outputs(out_dir, rows, summary, metric_names)
+    summary = distributed.broadcast_from_rank0(summary)
     return EvaluationResult(rows, summary)

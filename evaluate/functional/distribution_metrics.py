@@ -17,15 +17,21 @@ IDS_OPTIMISM_THRESHOLD = 5 * 2048
 """Below this many real+fake samples the training-set accuracy behind U-IDS is noticeably optimistic."""
 
 
+def _feature_matrix(features: np.ndarray) -> np.ndarray:
+    """``[N, D]`` float64 with N >= 2, or a MisatoError (a covariance needs two rows)."""
+    features = np.asarray(features, dtype=np.float64)
+    if features.ndim != 2 or features.shape[0] < 2:
+        raise MisatoError(f"FID needs at least 2 images per set, got {features.shape[0] if features.ndim else 0}")
+    return features
+
+
 def feature_statistics(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Mean ``[D]`` and unbiased covariance ``[D, D]`` (divisor N − 1), float64.
 
     Raises:
         MisatoError: fewer than 2 rows (the covariance is undefined).
     """
-    features = np.asarray(features, dtype=np.float64)
-    if features.ndim != 2 or features.shape[0] < 2:
-        raise MisatoError(f"FID needs at least 2 images per set, got {features.shape[0] if features.ndim else 0}")
+    features = _feature_matrix(features)
     return features.mean(axis=0), np.cov(features, rowvar=False)
 
 
@@ -48,8 +54,25 @@ def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma
 
 
 def fid(real: np.ndarray, fake: np.ndarray) -> float:
-    """FID between feature sets ``real [N, D]`` and ``fake [M, D]`` (unbiased covariances)."""
-    return frechet_distance(*feature_statistics(real), *feature_statistics(fake))
+    """FID between feature sets ``real [N, D]`` and ``fake [M, D]`` (unbiased covariances).
+
+    When both sets have fewer rows than dimensions (MISATO: 2000 images, 2048-d; any per-domain subset), the
+    covariances are low-rank and the same number comes exactly from the centred features: with
+    ``A = (real − μ)ᵀ/√(N−1)`` and ``B = (fake − μ')ᵀ/√(M−1)``, ``Σ1 = AAᵀ`` and ``Σ2 = BBᵀ``, the non-zero
+    eigenvalues of ``Σ1Σ2`` are the squared singular values of ``AᵀB`` (``N × M``), so
+    ``tr (Σ1Σ2)^½`` is the sum of those singular values and ``tr Σ = ‖A‖²``. Otherwise
+    :func:`frechet_distance` on the ``D × D`` statistics.
+    """
+    real, fake = _feature_matrix(real), _feature_matrix(fake)
+    if real.shape[1] != fake.shape[1]:
+        raise MisatoError(f"FID needs features of equal width, got {real.shape[1]} and {fake.shape[1]}")
+    if max(len(real), len(fake)) >= real.shape[1]:
+        return frechet_distance(*feature_statistics(real), *feature_statistics(fake))
+    a = (real - real.mean(axis=0)) / np.sqrt(len(real) - 1)
+    b = (fake - fake.mean(axis=0)) / np.sqrt(len(fake) - 1)
+    trace_sqrt = np.linalg.svd(a @ b.T, compute_uv=False).sum()
+    diff = real.mean(axis=0) - fake.mean(axis=0)
+    return float(diff @ diff + (a * a).sum() + (b * b).sum() - 2.0 * trace_sqrt)
 
 
 def inception_discriminative_scores(

@@ -120,9 +120,14 @@ def _rank_main(rank, world, port, data, weights, out):
 
 
 def test_two_gloo_processes_match_one(data, weights, tmp_path):
-    single = _run(data, weights, tmp_path, batch_size=1, use_cache=False)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as in each rank: the thread count changes the last bits of a convolution
+    try:
+        single = _run(data, weights, tmp_path, batch_size=1, use_cache=False)
+    finally:
+        torch.set_num_threads(threads)
     torch.multiprocessing.spawn(_rank_main, args=(2, _free_port(), data, weights, tmp_path / "dist"), nprocs=2)
     summary = json.loads((tmp_path / "dist" / "summary.json").read_text())
     assert summary["n"] == 6
     for metric, value in single.summary["metrics"].items():
-        assert summary["metrics"][metric] == pytest.approx(value, rel=1e-6, abs=1e-9), metric
+        assert summary["metrics"][metric] == value, metric

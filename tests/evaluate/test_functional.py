@@ -117,6 +117,19 @@ def test_frechet_distance_matches_scipy_sqrtm():
     assert fid(a, b) == pytest.approx(reference, rel=1e-8)
 
 
+def test_fid_low_rank_route_matches_scipy_sqrtm():
+    """Fewer images than dimensions: the N x M singular-value route against sqrtm of the D x D product."""
+    rng = np.random.default_rng(4)
+    a = rng.normal(size=(20, 64))
+    b = rng.normal(size=(30, 64)) * 1.5 + 0.2
+    s1, s2 = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
+    covmean = scipy.linalg.sqrtm(s1 @ s2).real
+    reference = ((a.mean(0) - b.mean(0)) ** 2).sum() + np.trace(s1 + s2 - 2 * covmean)
+    assert fid(a, b) == pytest.approx(reference, rel=1e-7)
+    with pytest.raises(MisatoError, match="equal width"):
+        fid(a, b[:, :32])
+
+
 def test_fid_of_identical_sets_is_zero_and_needs_two_images():
     a = np.random.default_rng(1).normal(size=(50, 8))
     assert fid(a, a) == pytest.approx(0.0, abs=1e-9)
