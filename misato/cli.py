@@ -15,6 +15,7 @@ from misato.errors import MisatoError
 
 COMMAND_MODULES = (
     "misato.cli_weights",
+    "misato.cli_inpaint",
 )
 
 
