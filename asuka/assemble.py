@@ -63,7 +63,7 @@ def assemble(
     sd, out = Path(sd), Path(out)
     missing = [p for p in ("unet", "vae", "scheduler") if not (sd / p).is_dir()]
     if missing:
-        raise MisatoError(f"{sd} is not a diffusers SD-inpainting folder: missing {', '.join(missing)}/")
+        raise MisatoError(f"{sd} is not a diffusers SD-inpainting folder: missing {', '.join(p + '/' for p in missing)}")
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise MisatoError(f"{out} exists and is not empty; choose another folder or pass --overwrite")
     mae_source = _source(mae, (FRESH,), "--mae")

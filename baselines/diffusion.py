@@ -91,7 +91,10 @@ class DiffusionInpaint(InpaintingMethod):
         self.paste_back = bool(paste_back)
         self.guidance_scale = float(guidance_scale)
         self.device = torch.device(device)
-        torch_dtype = {"float32": torch.float32, "float16": torch.float16}[dtype]
+        if dtype not in ("float32", "float16"):
+            raise MisatoError(f"dtype must be float32 or float16, got {dtype!r}")
+        # only non-default dtypes are passed on (diffusers renamed the argument; float32 is its default anyway)
+        load_dtype = {"torch_dtype": torch.float16} if dtype == "float16" else {}
         self.prompt: str | None = SD_PROMPTS.get(method)
         self.prompt_embeds = None
         self.negative_prompt_embeds = None
@@ -101,14 +104,14 @@ class DiffusionInpaint(InpaintingMethod):
                 check_model_folder(self.model, components, "an assembled ASUKA folder")
                 if (self.model / "decoder").is_dir():
                     components.append("decoder")
-                pipe = ASUKAInpaintPipeline.from_pretrained(self.model, local_files_only=True, torch_dtype=torch_dtype)
+                pipe = ASUKAInpaintPipeline.from_pretrained(self.model, local_files_only=True, **load_dtype)
             else:
                 components = ["unet", "vae", "scheduler"]
                 text = method in SD_PROMPTS
                 if text:
                     components += ["text_encoder", "tokenizer"]
                 check_model_folder(self.model, components, "a diffusers SD-inpainting folder")
-                pipe = ASUKAInpaintPipeline.from_sd_inpaint(self.model, torch_dtype=torch_dtype)
+                pipe = ASUKAInpaintPipeline.from_sd_inpaint(self.model, **load_dtype)
                 if text:
                     self.prompt_embeds = encode_prompt(self.model, self.prompt)
                     if self.guidance_scale > 1:
