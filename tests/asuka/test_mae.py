@@ -143,3 +143,11 @@ def test_pretraining_checkpoint_has_no_partial_embedding():
     config = mae_config_from_state_dict(pretrained.state_dict())
     assert config["partial_token_embedding"] is False
     assert (config["embed_dim"], config["depth"], config["decoder_depth"], config["image_size"]) == (32, 2, 3, 64)
+
+
+def test_hole_pixels_never_reach_the_prior(mae):
+    image, mask = torch.rand(1, 3, 100, 100), box(100, 13, 57, 21, 70)
+    other = image.clone()
+    other[..., 13:57, 21:70] = torch.rand(1, 3, 44, 49)
+    with torch.no_grad():
+        torch.testing.assert_close(mae(image, mask), mae(other, mask))

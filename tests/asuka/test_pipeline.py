@@ -143,3 +143,10 @@ def test_prompt_embeds_file_roundtrip(tmp_path):
     embeds = torch.randn(5, 32)
     save_prompt_embeds(tmp_path / "prompt.safetensors", embeds)
     torch.testing.assert_close(load_prompt_embeds(tmp_path / "prompt.safetensors"), embeds[None])
+
+
+def test_hole_pixels_never_reach_the_output(pipe, example):
+    image, mask = example
+    other = image.copy()
+    other[mask] = np.random.default_rng(5).integers(0, 256, (int(mask.sum()), 3), dtype=np.uint8)
+    np.testing.assert_array_equal(run(pipe, image, mask), run(pipe, other, mask))
