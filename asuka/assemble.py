@@ -19,12 +19,14 @@ FRESH = "none"
 KL_VAE = "kl-vae"
 
 
-def _source(value: str | os.PathLike | None, allowed: tuple[str, ...], option: str) -> str | Path:
+def _source(
+    value: str | os.PathLike | None, allowed: tuple[str, ...], option: str, folder_ok: bool = False
+) -> str | Path:
     value = FRESH if value is None else str(value)
     if value in allowed:
         return value
     path = Path(value).expanduser()
-    if not path.is_file():
+    if not (path.is_file() or (folder_ok and path.is_dir())):
         raise MisatoError(f"{option} {value}: no such file (or use {' / '.join(allowed)})")
     return path
 
@@ -45,7 +47,8 @@ def assemble(
         out: the new folder (must not exist or be empty, unless ``overwrite``).
         mae: an MAE-FAR checkpoint, or ``"none"`` (fresh ViT-B initialisation, for training or tests).
         alignment: an alignment state-dict file, or ``"none"`` (fresh ASUKA alignment).
-        decoder: an Asymmetric-VQGAN/ASUKA decoder checkpoint, ``"kl-vae"`` (no inpainting decoder: plain SD
+        decoder: an Asymmetric-VQGAN/ASUKA decoder checkpoint (or a diffusers ``AsymmetricAutoencoderKL`` folder),
+            ``"kl-vae"`` (no inpainting decoder: plain SD
             decoding) or ``"none"`` (an inpainting decoder initialised from the SD VAE decoder, fresh condition
             encoder).
         seed: torch seed for the fresh initialisations.
@@ -68,7 +71,7 @@ def assemble(
         raise MisatoError(f"{out} exists and is not empty; choose another folder or pass --overwrite")
     mae_source = _source(mae, (FRESH,), "--mae")
     alignment_source = _source(alignment, (FRESH,), "--alignment")
-    decoder_source = _source(decoder, (FRESH, KL_VAE), "--decoder")
+    decoder_source = _source(decoder, (FRESH, KL_VAE), "--decoder", folder_ok=True)
 
     try:
         pipe = ASUKAInpaintPipeline.from_sd_inpaint(sd)
@@ -99,7 +102,10 @@ def assemble(
         pipe.decoder = convert.load_decoder_checkpoint(decoder_source, vae=pipe.vae)
     for name, source in (("mae", mae_source), ("alignment", alignment_source), ("decoder", decoder_source)):
         entry: dict[str, Any] = {"source": str(source)}
-        if isinstance(source, Path):
+        if isinstance(source, Path) and source.is_dir():
+            files = sorted(p for p in source.rglob("*") if p.is_file())
+            entry["sha256"] = {str(p.relative_to(source)): file_sha256(p) for p in files}
+        elif isinstance(source, Path):
             entry["sha256"] = file_sha256(source)
         record["components"][name] = entry
     pipe.register_modules(mae=pipe.mae, alignment=pipe.alignment, decoder=pipe.decoder)

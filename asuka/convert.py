@@ -8,6 +8,8 @@
   the condition encoder as ``decoder.encoder.layers.{i}`` and ``post_quant_conv`` at the top level — mapped onto
   :class:`~asuka.models.InpaintingDecoder` (diffusers naming). ``up.0`` is the full-resolution level (diffusers'
   last up block). Encoder, quantiser and loss weights in the file are ignored (reported as skipped).
+- Asymmetric-VQGAN in diffusers' format (an ``AsymmetricAutoencoderKL`` folder): ``decoder.*`` keys already in
+  diffusers naming, condition encoder under ``decoder.condition_encoder``; dimensions from its ``config.json``.
 - Alignment module: a file holding :class:`~asuka.models.PriorAlignment`'s own state dict.
 
 Files are read with ``torch.load(..., weights_only=True)`` (or safetensors); nothing executes pickled code.
@@ -197,20 +199,63 @@ def decoder_config_from_state_dict(converted: StateDict, norm_num_groups: int = 
     }
 
 
+def convert_diffusers_asymmetric_state_dict(state: StateDict) -> tuple[StateDict, list[str]]:
+    """A diffusers ``AsymmetricAutoencoderKL`` state dict → (InpaintingDecoder state dict, ignored keys): the decoder
+    keeps its names except ``decoder.condition_encoder.*`` → ``condition_encoder.*``; the encoder is ignored."""
+    converted: StateDict = {}
+    skipped = []
+    for key, value in state.items():
+        if key.startswith("decoder.condition_encoder."):
+            converted[key[len("decoder."):]] = value
+        elif key.startswith(("decoder.", "post_quant_conv.")):
+            converted[key] = value
+        else:
+            skipped.append(key)
+    return converted, skipped
+
+
+def _read_diffusers_asymmetric(folder: Path) -> tuple[StateDict, list[str], dict[str, Any]]:
+    """State dict and InpaintingDecoder config of a diffusers ``AsymmetricAutoencoderKL`` folder."""
+    import json
+
+    config_path = folder / "config.json"
+    if not config_path.is_file():
+        raise MisatoError(f"{folder}: not a diffusers model folder (no config.json)")
+    config = json.loads(config_path.read_text())
+    if config.get("_class_name") != "AsymmetricAutoencoderKL":
+        raise MisatoError(f"{folder}: expected an AsymmetricAutoencoderKL folder, found {config.get('_class_name')}")
+    weights = sorted(folder.glob("diffusion_pytorch_model*.safetensors")) or sorted(folder.glob("*.bin"))
+    if len(weights) != 1:
+        raise MisatoError(f"{folder}: expected one diffusion_pytorch_model weight file, found {len(weights)}")
+    converted, skipped = convert_diffusers_asymmetric_state_dict(read_state_file(weights[0]))
+    decoder_config = {
+        "latent_channels": config.get("latent_channels", 4), "out_channels": config.get("out_channels", 3),
+        "block_out_channels": tuple(config["up_block_out_channels"]),
+        "layers_per_block": config["layers_per_up_block"], "norm_num_groups": config.get("norm_num_groups", 32),
+        "act_fn": config.get("act_fn", "silu"), "up_block_types": tuple(config["up_block_types"]),
+        "asymmetric_vqgan": True, "use_post_quant_conv": True,
+    }
+    return converted, skipped, decoder_config
+
+
 def load_decoder_checkpoint(path: str | os.PathLike, vae=None, asymmetric_vqgan: bool | None = None):
-    """An :class:`~asuka.models.InpaintingDecoder` from an Asymmetric-VQGAN or ASUKA Lightning checkpoint.
+    """An :class:`~asuka.models.InpaintingDecoder` from an Asymmetric-VQGAN or ASUKA checkpoint.
 
     Args:
-        path: the checkpoint.
+        path: an original Lightning checkpoint file (ldm naming), or a diffusers ``AsymmetricAutoencoderKL`` folder
+            (as published on the Hugging Face Hub).
         vae: the SD ``AutoencoderKL``: supplies ``norm_num_groups`` and ``post_quant_conv`` when the file has none.
         asymmetric_vqgan: force the variant flag (default: read from the condition encoder's input channels —
             3 = Asymmetric VQGAN, 4 = ASUKA).
     """
     from asuka.models.decoder import InpaintingDecoder
 
-    converted, skipped = convert_ldm_decoder_state_dict(read_state_file(path))
-    groups = vae.config.norm_num_groups if vae is not None else 32
-    config = decoder_config_from_state_dict(converted, norm_num_groups=groups)
+    if Path(path).is_dir():
+        converted, skipped, config = _read_diffusers_asymmetric(Path(path))
+    else:
+        converted, skipped = convert_ldm_decoder_state_dict(read_state_file(path))
+        groups = vae.config.norm_num_groups if vae is not None else 32
+        config = decoder_config_from_state_dict(converted, norm_num_groups=groups)
     if asymmetric_vqgan is not None:
         config["asymmetric_vqgan"] = asymmetric_vqgan
     if not config["use_post_quant_conv"] and vae is not None and vae.post_quant_conv is not None:

@@ -147,3 +147,23 @@ def test_unreadable_checkpoint(tmp_path):
     (tmp_path / "junk.ckpt").write_bytes(b"not a checkpoint")
     with pytest.raises(MisatoError, match="cannot read"):
         load_decoder_checkpoint(tmp_path / "junk.ckpt")
+
+
+def test_asymmetric_variant_equals_diffusers_asymmetric_autoencoder(tmp_path):
+    """Independent reference: diffusers' own AsymmetricAutoencoderKL (MaskConditionDecoder), loaded from its folder."""
+    from diffusers import AsymmetricAutoencoderKL
+
+    torch.manual_seed(3)
+    reference = AsymmetricAutoencoderKL(
+        down_block_types=("DownEncoderBlock2D",) * 4, down_block_out_channels=(8, 16, 32, 32),
+        up_block_types=("UpDecoderBlock2D",) * 4, up_block_out_channels=(8, 16, 32, 32), layers_per_down_block=1,
+        layers_per_up_block=2, norm_num_groups=4, latent_channels=4).eval()
+    reference.save_pretrained(tmp_path / "asym")
+    ours = load_decoder_checkpoint(tmp_path / "asym")
+    assert ours.config.asymmetric_vqgan and ours.config.layers_per_block == 2
+    z, image = torch.randn(1, 4, 8, 8), torch.rand(1, 3, 64, 64) * 2 - 1
+    mask = torch.zeros(1, 1, 64, 64)
+    mask[..., 9:41, 19:51] = 1  # odd edges: nearest downsampling matters
+    with torch.no_grad():
+        expected = reference.decode(z, image=image, mask=mask).sample
+        torch.testing.assert_close(ours(z, image, mask), expected, atol=1e-5, rtol=1e-5)
