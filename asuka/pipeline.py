@@ -88,6 +88,8 @@ def mask_to_tensor(mask: ImageInput) -> torch.Tensor:
                 raise ValueError(f"mask image must be single-channel (mode L or 1), got mode {item.mode}")
             item = np.asarray(item.convert("L"))
         item = np.asarray(item)
+        if item.ndim == 3 and item.shape[-1] in (3, 4):
+            raise ValueError(f"mask must be single-channel [H, W] (or a batch [B, H, W]), got shape {item.shape}")
         if item.ndim == 3 and item.shape[-1] != 1:
             arrays.extend(list(item))
             continue

@@ -83,6 +83,9 @@ class DiffusionInpaint(InpaintingMethod):
             raise MisatoError(f"method {method} needs --model DIR")
         if steps < 1:
             raise MisatoError(f"--steps must be at least 1, got {steps}")
+        if guidance_scale > 1 and method not in SD_PROMPTS:
+            raise MisatoError(f"--guidance-scale applies to sd and sd-text only (the negative is the empty prompt), "
+                              f"not {method}")
         if (method == "sd-prompt") != (prompt_embeds is not None):
             raise MisatoError("--prompt-embeds FILE is required by sd-prompt and only used by it")
         self.name = method

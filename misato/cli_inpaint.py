@@ -47,7 +47,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     assemble.add_argument("--mae", default="none", help="MAE-FAR checkpoint (mae_300.pth) or none (default)")
     assemble.add_argument("--alignment", default="none", help="alignment state-dict file or none (default)")
     assemble.add_argument("--decoder", default="kl-vae",
-                          help="decoder checkpoint (Lightning, decoder.* keys), kl-vae (default) or none")
+                          help="decoder checkpoint (Lightning, decoder.* keys) or diffusers AsymmetricAutoencoderKL "
+                          "folder, kl-vae (default) or none")
     assemble.add_argument("--seed", type=int, default=0, help="seed for freshly initialised parts")
     assemble.add_argument("--overwrite", action="store_true", help="write into a non-empty --out")
     assemble.set_defaults(handler=asuka_assemble)

@@ -85,6 +85,7 @@ def test_batch_with_an_empty_mask(pipe, example):
         (PIL.Image.new("RGBA", (64, 64)), np.ones((64, 64), bool), "alpha channel"),
         (np.zeros((64, 64, 4), np.uint8), np.ones((64, 64), bool), r"\[H, W, 3\]"),
         (np.zeros((64, 64, 3), np.uint8), PIL.Image.new("RGB", (64, 64)), "single-channel"),
+        (np.zeros((64, 64, 3), np.uint8), np.zeros((64, 64, 3), np.uint8), "single-channel"),
     ],
 )
 def test_bad_inputs(pipe, image, mask, message):

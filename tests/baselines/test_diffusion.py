@@ -102,6 +102,8 @@ def test_bad_models(tmp_path, models):
         create_method("asuka", model=models / "sd")
     with pytest.raises(MisatoError, match="no such folder"):
         create_method("sd", model=tmp_path / "absent")
+    with pytest.raises(MisatoError, match="--guidance-scale applies to sd and sd-text"):
+        create_method("asuka", model=models / "asuka", guidance_scale=7.5)
     with pytest.raises(MisatoError, match="--prompt-embeds FILE is required"):
         create_method("sd-prompt", model=models / "sd")
     with pytest.raises(MisatoError, match="RGB uint8"):
@@ -126,3 +128,12 @@ def test_cli_inpaint_and_assemble(tmp_path, models, capsys):
     assert main(["inpaint", "--method", "telea", "--model", "x", "--data", str(data), "--out",
                  str(tmp_path / "t2")]) == 2
     assert "takes no --model" in capsys.readouterr().err
+
+
+def test_sd_text_with_guidance_uses_the_empty_prompt_as_negative(models):
+    adapter = create_method("sd-text", model=models / "sd", steps=1, guidance_scale=5.0)
+    assert adapter.negative_prompt_embeds.shape == adapter.prompt_embeds.shape
+    image = np.full((32, 32, 3), 90, np.uint8)
+    mask = np.zeros((32, 32), bool)
+    mask[4:20, 4:20] = True
+    assert adapter.inpaint_one(image, mask, seed=0).shape == image.shape
