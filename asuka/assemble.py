@@ -83,23 +83,24 @@ def assemble(
     torch.manual_seed(seed)
     record: dict[str, Any] = {"sd": str(sd.resolve()), "seed": seed, "components": {}}
 
-    if mae_source == FRESH:
-        pipe.mae = MAEPrior()
-    else:
-        pipe.mae = convert.load_mae_checkpoint(mae_source)
-    prior_dim = pipe.mae.config.decoder_embed_dim
+    mae_model = MAEPrior() if mae_source == FRESH else convert.load_mae_checkpoint(mae_source)
+    prior_dim = mae_model.config.decoder_embed_dim
     cross_dim = pipe.unet.config.cross_attention_dim
     if alignment_source == FRESH:
-        pipe.alignment = PriorAlignment(prior_dim=prior_dim, cross_attention_dim=cross_dim,
-                                        num_heads=default_num_heads(cross_dim))
+        alignment_model = PriorAlignment(prior_dim=prior_dim, cross_attention_dim=cross_dim,
+                                         num_heads=default_num_heads(cross_dim))
     else:
-        pipe.alignment = convert.load_alignment_checkpoint(alignment_source, cross_dim, prior_dim)
+        alignment_model = convert.load_alignment_checkpoint(alignment_source, cross_dim, prior_dim)
     if decoder_source == KL_VAE:
-        pipe.decoder = None
+        decoder_model = None
     elif decoder_source == FRESH:
-        pipe.decoder = InpaintingDecoder.from_vae(pipe.vae)
+        decoder_model = InpaintingDecoder.from_vae(pipe.vae)
     else:
-        pipe.decoder = convert.load_decoder_checkpoint(decoder_source, vae=pipe.vae)
+        decoder_model = convert.load_decoder_checkpoint(decoder_source, vae=pipe.vae)
+    if decoder_model is not None and decoder_model.config.latent_channels != pipe.vae.config.latent_channels:
+        raise MisatoError(f"--decoder {decoder}: decodes {decoder_model.config.latent_channels}-channel latents but "
+                          f"the SD VAE has {pipe.vae.config.latent_channels}")
+    pipe.register_modules(mae=mae_model, alignment=alignment_model, decoder=decoder_model)
     for name, source in (("mae", mae_source), ("alignment", alignment_source), ("decoder", decoder_source)):
         entry: dict[str, Any] = {"source": str(source)}
         if isinstance(source, Path) and source.is_dir():
@@ -108,7 +109,6 @@ def assemble(
         elif isinstance(source, Path):
             entry["sha256"] = file_sha256(source)
         record["components"][name] = entry
-    pipe.register_modules(mae=pipe.mae, alignment=pipe.alignment, decoder=pipe.decoder)
     out.mkdir(parents=True, exist_ok=True)
     pipe.save_pretrained(out, safe_serialization=True)
     (out / ASSEMBLY_FILE).write_text(json.dumps(record, indent=2))
