@@ -137,3 +137,14 @@ def test_sd_text_with_guidance_uses_the_empty_prompt_as_negative(models):
     mask = np.zeros((32, 32), bool)
     mask[4:20, 4:20] = True
     assert adapter.inpaint_one(image, mask, seed=0).shape == image.shape
+
+
+def test_registering_the_adapters_imports_no_torch():
+    import subprocess
+    import sys
+
+    code = ("import sys, baselines, asuka; names = baselines.available_methods(); "
+            "assert {'asuka', 'sd', 'sd-text', 'sd-prompt', 'telea'} <= set(names), names; "
+            "heavy = [m for m in ('torch', 'diffusers', 'transformers') if m in sys.modules]; "
+            "assert not heavy, heavy")
+    subprocess.run([sys.executable, "-c", code], check=True)
