@@ -201,6 +201,18 @@ class ASUKAInpaintPipeline(DiffusionPipeline):
             latents = self.vae.encode(pixels).latent_dist.sample(generator)
         return latents * self.vae.config.scaling_factor
 
+    def prepare_mask_latents(
+        self, pixels: torch.Tensor, mask: torch.Tensor, generator: torch.Generator | list | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The UNet's extra inputs: ``pixels [B, 3, H, W]`` in [−1, 1] and ``mask [B, 1, H, W]`` (1 = hole) →
+        mask at latent size (nearest) ``[B, 1, H/8, W/8]`` and scaled masked-image latents ``[B, 4, H/8, W/8]``
+        (sampled from the posterior with ``generator``). Also what training feeds the frozen UNet."""
+        dtype = self.unet.dtype
+        latent_size = (pixels.shape[-2] // self.vae_scale_factor, pixels.shape[-1] // self.vae_scale_factor)
+        latent_mask = F.interpolate(mask, size=latent_size).to(dtype)
+        masked_latents = self._encode_vae((pixels * (mask < 0.5)).to(self.vae.dtype), generator).to(dtype)
+        return latent_mask, masked_latents
+
     def _timesteps(self, num_inference_steps: int, strength: float, device: torch.device) -> torch.Tensor:
         self.scheduler.set_timesteps(num_inference_steps, device=device)
         init_timestep = min(int(num_inference_steps * strength), num_inference_steps)
@@ -304,9 +316,7 @@ class ASUKAInpaintPipeline(DiffusionPipeline):
         else:
             latents = self.scheduler.add_noise(image_latents, noise, timesteps[:1].repeat(batch))
 
-        masked_pixels = pixels * (mask < 0.5)
-        latent_mask = F.interpolate(mask, size=latent_shape[-2:]).to(dtype)
-        masked_latents = self._encode_vae(masked_pixels, generator).to(dtype)
+        latent_mask, masked_latents = self.prepare_mask_latents(pixels, mask, generator)
         if use_guidance:
             latent_mask = torch.cat([latent_mask] * 2)
             masked_latents = torch.cat([masked_latents] * 2)
