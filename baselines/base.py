@@ -56,6 +56,7 @@ def register_method(name: str, factory: Callable[..., InpaintingMethod]) -> None
 
 def _load_builtin_adapters() -> None:
     import baselines.opencv  # noqa: F401  (registers its methods)
+    import baselines.diffusion  # noqa: F401  (asuka, sd, sd-text, sd-prompt)
 
 
 def available_methods() -> list[str]:

@@ -20,6 +20,7 @@ COMMAND_MODULES = (
     "misato.cli_demo",
     "misato.cli_masks",
     "misato.cli_build",
+    "misato.cli_inpaint",
 )
 
 

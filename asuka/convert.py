@@ -1,0 +1,284 @@
+"""Loading original checkpoints into the ASUKA modules, with strict key checks and a readable report.
+
+- MAE-FAR / ASUKA MAE (``mae_300.pth``): ``{"model": state_dict}`` whose names are :class:`~asuka.models.MAEPrior`'s
+  own (MAE-FAR layout), so loading is a strict name and shape check.
+- Asymmetric-VQGAN / ASUKA decoders: PyTorch-Lightning checkpoints ``{"state_dict": {...}}`` in the latent-diffusion
+  (``ldm``) naming — ``decoder.conv_in``, ``decoder.mid.block_1``, ``decoder.mid.attn_1.{q,k,v,proj_out}`` (1×1 convs),
+  ``decoder.up.{level}.block.{j}``, ``decoder.up.{level}.upsample.conv``, ``decoder.norm_out``, ``decoder.conv_out``,
+  the condition encoder as ``decoder.encoder.layers.{i}`` and ``post_quant_conv`` at the top level — mapped onto
+  :class:`~asuka.models.InpaintingDecoder` (diffusers naming). ``up.0`` is the full-resolution level (diffusers'
+  last up block). Encoder, quantiser and loss weights in the file are ignored (reported as skipped).
+- Asymmetric-VQGAN in diffusers' format (an ``AsymmetricAutoencoderKL`` folder): ``decoder.*`` keys already in
+  diffusers naming, condition encoder under ``decoder.condition_encoder``; dimensions from its ``config.json``.
+- Alignment module: a file holding :class:`~asuka.models.PriorAlignment`'s own state dict.
+
+Files are read with ``torch.load(..., weights_only=True)`` (or safetensors); nothing executes pickled code.
+"""
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from misato.errors import MisatoError
+
+StateDict = dict[str, torch.Tensor]
+
+
+@dataclass
+class LoadReport:
+    """What a strict load found: keys the model lacks, keys the file lacks, shape mismatches, ignored file keys."""
+
+    source: str
+    missing: list[str] = field(default_factory=list)
+    unexpected: list[str] = field(default_factory=list)
+    mismatched: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not (self.missing or self.unexpected or self.mismatched)
+
+    def __str__(self) -> str:
+        def listing(title: str, keys: list[str]) -> str:
+            shown = ", ".join(keys[:12]) + (f", … ({len(keys)} in all)" if len(keys) > 12 else "")
+            return f"\n  {title} ({len(keys)}): {shown}" if keys else ""
+
+        status = "all keys matched" if self.ok else "key mismatch"
+        return (f"{self.source}: {status}" + listing("missing from the file", self.missing)
+                + listing("unexpected in the file", self.unexpected) + listing("shape mismatch", self.mismatched)
+                + listing("ignored (not part of this module)", self.skipped))
+
+
+def read_state_file(path: str | os.PathLike, keys: tuple[str, ...] = ("state_dict", "model")) -> StateDict:
+    """Tensors of a ``.safetensors`` / ``.pt`` / ``.pth`` / ``.ckpt`` file, unwrapping the first of ``keys`` found
+    (Lightning's ``state_dict``, MAE's ``model``). Loaded with ``weights_only=True``."""
+    path = Path(path)
+    if not path.is_file():
+        raise MisatoError(f"checkpoint not found: {path}")
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            content: Any = load_file(path)
+        else:
+            content = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # noqa: BLE001 - any unreadable file is a user problem
+        raise MisatoError(f"{path}: cannot read the checkpoint ({type(error).__name__}: {error})") from None
+    for key in keys:
+        if isinstance(content, dict) and isinstance(content.get(key), dict):
+            content = content[key]
+            break
+    if not isinstance(content, dict) or not all(isinstance(v, torch.Tensor) for v in content.values()):
+        raise MisatoError(f"{path}: expected a state dict of tensors (optionally under {' or '.join(keys)})")
+    return content
+
+
+def load_strict(module: torch.nn.Module, state: StateDict, source: str, skipped: list[str] | None = None) -> LoadReport:
+    """Copy ``state`` into ``module`` only if every name and shape matches; otherwise raise with the report."""
+    own = module.state_dict()
+    report = LoadReport(
+        source=source,
+        missing=sorted(set(own) - set(state)),
+        unexpected=sorted(set(state) - set(own)),
+        mismatched=sorted(
+            f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}"
+            for k in set(own) & set(state) if state[k].shape != own[k].shape
+        ),
+        skipped=sorted(skipped or []),
+    )
+    if not report.ok:
+        raise MisatoError(f"cannot load {report}")
+    module.load_state_dict(state, strict=True)
+    return report
+
+
+# --------------------------------------------------------------------------------------------------------- MAE
+
+
+def mae_config_from_state_dict(state: StateDict) -> dict[str, Any]:
+    """MAEPrior config read off an MAE-FAR state dict's shapes (heads follow ViT conventions: 64 channels per
+    encoder head, 32 per decoder head, as ViT-B's 12 and the MAE decoder's 16)."""
+    try:
+        embed_dim = state["pos_embed"].shape[-1]
+        tokens = state["pos_embed"].shape[1]
+        patch = state["patch_embed.proj.weight"].shape[-1]
+        decoder_dim = state["decoder_pos_embed"].shape[-1]
+    except KeyError as error:
+        raise MisatoError(f"not an MAE-FAR checkpoint: key {error} is missing") from None
+    depth = len({k.split(".")[1] for k in state if k.startswith("blocks.")})
+    decoder_depth = len({k.split(".")[1] for k in state if k.startswith("decoder_blocks.")})
+    grid = int(round(tokens ** 0.5))
+    return {
+        "image_size": grid * patch, "patch_size": patch, "embed_dim": embed_dim, "depth": depth,
+        "num_heads": max(1, embed_dim // 64), "decoder_embed_dim": decoder_dim, "decoder_depth": decoder_depth,
+        "decoder_num_heads": max(1, decoder_dim // 32), "prior_layers": min(6, decoder_depth),
+        "partial_token_embedding": "decoder_patch_embed.proj.weight" in state,
+    }
+
+
+def load_mae_checkpoint(path: str | os.PathLike, **overrides: Any):
+    """An :class:`~asuka.models.MAEPrior` built from and loaded with an MAE-FAR checkpoint (strict)."""
+    from asuka.models.mae import MAEPrior
+
+    state = read_state_file(path, keys=("model", "state_dict"))
+    model = MAEPrior(**{**mae_config_from_state_dict(state), **overrides})
+    load_strict(model, state, str(path))
+    return model
+
+
+# ----------------------------------------------------------------------------------------------------- decoder
+
+_ATTENTION = {"q": "to_q", "k": "to_k", "v": "to_v", "proj_out": "to_out.0", "norm": "group_norm"}
+
+
+def _ldm_decoder_key(key: str, levels: int) -> str | None:
+    """ldm decoder name (without the ``decoder.`` prefix) → InpaintingDecoder name, or None if not a decoder key."""
+    if key.startswith("encoder."):
+        return "condition_encoder." + key[len("encoder."):]
+    rules = (
+        (r"^(conv_in|conv_out)\.", lambda m: f"decoder.{m[1]}."),
+        (r"^norm_out\.", lambda m: "decoder.conv_norm_out."),
+        (r"^mid\.block_(\d)\.", lambda m: f"decoder.mid_block.resnets.{int(m[1]) - 1}."),
+        (r"^mid\.attn_1\.(q|k|v|proj_out|norm)\.", lambda m: f"decoder.mid_block.attentions.0.{_ATTENTION[m[1]]}."),
+        (r"^up\.(\d+)\.block\.(\d+)\.", lambda m: f"decoder.up_blocks.{levels - 1 - int(m[1])}.resnets.{m[2]}."),
+        (r"^up\.(\d+)\.upsample\.conv\.", lambda m: f"decoder.up_blocks.{levels - 1 - int(m[1])}.upsamplers.0.conv."),
+    )
+    for pattern, replace in rules:
+        match = re.match(pattern, key)
+        if match:
+            return replace(match) + key[match.end():]
+    return None
+
+
+def convert_ldm_decoder_state_dict(state: StateDict) -> tuple[StateDict, list[str]]:
+    """Lightning/ldm decoder checkpoint → (:class:`~asuka.models.InpaintingDecoder` state dict, ignored keys).
+
+    ``nin_shortcut`` → ``conv_shortcut``; the mid attention's 1×1 conv weights become linear weights.
+    """
+    levels = len({k.split(".")[2] for k in state if k.startswith("decoder.up.")})
+    converted: StateDict = {}
+    skipped = []
+    for key, value in state.items():
+        if key.startswith("post_quant_conv."):
+            converted[key] = value
+            continue
+        new = _ldm_decoder_key(key[len("decoder."):], levels) if key.startswith("decoder.") else None
+        if new is None:
+            skipped.append(key)
+            continue
+        new = new.replace(".nin_shortcut.", ".conv_shortcut.")
+        if ".attentions.0.to_" in new and new.endswith("weight") and value.ndim == 4:
+            value = value[:, :, 0, 0]
+        converted[new] = value
+    return converted, skipped
+
+
+def decoder_config_from_state_dict(converted: StateDict, norm_num_groups: int = 32) -> dict[str, Any]:
+    """InpaintingDecoder config read off a converted state dict's shapes (``norm_num_groups`` cannot be read off
+    weights: pass the SD VAE's)."""
+    try:
+        latent = converted["decoder.conv_in.weight"].shape[1]
+        out = converted["decoder.conv_out.weight"].shape[0]
+        condition_in = converted["condition_encoder.layers.0.weight"].shape[1]
+    except KeyError as error:
+        raise MisatoError(f"not an inpainting-decoder checkpoint: {error} is missing after key mapping") from None
+    levels = len({k.split(".")[2] for k in converted if k.startswith("decoder.up_blocks.")})
+    widths = [converted[f"decoder.up_blocks.{levels - 1 - i}.resnets.0.conv2.weight"].shape[0] for i in range(levels)]
+    resnets = len({k.split(".")[4] for k in converted if k.startswith("decoder.up_blocks.0.resnets.")})
+    if condition_in not in (out, out + 1):
+        raise MisatoError(f"condition encoder takes {condition_in} channels; expected {out} or {out + 1}")
+    return {
+        "latent_channels": latent, "out_channels": out, "block_out_channels": tuple(widths),
+        "layers_per_block": resnets - 1, "norm_num_groups": norm_num_groups,
+        "asymmetric_vqgan": condition_in == out, "use_post_quant_conv": "post_quant_conv.weight" in converted,
+    }
+
+
+def convert_diffusers_asymmetric_state_dict(state: StateDict) -> tuple[StateDict, list[str]]:
+    """A diffusers ``AsymmetricAutoencoderKL`` state dict → (InpaintingDecoder state dict, ignored keys): the decoder
+    keeps its names except ``decoder.condition_encoder.*`` → ``condition_encoder.*``; the encoder is ignored."""
+    converted: StateDict = {}
+    skipped = []
+    for key, value in state.items():
+        if key.startswith("decoder.condition_encoder."):
+            converted[key[len("decoder."):]] = value
+        elif key.startswith(("decoder.", "post_quant_conv.")):
+            converted[key] = value
+        else:
+            skipped.append(key)
+    return converted, skipped
+
+
+def _read_diffusers_asymmetric(folder: Path) -> tuple[StateDict, list[str], dict[str, Any]]:
+    """State dict and InpaintingDecoder config of a diffusers ``AsymmetricAutoencoderKL`` folder."""
+    import json
+
+    config_path = folder / "config.json"
+    if not config_path.is_file():
+        raise MisatoError(f"{folder}: not a diffusers model folder (no config.json)")
+    config = json.loads(config_path.read_text())
+    if config.get("_class_name") != "AsymmetricAutoencoderKL":
+        raise MisatoError(f"{folder}: expected an AsymmetricAutoencoderKL folder, found {config.get('_class_name')}")
+    weights = sorted(folder.glob("diffusion_pytorch_model*.safetensors")) or sorted(folder.glob("*.bin"))
+    if len(weights) != 1:
+        raise MisatoError(f"{folder}: expected one diffusion_pytorch_model weight file, found {len(weights)}")
+    converted, skipped = convert_diffusers_asymmetric_state_dict(read_state_file(weights[0]))
+    decoder_config = {
+        "latent_channels": config.get("latent_channels", 4), "out_channels": config.get("out_channels", 3),
+        "block_out_channels": tuple(config["up_block_out_channels"]),
+        "layers_per_block": config["layers_per_up_block"], "norm_num_groups": config.get("norm_num_groups", 32),
+        "act_fn": config.get("act_fn", "silu"), "up_block_types": tuple(config["up_block_types"]),
+        "asymmetric_vqgan": True, "use_post_quant_conv": True,
+    }
+    return converted, skipped, decoder_config
+
+
+def load_decoder_checkpoint(path: str | os.PathLike, vae=None, asymmetric_vqgan: bool | None = None):
+    """An :class:`~asuka.models.InpaintingDecoder` from an Asymmetric-VQGAN or ASUKA checkpoint.
+
+    Args:
+        path: an original Lightning checkpoint file (ldm naming), or a diffusers ``AsymmetricAutoencoderKL`` folder
+            (as published on the Hugging Face Hub).
+        vae: the SD ``AutoencoderKL``: supplies ``norm_num_groups`` and ``post_quant_conv`` when the file has none.
+        asymmetric_vqgan: force the variant flag (default: read from the condition encoder's input channels —
+            3 = Asymmetric VQGAN, 4 = ASUKA).
+    """
+    from asuka.models.decoder import InpaintingDecoder
+
+    if Path(path).is_dir():
+        converted, skipped, config = _read_diffusers_asymmetric(Path(path))
+    else:
+        converted, skipped = convert_ldm_decoder_state_dict(read_state_file(path))
+        groups = vae.config.norm_num_groups if vae is not None else 32
+        config = decoder_config_from_state_dict(converted, norm_num_groups=groups)
+    if asymmetric_vqgan is not None:
+        config["asymmetric_vqgan"] = asymmetric_vqgan
+    if not config["use_post_quant_conv"] and vae is not None and vae.post_quant_conv is not None:
+        config["use_post_quant_conv"] = True
+        converted.update({f"post_quant_conv.{k}": v for k, v in vae.post_quant_conv.state_dict().items()})
+    decoder = InpaintingDecoder(**config)
+    load_strict(decoder, converted, str(path), skipped)
+    return decoder
+
+
+def load_alignment_checkpoint(path: str | os.PathLike, cross_attention_dim: int, prior_dim: int = 512, **config: Any):
+    """A :class:`~asuka.models.PriorAlignment` loaded (strictly) from a file holding its own state dict; the kind
+    (self/cross attention) and the number of blocks are read off the keys, the rest comes from ``config``."""
+    from asuka.models.alignment import PriorAlignment, default_num_heads
+
+    state = read_state_file(path)
+    inferred = {
+        "num_heads": default_num_heads(cross_attention_dim),
+        "kind": "cross_attention" if "queries" in state else "self_attention",
+        "num_layers": len({k.split(".")[1] for k in state if k.startswith("blocks.")}),
+    }
+    if "queries" in state:
+        inferred["num_queries"] = state["queries"].shape[1]
+    module = PriorAlignment(prior_dim=prior_dim, cross_attention_dim=cross_attention_dim, **{**inferred, **config})
+    load_strict(module, state, str(path))
+    return module
