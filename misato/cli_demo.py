@@ -125,8 +125,9 @@ def _demo_command(args: argparse.Namespace) -> int:
     result = demo(args.out, args.size, args.mask_preset, args.seed, args.protocol, args.weights_dir, args.overwrite)
     print(result["table"])
     print(f"\nSample, predictions, run folders and tables are in {Path(args.out).resolve()}")
-    print(f"Computed: {', '.join(result['metrics'])} on {len(SAMPLE_IMAGES)} images (FID/IDS on so few images only "
-          "exercise the pipeline; they are not meaningful scores)")
+    caveat = " (FID/IDS on so few images only exercise the pipeline; they are not meaningful scores)"
+    computed_sets = {"fid", "uids", "pids"} & set(result["metrics"])
+    print(f"Computed: {', '.join(result['metrics'])} on {len(SAMPLE_IMAGES)} images{caveat if computed_sets else ''}")
     for metric, reason in result["skipped"].items():
         print(f"Skipped {metric}: {reason}")
     if result["skipped"]:
