@@ -85,3 +85,20 @@ def test_cli_list_and_verify(tmp_path, fake_entry, capsys):
     (tmp_path / "w").mkdir()
     (tmp_path / "w" / entry.filename).write_bytes(b"corrupt")
     assert main(["weights", "verify", "fake-net", "--weights-dir", str(tmp_path / "w")]) == 2
+
+
+def test_download_verifies_the_hash_and_writes_atomically(tmp_path, fake_entry, monkeypatch):
+    """The download route, fed from a file:// URL (tests never reach the network)."""
+    entry, payload = fake_entry
+    (tmp_path / "server").mkdir()
+    (tmp_path / "server" / entry.filename).write_bytes(payload)
+    good = weights.WeightEntry(**{**entry.__dict__, "url": (tmp_path / "server" / entry.filename).as_uri()})
+    found = weights.download(good, tmp_path / "dest" / entry.filename)
+    assert found.origin == "downloaded" and found.path.read_bytes() == payload
+    bad = weights.WeightEntry(**{**good.__dict__, "sha256": "00000000"})
+    with pytest.raises(MisatoError, match="not the expected one"):
+        weights.download(bad, tmp_path / "dest2" / entry.filename)
+    assert list((tmp_path / "dest2").iterdir()) == []  # nothing half-written is left behind
+    missing = weights.WeightEntry(**{**good.__dict__, "url": (tmp_path / "nowhere.pth").as_uri()})
+    with pytest.raises(MisatoError, match="download failed"):
+        weights.download(missing, tmp_path / "dest3" / entry.filename)
