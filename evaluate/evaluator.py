@@ -187,12 +187,17 @@ def _networks(protocol: Protocol, metrics: list[str], inception_weights, alexnet
         )
     if "lpips" in metrics:
         lpips_net = build_lpips(protocol.lpips_net, backbone_path=alexnet_weights, weights_dir=weights_dir, device=device)
+    # Same math, faster convolutions (measured ~1.7-2x on CPU; features equal to ~1e-6, see benchmarks/).
+    for network in (extractor, lpips_net):
+        if network is not None:
+            network.to(memory_format=torch.channels_last)
     return extractor, lpips_net
 
 
 def _to_unit(tensors: list[torch.Tensor], device: str) -> torch.Tensor:
-    """Stack ``uint8 [3, H, W]`` tensors → float32 ``[N, 3, H, W]`` in [0, 1]."""
-    return torch.stack(tensors).to(device=device, dtype=torch.float32).div_(255.0)
+    """Stack ``uint8 [3, H, W]`` tensors → float32 ``[N, 3, H, W]`` in [0, 1], channels-last in memory."""
+    batch = torch.stack(tensors).to(device=device, dtype=torch.float32).div_(255.0)
+    return batch.contiguous(memory_format=torch.channels_last)
 
 
 def _score_batch(items, extractor, lpips_net, cache: FeatureCache | None, device: str, real, fake, rows) -> None:

@@ -72,8 +72,26 @@ def load_strict(
         raise MisatoError(f"{source}: not the expected weights for this network; " + "; ".join(problems))
     for key, value in expected.items():
         if key.endswith(_BN_COUNTER) and key not in state:
-            state[key] = torch.zeros_like(value)
-    module.load_state_dict(state, strict=True)
+            state[key] = torch.zeros(value.shape, dtype=value.dtype)
+    # A module built on the meta device (no random initialisation) takes the loaded tensors as they are.
+    on_meta = any(tensor.is_meta for tensor in expected.values())
+    module.load_state_dict(state, strict=True, assign=on_meta)
+
+
+def fold_batch_norms(network: nn.Module) -> nn.Module:
+    """Fold every Inception ``BasicConv2d``'s BatchNorm into its convolution, in place (inference only).
+
+    ``bn(conv(x))`` with frozen statistics is itself a convolution; computing it as one skips a pass over every
+    activation (~10% of Inception's CPU time). Features change only by float rounding (~1e-6 relative).
+    """
+    from torch.nn.utils.fusion import fuse_conv_bn_eval
+    from torchvision.models.inception import BasicConv2d
+
+    for block in network.modules():
+        if isinstance(block, BasicConv2d) and isinstance(block.bn, nn.BatchNorm2d):
+            block.conv = fuse_conv_bn_eval(block.conv.eval(), block.bn.eval())
+            block.bn = nn.Identity()
+    return network
 
 
 def check_images(images: torch.Tensor, what: str = "images") -> None:

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.models import inception as tv_inception
 
-from evaluate.features.common import check_images, load_strict, read_state_dict
+from evaluate.features.common import check_images, fold_batch_norms, load_strict, read_state_dict
 from evaluate.features.tf_resize import resize_bilinear_tf1
 
 REGISTRY_NAME = "fid-inception"
@@ -140,8 +140,10 @@ def _spatial_mean(x: Tensor) -> Tensor:
 
 def load_fid_inception(path, source: str, weights: dict[str, str]) -> FIDInceptionV3:
     """Build the extractor (eval mode, no gradients) from a pytorch-fid-layout file or its ``.pypi.safetensors``."""
-    network = FIDInceptionV3()
+    with torch.device("meta"):  # no random initialisation: every tensor comes from the file
+        network = FIDInceptionV3()
     load_strict(network, read_state_dict(path), source, ignored_prefixes=(CLASSIFIER_PREFIX,))
+    fold_batch_norms(network.eval())
     network.weights = dict(weights)
     network.requires_grad_(False)
     return network.eval()

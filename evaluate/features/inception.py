@@ -11,7 +11,7 @@ import torchvision.transforms.v2.functional as TF
 from torch import Tensor, nn
 from torchvision.models import inception_v3
 
-from evaluate.features.common import check_images, load_strict, read_state_dict
+from evaluate.features.common import check_images, fold_batch_norms, load_strict, read_state_dict
 
 REGISTRY_NAME = "inception-v3-imagenet"
 RESIZE_SHORT_SIDE = 342
@@ -34,12 +34,13 @@ class TorchvisionInceptionFeatures(nn.Module):
 
     def __init__(self, state_dict: dict[str, Tensor], source: str, weights: dict[str, str]) -> None:
         super().__init__()
-        network = official_architecture()
+        with torch.device("meta"):  # no random initialisation: every tensor comes from the file
+            network = official_architecture()
         load_strict(network, state_dict, source)
         network.AuxLogits = None  # only used in training mode; dropped so eval can never touch it
         network.aux_logits = False
         network.fc = nn.Identity()
-        self.network = network
+        self.network = fold_batch_norms(network.eval())
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
         self.weights = dict(weights)
