@@ -132,6 +132,30 @@ class _PairDataset(torch.utils.data.Dataset):
         }
 
 
+def _glibc_malloc_trim():
+    """``malloc_trim`` from glibc, or None on other C libraries."""
+    try:
+        import ctypes
+
+        return ctypes.CDLL("libc.so.6").malloc_trim
+    except (OSError, AttributeError):
+        return None
+
+
+_MALLOC_TRIM = _glibc_malloc_trim()
+
+
+def release_freed_memory() -> None:
+    """Give freed heap pages back to the OS.
+
+    Each batch allocates and frees tens of MB of differently sized tensors; glibc keeps the freed pages in a
+    fragmented heap, so without this the process grows by ~1 MB per image (measured: +1.6 GB from N = 200 to
+    N = 2000) although nothing but the 2048-d features is kept.
+    """
+    if _MALLOC_TRIM is not None:
+        _MALLOC_TRIM(0)
+
+
 def _as_list(batch: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return batch
 
@@ -443,6 +467,8 @@ def evaluate_folder(
                 raise MisatoError("; ".join(errors))
             _score_batch(batch, extractor, lpips_net, cache, device, real, fake, rows)
             bar.update(len(batch))
+            del batch  # the decoded images: free them before trimming
+            release_freed_memory()
 
     rows, real, fake = distributed.gather(rows, real, fake)
     rows.sort(key=lambda row: row["name"])
