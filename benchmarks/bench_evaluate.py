@@ -210,34 +210,39 @@ def part_ids(args) -> None:
           f"(SVM share of IDS {t_svm / (t_pca + t_svm):.0%})")
 
 
-def _memory_child(n: int, size: int, protocol: str) -> None:
+def _memory_child(folder: Path, protocol: str) -> None:
+    """Evaluate a prepared folder in a fresh process and print its peak RSS (set-up excluded)."""
     from evaluate import evaluate_folder
 
-    with tempfile.TemporaryDirectory() as tmp:
-        tmp = Path(tmp)
-        gt, pred = make_data(tmp, n, size)
-        weights = make_weights(tmp / "w", protocol)
-        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        evaluate_folder(pred, gt, protocol=protocol, metrics="fid,uids,pids",
-                        inception_weights=next(iter(weights.values())), ids_pca="none", use_cache=False,
-                        progress=False, batch_size=16)
-        print(json.dumps({"n": n, "before_mb": before / 1024, "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+    weights = json.loads((folder / "weights.json").read_text())
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    result = evaluate_folder(folder / "pred", folder / "gt", protocol=protocol, metrics="fid,uids,pids",
+                             inception_weights=weights["inception"], ids_pca="none", use_cache=False,
+                             progress=False, batch_size=16)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    print(json.dumps({"n": result.summary["n"], "before_mb": before / 1024, "peak_mb": peak / 1024}))
 
 
 def part_memory(args) -> None:
     results = []
     for n in args.memory_n:
-        output = subprocess.run([sys.executable, __file__, "--memory-child", str(n), "--size", str(args.memory_size),
-                                 "--protocol", args.protocol], check=True, capture_output=True, text=True).stdout
+        with tempfile.TemporaryDirectory() as tmp:
+            folder = Path(tmp)
+            make_data(folder, n, args.memory_size)
+            weights = make_weights(folder / "w", args.protocol)
+            inception = weights["inception-v3-imagenet" if args.protocol == "asuka" else "fid-inception"]
+            (folder / "weights.json").write_text(json.dumps({"inception": str(inception)}))
+            output = subprocess.run([sys.executable, __file__, "--memory-child", str(folder), "--protocol",
+                                     args.protocol], check=True, capture_output=True, text=True).stdout
         results.append(json.loads(output.strip().splitlines()[-1]))
     for r in results:
         print(f"memory    N={r['n']:5d} at {args.memory_size}px: peak RSS {r['peak_mb']:.0f} MB "
-              f"(after set-up {r['before_mb']:.0f} MB)")
+              f"(after imports {r['before_mb']:.0f} MB)")
     if len(results) == 2:
         growth = results[1]["peak_mb"] - results[0]["peak_mb"]
-        features = (results[1]["n"] - results[0]["n"]) * 2 * 2048 * 8 / 2**20
+        features = (results[1]["n"] - results[0]["n"]) * 2 * 2048 * 4 / 2**20
         print(f"          growth {growth:.0f} MB for {results[1]['n'] - results[0]['n']} more images "
-              f"(features alone, float64 stats copy included: ~{features:.0f} MB)")
+              f"(their float32 features alone: {features:.0f} MB; FID/IDS work on float64 copies)")
 
 
 def main(argv=None) -> None:
@@ -250,10 +255,10 @@ def main(argv=None) -> None:
     parser.add_argument("--protocol", default="asuka")
     parser.add_argument("--memory-n", type=int, nargs="+", default=[200, 2000])
     parser.add_argument("--memory-size", type=int, default=64)
-    parser.add_argument("--memory-child", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--memory-child", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.memory_child:
-        _memory_child(args.memory_child, args.size, args.protocol)
+        _memory_child(args.memory_child, args.protocol)
         return
     parts = ["frechet", "ids", "pipeline", "memory"] if args.parts == "all" else args.parts.split(",")
     for part in parts:

@@ -55,6 +55,8 @@ from misato.layout import open_pairs
 PER_IMAGE_COLUMNS = ("name", "psnr", "ssim", "lpips", "grad", "mask_ratio", "domain")
 MASK_RATIO_BINS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6)
 FEATURE_METRICS = frozenset({"fid", "uids", "pids"})
+TRIM_EVERY_BATCHES = 8
+"""How often freed heap pages go back to the OS (each trim costs page faults on the next batches)."""
 CPU_METRICS = {"psnr": psnr, "ssim": ssim}
 
 
@@ -460,6 +462,7 @@ def evaluate_folder(
     rows: list[dict[str, Any]] = []
     real: dict[str, np.ndarray] = {}
     fake: dict[str, np.ndarray] = {}
+    batches_done = 0
     with torch.inference_mode(), tqdm(total=len(job.names), desc="evaluate", unit="img", disable=not progress) as bar:
         for batch in loader:
             errors = [item["error"] for item in batch if "error" in item]
@@ -468,7 +471,9 @@ def evaluate_folder(
             _score_batch(batch, extractor, lpips_net, cache, device, real, fake, rows)
             bar.update(len(batch))
             del batch  # the decoded images: free them before trimming
-            release_freed_memory()
+            batches_done += 1
+            if batches_done % TRIM_EVERY_BATCHES == 0:
+                release_freed_memory()
 
     rows, real, fake = distributed.gather(rows, real, fake)
     rows.sort(key=lambda row: row["name"])
