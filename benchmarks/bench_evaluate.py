@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import subprocess
 import sys
 import tempfile
@@ -210,17 +209,22 @@ def part_ids(args) -> None:
           f"(SVM share of IDS {t_svm / (t_pca + t_svm):.0%})")
 
 
+def _peak_rss_mb() -> float:
+    """This process's peak resident set (VmHWM; unlike ru_maxrss it is not inherited across exec)."""
+    status = Path("/proc/self/status").read_text()
+    return int(status.split("VmHWM:")[1].split()[0]) / 1024
+
+
 def _memory_child(folder: Path, protocol: str) -> None:
     """Evaluate a prepared folder in a fresh process and print its peak RSS (set-up excluded)."""
     from evaluate import evaluate_folder
 
     weights = json.loads((folder / "weights.json").read_text())
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    before = _peak_rss_mb()
     result = evaluate_folder(folder / "pred", folder / "gt", protocol=protocol, metrics="fid,uids,pids",
                              inception_weights=weights["inception"], ids_pca="none", use_cache=False,
                              progress=False, batch_size=16)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    print(json.dumps({"n": result.summary["n"], "before_mb": before / 1024, "peak_mb": peak / 1024}))
+    print(json.dumps({"n": result.summary["n"], "before_mb": before, "peak_mb": _peak_rss_mb()}))
 
 
 def part_memory(args) -> None:
