@@ -102,3 +102,24 @@ def test_download_verifies_the_hash_and_writes_atomically(tmp_path, fake_entry, 
     missing = weights.WeightEntry(**{**good.__dict__, "url": (tmp_path / "nowhere.pth").as_uri()})
     with pytest.raises(MisatoError, match="download failed"):
         weights.download(missing, tmp_path / "dest3" / entry.filename)
+
+
+def test_large_file_digests_are_remembered_across_runs(tmp_path, fake_entry, monkeypatch):
+    import builtins
+
+    big = tmp_path / "big.pth"
+    big.write_bytes(bytes(range(256)) * 8192)  # 2 MiB
+    expected = hashlib.sha256(big.read_bytes()).hexdigest()
+    assert weights.file_sha256(big) == expected
+    assert (tmp_path / "cache" / weights.HASH_MEMO_NAME).is_file()
+    monkeypatch.setattr(weights, "_HASH_CACHE", {})  # a new process: only the on-disk memo is left
+    real_open = builtins.open
+    monkeypatch.setattr(builtins, "open", lambda p, *a, **k: (_ for _ in ()).throw(AssertionError("re-read"))
+                        if str(p) == str(big) else real_open(p, *a, **k))
+    assert weights.file_sha256(big) == expected  # answered from the memo, without reading the file
+    monkeypatch.setattr(builtins, "open", real_open)
+    big.write_bytes(b"x" * (2 << 20))  # changed content, new modification time: hashed again
+    assert weights.file_sha256(big) == hashlib.sha256(b"x" * (2 << 20)).hexdigest()
+    (tmp_path / "cache" / weights.HASH_MEMO_NAME).write_text("not json")
+    monkeypatch.setattr(weights, "_HASH_CACHE", {})
+    assert weights.file_sha256(big) == hashlib.sha256(b"x" * (2 << 20)).hexdigest()  # damaged memo ignored
