@@ -30,6 +30,7 @@ from tqdm.auto import tqdm
 from evaluate import distributed
 from evaluate.cache import FeatureCache
 from evaluate.functional import (
+    check_ids_pca,
     composite,
     fid,
     grad_error,
@@ -45,6 +46,7 @@ from misato.errors import MisatoError
 from misato.io import (
     atomic_write_text,
     check_output_location,
+    decode_image,
     list_images,
     pair_by_stem,
     read_image,
@@ -55,6 +57,8 @@ from misato.layout import open_pairs
 PER_IMAGE_COLUMNS = ("name", "psnr", "ssim", "lpips", "grad", "mask_ratio", "domain")
 MASK_RATIO_BINS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6)
 FEATURE_METRICS = frozenset({"fid", "uids", "pids"})
+FEATURE_DIM = 2048
+"""Width of the Inception features both protocols use."""
 TRIM_EVERY_BATCHES = 8
 """How often freed heap pages go back to the OS (each trim costs page faults on the next batches)."""
 CPU_METRICS = {"psnr": psnr, "ssim": ssim}
@@ -77,10 +81,6 @@ def mask_ratio_bin(ratio: float) -> str:
         if ratio < high:
             return f"{int(low * 100)}-{int(high * 100)}%"
     return f"{int(MASK_RATIO_BINS[-1] * 100)}%+"
-
-
-def _file_sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 @dataclass
@@ -110,7 +110,8 @@ class _PairDataset(torch.utils.data.Dataset):
     def __getitem__(self, index: int) -> dict[str, Any]:
         name = self.job.names[index]
         try:
-            gt = read_image(self.job.gt[name])
+            gt_bytes = self.job.gt[name].read_bytes()  # read once: decoded, and hashed for the feature cache
+            gt = decode_image(gt_bytes, str(self.job.gt[name]))
             pred = read_image(self.job.pred[name])
             mask = read_mask_uint8(self.job.masks[name])
         except MisatoError as error:
@@ -130,7 +131,7 @@ class _PairDataset(torch.utils.data.Dataset):
             "row": row,
             "composite": torch.from_numpy(merged).permute(2, 0, 1).contiguous(),
             "gt": torch.from_numpy(gt).permute(2, 0, 1).contiguous(),
-            "gt_sha256": _file_sha256(self.job.gt[name]) if self.job.hash_gt else None,
+            "gt_sha256": hashlib.sha256(gt_bytes).hexdigest() if self.job.hash_gt else None,
         }
 
 
@@ -409,6 +410,8 @@ def evaluate_folder(
     chosen = get_protocol(protocol)
     if batch_size < 1 or workers < 0:
         raise MisatoError("--batch-size must be >= 1 and --workers >= 0")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise MisatoError(f"--device {device}: no CUDA device is available here; use --device cpu")
     pairs = open_pairs(gt, mask)
     pred_dir = Path(pred)
     gt_image_dir = pairs.images[pairs.names[0]].parent
@@ -438,11 +441,7 @@ def evaluate_folder(
     pca_dim = ids_pca_dimensions(chosen, ids_pca, sizes) if {"uids", "pids"} & set(metric_names) else None
     if needs_features and len(names) < 2:
         raise MisatoError(f"FID/IDS need at least 2 images, got {len(names)}; pass --metrics psnr,ssim,lpips,grad")
-    if pca_dim is not None and pca_dim >= 2 * len(names):
-        raise MisatoError(
-            f"IDS with PCA to {pca_dim} dimensions needs more than {pca_dim // 2} images (have {len(names)}); "
-            f"pass --ids-pca with a value below {2 * len(names)}, or --ids-pca none"
-        )
+    check_ids_pca(pca_dim, len(names), FEATURE_DIM)  # fail before any network runs
 
     extractor, lpips_net = _networks(chosen, metric_names, inception_weights, alexnet_weights, weights_dir, device)
     weights = {**(extractor.weights if extractor is not None else {}), **(lpips_net.weights if lpips_net is not None else {})}

@@ -1,5 +1,6 @@
 """Pure metric functions (no state, no I/O): per-image metrics on uint8 arrays, set metrics on features."""
 from evaluate.functional.distribution_metrics import (
+    check_ids_pca,
     feature_statistics,
     fid,
     frechet_distance,
@@ -8,6 +9,7 @@ from evaluate.functional.distribution_metrics import (
 from evaluate.functional.image_metrics import composite, grad_error, mask_ratio, psnr, ssim, to_gray
 
 __all__ = [
+    "check_ids_pca",
     "composite",
     "feature_statistics",
     "fid",

@@ -75,6 +75,16 @@ def fid(real: np.ndarray, fake: np.ndarray) -> float:
     return float(diff @ diff + (a * a).sum() + (b * b).sum() - 2.0 * trace_sqrt)
 
 
+def check_ids_pca(pca_dim: int | None, n_images: int, feature_dim: int) -> None:
+    """Raise a MisatoError unless PCA to ``pca_dim`` is possible on ``2·n_images`` samples of ``feature_dim``."""
+    if pca_dim is not None and (pca_dim >= 2 * n_images or pca_dim > feature_dim):
+        raise MisatoError(
+            f"IDS with PCA to {pca_dim} dimensions needs more than {pca_dim // 2} images (have {n_images}) and at "
+            f"most {feature_dim} feature dimensions; pass --ids-pca with a value below "
+            f"{min(2 * n_images, feature_dim + 1)} or --ids-pca none"
+        )
+
+
 def inception_discriminative_scores(
     real: np.ndarray, fake: np.ndarray, pca_dim: int | None = None
 ) -> tuple[float, float]:
@@ -103,12 +113,7 @@ def inception_discriminative_scores(
         raise MisatoError(f"IDS needs at least 2 images, got {n}")
     stacked = np.concatenate([real, fake])
     if pca_dim is not None:
-        if pca_dim >= 2 * n or pca_dim > stacked.shape[1]:
-            raise MisatoError(
-                f"IDS with PCA to {pca_dim} dimensions needs more than {pca_dim // 2} images (have {n}) and at most "
-                f"{stacked.shape[1]} feature dimensions; pass --ids-pca with a value below {min(2 * n, stacked.shape[1] + 1)} "
-                "or --ids-pca none"
-            )
+        check_ids_pca(pca_dim, n, stacked.shape[1])
         stacked = PCA(n_components=pca_dim, svd_solver="full").fit_transform(stacked)
     if 2 * n < IDS_OPTIMISM_THRESHOLD:
         warnings.warn(

@@ -130,3 +130,11 @@ def test_mask_ratio_bins(data):
     assert [mask_ratio_bin(r) for r in (0.0, 0.099, 0.1, 0.55, 0.6, 0.95)] == [
         "0-10%", "0-10%", "10-20%", "50-60%", "60%+", "60%+",
     ]
+
+
+def test_cuda_without_a_device_is_a_clear_error(data):
+    gt, pred = data
+    if __import__("torch").cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    with pytest.raises(MisatoError, match="no CUDA device"):
+        evaluate_folder(pred, gt, metrics=CPU, device="cuda", progress=False)
