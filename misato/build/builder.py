@@ -48,6 +48,8 @@ from misato.build.selection import select_representatives
 from misato.errors import MisatoError
 from misato.io import atomic_write_text, write_image, write_mask
 from misato.layout import DOMAINS, MANIFEST_NAME
+from misato.masks.base import check_ratio_range
+from misato.masks.generate import mask_rng
 
 STATE_DIR = ".misato-build"
 BUILD_JSON = "build.json"
@@ -231,7 +233,7 @@ def _write_one(
     entry: dict, source: DomainSource, by_path: dict[str, SourceImage], size: int, seed: int, generator, min_ratio: float, out: Path
 ) -> dict:
     """Write image and mask ``entry["index"]``; returns its manifest row (``by_path``: the domain's items by path)."""
-    rng = np.random.default_rng(np.random.SeedSequence([seed, entry["index"]]))
+    rng = mask_rng(seed, entry["index"])
     name = f"{entry['index']:04d}"
     failures = []
     for rank, relative in enumerate(entry["candidates"]):
@@ -367,10 +369,7 @@ def build(
     out = Path(out).expanduser()
     if size < 8 or per_domain < 1:
         raise MisatoError(f"--size must be >= 8 and --per-domain >= 1 (got {size}, {per_domain})")
-    if mask_ratio_range is not None:
-        lo, hi = mask_ratio_range
-        if not 0.0 <= lo < hi <= 1.0:
-            raise MisatoError(f"--mask-ratio-range needs 0 <= LO < HI <= 1, got {lo} {hi}")
+    mask_ratio_range = check_ratio_range(mask_ratio_range, "--mask-ratio-range")
     min_side = size // 2 if min_side is None else min_side
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     given = {
@@ -389,6 +388,8 @@ def build(
         "clip_model": encoder.model_name if encoder else clip_model,
         "clip_pretrained": encoder.pretrained if encoder else str(clip_pretrained),
         "mask_ratio_range": list(mask_ratio_range) if mask_ratio_range is not None else None,
+        "mask_objects": str(Path(mask_objects).expanduser().resolve()) if mask_objects is not None else None,
+        "mask_generator": None if mask_generator is None else f"{type(mask_generator).__module__}.{type(mask_generator).__qualname__}",
         "min_side": min_side,
         "batch_size": batch_size,  # features' last bits depend on the batch they are computed in
     }

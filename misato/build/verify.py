@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from misato.errors import MisatoError
-from misato.io import list_images, read_image, read_mask_uint8
+from misato.io import binarize_mask, list_images, read_image, read_mask_uint8
 from misato.layout import DOMAINS, MANIFEST_NAME, domain_of_name, masks_by_image_stem
 
 
@@ -83,7 +83,7 @@ def verify(root: str | os.PathLike) -> list[str]:
             problems.append(f"mask/{masks[name].name} is not binary: values {values[:6].tolist()}{'…' if len(values) > 6 else ''}")
         if not (mask == 255).any():
             problems.append(f"mask/{masks[name].name} has no hole")
-        ratios[name] = float((mask >= 128).mean())
+        ratios[name] = float(binarize_mask(mask).mean())
     if len(sizes) > 1:
         problems.append(f"images have different sizes: {', '.join(f'{s[1]}x{s[0]} ({n})' for s, n in sizes.items())}")
     manifest = root / MANIFEST_NAME
@@ -98,10 +98,13 @@ def verify(root: str | os.PathLike) -> list[str]:
 
 def _check_manifest(manifest: Path, names: list[str], ratios: dict[str, float]) -> list[str]:
     problems = []
-    with open(manifest, newline="", encoding="utf-8") as handle:
-        reader = csv.DictReader(handle)
-        columns = reader.fieldnames or []
-        rows = list(reader)
+    try:
+        with open(manifest, newline="", encoding="utf-8") as handle:
+            reader = csv.DictReader(handle)
+            columns = reader.fieldnames or []
+            rows = list(reader)
+    except (UnicodeDecodeError, csv.Error) as error:
+        return [f"{MANIFEST_NAME} is unreadable ({error})"]
     if not {"name", "domain"} <= set(columns):
         return [f"{MANIFEST_NAME} lacks the 'name'/'domain' columns (has {columns})"]
     listed = [row["name"] for row in rows]
@@ -115,21 +118,36 @@ def _check_manifest(manifest: Path, names: list[str], ratios: dict[str, float]) 
         row = by_name.get(name)
         if row is None:
             continue
-        if "index" in row and row["index"] != str(int(name)):
+        if "index" in row and name.isdigit() and row["index"] != str(int(name)):  # other names are reported above
             problems.append(f"{MANIFEST_NAME}: {name} has index {row['index']}")
-        if "hole_ratio" in row and name in ratios and abs(float(row["hole_ratio"]) - ratios[name]) > 1e-6:
-            problems.append(f"{MANIFEST_NAME}: {name} hole_ratio {row['hole_ratio']} but the mask has {ratios[name]:.6f}")
+        if "hole_ratio" in row and name in ratios:
+            try:
+                listed_ratio = float(row["hole_ratio"])
+            except ValueError:
+                problems.append(f"{MANIFEST_NAME}: {name} hole_ratio {row['hole_ratio']!r} is not a number")
+                continue
+            if abs(listed_ratio - ratios[name]) > 1e-6:
+                problems.append(f"{MANIFEST_NAME}: {name} hole_ratio {row['hole_ratio']} but the mask has {ratios[name]:.6f}")
     domains = {name: by_name[name]["domain"] for name in names if name in by_name}
     problems += _domain_blocks([n for n in names if n in domains], domains)
     build_json = manifest.parent / "build.json"
     if build_json.is_file():
-        report = json.loads(build_json.read_text(encoding="utf-8"))
-        for domain, count in report.get("counts", {}).items():
-            actual = sum(value == domain for value in domains.values())
-            if count.get("written") != actual:
-                problems.append(f"build.json says {count.get('written')} {domain} images, the manifest has {actual}")
-        for domain, (first, last) in report.get("index_ranges", {}).items():
-            block = [int(n) for n, d in domains.items() if d == domain]
-            if block and (min(block), max(block)) != (first, last):
-                problems.append(f"build.json range of {domain} is {first}-{last}, the manifest has {min(block)}-{max(block)}")
+        try:
+            problems += _check_build_report(json.loads(build_json.read_text(encoding="utf-8")), domains)
+        except (ValueError, UnicodeDecodeError, AttributeError, TypeError) as error:
+            problems.append(f"build.json is unreadable or malformed ({type(error).__name__}: {error})")
+    return problems
+
+
+def _check_build_report(report: dict, domains: dict[str, str]) -> list[str]:
+    """Counts and index ranges in build.json against the manifest's domains."""
+    problems = []
+    for domain, count in report.get("counts", {}).items():
+        actual = sum(value == domain for value in domains.values())
+        if count.get("written") != actual:
+            problems.append(f"build.json says {count.get('written')} {domain} images, the manifest has {actual}")
+    for domain, (first, last) in report.get("index_ranges", {}).items():
+        block = [int(n) for n, d in domains.items() if d == domain and n.isdigit()]
+        if block and (min(block), max(block)) != (first, last):
+            problems.append(f"build.json range of {domain} is {first}-{last}, the manifest has {min(block)}-{max(block)}")
     return problems

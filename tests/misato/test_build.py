@@ -205,6 +205,8 @@ def test_interrupted_build_resumes_byte_identical(tmp_path, raw, encoder, stage,
         run(target, raw, encoder, tmp_path / "cache")
     with pytest.raises(MisatoError, match="different settings .*seed"):
         run(target, raw, encoder, tmp_path / "cache", resume=True, seed=5)
+    with pytest.raises(MisatoError, match="different settings .*mask_objects"):  # masks from another source
+        run(target, raw, encoder, tmp_path / "cache", resume=True, batch_size=2, mask_objects=raw["coco_annotations"])
     steps = []
     run(target, raw, encoder, tmp_path / "cache", resume=True, batch_size=2, on_step=lambda s, c: steps.append(s))
     assert folder_bytes(target) == folder_bytes(out)
@@ -424,3 +426,17 @@ def test_build_with_the_real_misato_mask_mixture(tmp_path, raw):
         kinds = [row["mask_kinds"] for row in csv.DictReader(handle)]
     assert len(kinds) == 4 and all(kinds)
     assert set("+".join(kinds).split("+")) <= {"object", "comod", "lama"}
+
+
+def test_verify_reports_malformed_manifest_and_build_json_without_crashing(tmp_path):
+    from tests.helpers import write_misato_folder
+
+    root = write_misato_folder(tmp_path / "m", names=["0000", "0001", "abc"], size=16)
+    (root / "manifest.csv").write_text("name,domain,index,hole_ratio\n0000,landscape,0,oops\n0001,landscape,1,0.1\n"
+                                       "abc,landscape,x,0.1\n")
+    (root / "build.json").write_text("{not json")
+    problems = verify(root)
+    assert any("'oops' is not a number" in p for p in problems)
+    assert any("build.json is unreadable" in p for p in problems)
+    (root / "build.json").write_text('{"counts": [1]}')
+    assert any("build.json is unreadable or malformed" in p for p in verify(root))
