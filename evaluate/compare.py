@@ -26,9 +26,15 @@ import numpy as np
 import pandas as pd
 
 from evaluate.metric_info import ALL_METRICS, METRICS
-from evaluate.stats import Interval, PairedTest, bootstrap_means, paired_tests, percentile_interval
+from evaluate.stats import (
+    Interval,
+    PairedTest,
+    bootstrap_means,
+    paired_tests,
+    percentile_interval,
+)
 from misato.errors import MisatoError
-from misato.io import atomic_write_text, pair_by_stem
+from misato.io import atomic_write_text, pair_by_stem, preview_names
 from misato.layout import DOMAINS
 from results.reported import load_reported
 
@@ -96,24 +102,37 @@ def _read_summary(path: Path) -> dict:
     return summary
 
 
+def _finite(value, where: str) -> float:
+    """``value`` as a finite float, or a MisatoError naming where in summary.json it sits."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        number = float("nan")
+    if not np.isfinite(number):
+        raise MisatoError(f"summary.json: {where} is {value!r}, not a finite number")
+    return number
+
+
 def _read_per_image(path: Path) -> pd.DataFrame:
     file = path / PER_IMAGE_CSV
     if not file.is_file():
         raise MisatoError(f"{file} is missing: {path} is not a finished `misato evaluate --out` run folder")
     try:
-        frame = pd.read_csv(file, dtype={"name": str})
+        frame = pd.read_csv(file, dtype={"name": str}, keep_default_na=False, na_values={m: ["", "nan", "NaN"] for m in ALL_METRICS})
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
         raise MisatoError(f"{file} is not a readable CSV ({error})") from None
     if "name" not in frame.columns or frame.empty:
         raise MisatoError(f"{file} needs a 'name' column and at least one image row")
+    if (frame["name"].str.strip() == "").any():
+        raise MisatoError(f"{file} has rows with an empty 'name'")
     duplicated = frame["name"][frame["name"].duplicated()].tolist()
     if duplicated:
-        raise MisatoError(f"{file} lists some images twice: {', '.join(map(str, duplicated[:10]))}")
+        raise MisatoError(f"{file} lists some images twice: {preview_names(duplicated)}")
     for metric in (m for m in ALL_METRICS if METRICS[m].per_image and m in frame.columns):
         values = pd.to_numeric(frame[metric], errors="coerce")
         bad = frame["name"][~np.isfinite(values.to_numpy(dtype=float))].tolist()
         if bad:
-            raise MisatoError(f"{file}: column {metric!r} is empty or not a finite number for {', '.join(bad[:10])}")
+            raise MisatoError(f"{file}: column {metric!r} is empty or not a finite number for {preview_names(bad)}")
         frame[metric] = values.astype(float)
     return frame.set_index("name").sort_index()
 
@@ -475,7 +494,8 @@ def build_breakdown(runs: Sequence[Run], by: str, strict: bool = False, decimals
     for group in groups:
         entries = {run.label: run.summary[key].get(group) for run in runs}
         values = {
-            label: {m: float(entry[m]) for m in metrics if isinstance(entry, dict) and entry.get(m) is not None}
+            label: {m: _finite(entry[m], f"{key}[{group!r}][{m!r}] of {label}") for m in metrics
+                    if isinstance(entry, dict) and entry.get(m) is not None}
             for label, entry in entries.items()
         }
         best = {

@@ -132,21 +132,22 @@ def _read_hash_memo() -> dict:
     return memo if isinstance(memo, dict) else {}
 
 
-def file_sha256(path: str | os.PathLike) -> str:
+def file_sha256(path: str | os.PathLike, remember: bool = True) -> str:
     """sha256 hex digest of a file.
 
     Remembered per (resolved path, size, modification time): in memory, and for files of at least
     :data:`HASH_MEMO_MIN_BYTES` also in ``$MISATO_CACHE/sha256-memo.json``, so large weight files are not
     re-read by every run (hashing ~350 MB of evaluator weights took ~0.4 s a run). A changed file has a new
-    modification time and is hashed again.
+    modification time and is hashed again. ``remember=False`` (temporary files) skips both memos.
     """
     path = Path(path)
     stat = path.stat()
     resolved = str(path.resolve())
     key = (resolved, stat.st_size, stat.st_mtime_ns)
-    if key in _HASH_CACHE:
+    if remember and key in _HASH_CACHE:
         return _HASH_CACHE[key]
-    memo = _read_hash_memo() if stat.st_size >= HASH_MEMO_MIN_BYTES else {}
+    persistent = remember and stat.st_size >= HASH_MEMO_MIN_BYTES
+    memo = _read_hash_memo() if persistent else {}
     remembered = memo.get(resolved)
     if isinstance(remembered, dict) and [remembered.get("size"), remembered.get("mtime_ns")] == list(key[1:]):
         _HASH_CACHE[key] = str(remembered["sha256"])
@@ -155,8 +156,10 @@ def file_sha256(path: str | os.PathLike) -> str:
     with open(path, "rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
+    if not remember:
+        return digest.hexdigest()
     _HASH_CACHE[key] = digest.hexdigest()
-    if stat.st_size >= HASH_MEMO_MIN_BYTES:
+    if persistent:
         memo[resolved] = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256": _HASH_CACHE[key]}
         try:
             atomic_write_text(_hash_memo_path(), json.dumps(memo, indent=1, sort_keys=True))

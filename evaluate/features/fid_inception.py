@@ -20,7 +20,6 @@ from torchvision.models import inception as tv_inception
 from evaluate.features.common import check_images, fold_batch_norms, load_strict, read_state_dict
 from evaluate.features.tf_resize import resize_bilinear_tf1
 
-REGISTRY_NAME = "fid-inception"
 INPUT_SIZE = 299
 TAPS = ("64", "192", "768", "2048")
 CLASSIFIER_PREFIX = "fc."  # the official file's 1008-way logits; no protocol uses them

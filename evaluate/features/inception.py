@@ -13,7 +13,6 @@ from torchvision.models import inception_v3
 
 from evaluate.features.common import check_images, fold_batch_norms, load_strict, read_state_dict
 
-REGISTRY_NAME = "inception-v3-imagenet"
 RESIZE_SHORT_SIDE = 342
 CROP_SIZE = 299
 IMAGENET_MEAN = (0.485, 0.456, 0.406)

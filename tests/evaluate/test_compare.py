@@ -418,3 +418,30 @@ def test_cli_stdout_and_errors(three_runs, tmp_path, capsys):
     assert not (tmp_path / "t.md").exists()
     assert main(["compare", *map(str, three_runs), "--out", str(tmp_path), "--format", "md"]) == 2
     assert "is a folder" in capsys.readouterr().err
+
+
+def test_malformed_names_and_breakdown_values_are_refused(tmp_path):
+    """An empty or 'NA' image name and a non-numeric breakdown value: a MisatoError, never a traceback."""
+    import json
+
+    from evaluate.compare import compare
+
+    def run_folder(name, names, breakdown_psnr=25.0):
+        folder = tmp_path / name
+        folder.mkdir()
+        rows = "\n".join(f"{n},{20 + i}" for i, n in enumerate(names))
+        (folder / "per_image.csv").write_text(f"name,psnr\n{rows}\n")
+        summary = {"metrics": {"psnr": 21.0}, "n": len(names), "protocol": "asuka", "weights": {}, "version": "x",
+                   "by_domain": {"landscape": {"n": len(names), "psnr": breakdown_psnr}}, "by_mask_ratio": {}}
+        (folder / "summary.json").write_text(json.dumps(summary))
+        return folder
+
+    na = run_folder("na", ["NA", "0001"])
+    text, _ = compare([na, na], tmp_path / "t.csv", labels=["a", "b"], n_boot=10)  # "NA" is a name, not missing
+    assert "a" in text
+    empty = run_folder("empty", ["", "0001"])
+    with pytest.raises(MisatoError, match="empty 'name'"):
+        compare([empty], tmp_path / "t2.csv")
+    bad = run_folder("bad", ["0000", "0001"], breakdown_psnr="abc")
+    with pytest.raises(MisatoError, match="not a finite number"):
+        compare([bad], tmp_path / "t3.md", by="domain")
