@@ -26,13 +26,28 @@ from misato.layout import open_pairs
 RUN_FILE = "run.json"
 
 
+def _read_record(out: Path) -> dict[str, Any] | None:
+    """The run record in ``out``, None when there is none; a damaged one is an error (never silently replaced)."""
+    record_path = out / RUN_FILE
+    if not record_path.is_file():
+        return None
+    try:
+        record = json.loads(record_path.read_text())
+    except (ValueError, UnicodeDecodeError) as error:
+        raise MisatoError(f"{record_path} is damaged ({error}); move the folder aside or choose another --out") from None
+    if not isinstance(record, dict):
+        raise MisatoError(f"{record_path} is not a run record; move the folder aside or choose another --out")
+    return record
+
+
 def _prepare_output(out: Path, resume: bool, overwrite: bool) -> dict[str, Any] | None:
     """Validate the output folder state; returns the previous run record when resuming."""
-    record_path = out / RUN_FILE
-    previous = json.loads(record_path.read_text()) if record_path.is_file() else None
+    previous = _read_record(out)
     if previous is not None and previous.get("complete") and not overwrite:
         raise MisatoError(f"{out} holds a complete run; pass --overwrite to replace it or choose another folder")
-    if overwrite and out.exists():
+    if overwrite and out.exists() and any(out.iterdir()):
+        if previous is None:  # only ever delete what a run wrote
+            raise MisatoError(f"{out} is not empty and holds no {RUN_FILE}: --overwrite only replaces a run folder")
         shutil.rmtree(out)
         return None
     if out.exists() and any(out.iterdir()) and not resume:
@@ -61,9 +76,16 @@ def run_method(
     out = Path(out)
     inputs = [pairs.images[pairs.names[0]].parent, pairs.masks[pairs.names[0]].parent]
     check_output_location(out, inputs)
+    if limit is not None and limit < 1:
+        raise MisatoError(f"--limit must be at least 1, got {limit}")
     previous = _prepare_output(out, resume, overwrite)
-    if previous is not None and previous.get("seed") != seed:
-        raise MisatoError(f"{out} was started with seed {previous.get('seed')}, not {seed}; resume with the same seed")
+    if previous is not None:
+        started_with = {key: previous.get(key) for key in (*method.describe(), "seed")}
+        now = {**method.describe(), "seed": seed}
+        differing = sorted(key for key in now if started_with.get(key) != now[key])
+        if differing:
+            raise MisatoError(f"{out} was started with other settings ({', '.join(differing)}); resume with the same "
+                              "method and options, or choose another --out")
     names = pairs.names[:limit] if limit is not None else pairs.names
     todo = [n for n in names if not (out / f"{n}.png").is_file()]
     record: dict[str, Any] = {
@@ -96,9 +118,6 @@ def run_method(
                                        f"expected uint8 {image.shape}")
                 write_image(out / f"{name}.png", result)
             bar.update(len(batch))
-    record.update(
-        complete=True,
-        seconds=round(time.perf_counter() - started + float(previous.get("seconds", 0.0) if previous else 0.0), 3),
-    )
+    record.update(complete=True, seconds_last_session=round(time.perf_counter() - started, 3))
     atomic_write_text(out / RUN_FILE, json.dumps(record, indent=2))
     return record

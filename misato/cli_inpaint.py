@@ -78,7 +78,7 @@ def inpaint(args: argparse.Namespace) -> int:
     method = create_method(args.method, **_method_options(args))
     record = run_method(method, args.data, args.out, seed=args.seed, mask=args.mask, resume=args.resume,
                         overwrite=args.overwrite, limit=args.limit)
-    print(f"{record['n_images']} images in {args.out} ({record['seconds']} s)")
+    print(f"{record['n_images']} images in {args.out} ({record['seconds_last_session']} s in this session)")
     return 0
 
 

@@ -48,3 +48,28 @@ def test_output_inside_input_is_refused(tmp_path):
 def test_unknown_method():
     with pytest.raises(MisatoError, match="available"):
         create_method("nope")
+
+
+def test_overwrite_never_deletes_a_folder_that_is_not_a_run(tmp_path):
+    data = write_misato_folder(tmp_path / "data", n=2, size=32)
+    keep = tmp_path / "mine"
+    keep.mkdir()
+    (keep / "precious.txt").write_text("keep me")
+    with pytest.raises(MisatoError, match="holds no run.json"):
+        run_method(create_method("telea"), data, keep, overwrite=True, progress=False)
+    assert (keep / "precious.txt").read_text() == "keep me"
+
+
+def test_resume_refuses_another_method_and_bad_limits(tmp_path):
+    data = write_misato_folder(tmp_path / "data", n=3, size=32)
+    out = tmp_path / "pred"
+    run_method(create_method("telea"), data, out, limit=1, progress=False)
+    record = json.loads((out / "run.json").read_text())
+    (out / "run.json").write_text(json.dumps({**record, "complete": False}))
+    with pytest.raises(MisatoError, match=r"other settings \(method"):
+        run_method(create_method("navier-stokes"), data, out, resume=True, progress=False)
+    with pytest.raises(MisatoError, match="--limit must be at least 1"):
+        run_method(create_method("telea"), data, tmp_path / "other", limit=-1, progress=False)
+    (out / "run.json").write_text("{broken")
+    with pytest.raises(MisatoError, match="damaged"):
+        run_method(create_method("telea"), data, out, resume=True, progress=False)
