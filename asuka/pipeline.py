@@ -79,7 +79,8 @@ def mask_to_tensor(mask: ImageInput) -> torch.Tensor:
         tensor = tensor[:, None] if tensor.ndim == 3 else tensor
         if tensor.ndim != 4 or tensor.shape[1] != 1:
             raise ValueError(f"mask tensor must be [B, 1, H, W], got {tuple(mask.shape)}")
-        return (tensor.float() >= 0.5).float()
+        # the one binariser, so uint8 and float tensors follow the same rule as arrays (uint8 >= 128, float >= 0.5)
+        return torch.from_numpy(binarize_mask(tensor.detach().cpu().numpy())).to(tensor.device).float()
     items = list(mask) if isinstance(mask, (list, tuple)) else [mask]
     arrays = []
     for item in items:

@@ -20,6 +20,7 @@ import numpy as np
 
 from baselines.base import InpaintingMethod, register_method
 from misato.errors import MisatoError
+from misato.io import binarize_mask
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt")
 WEIGHTLESS_COMPONENTS = ("scheduler", "tokenizer")
@@ -93,6 +94,10 @@ class DiffusionInpaint(InpaintingMethod):
         self.steps = int(steps)
         self.paste_back = bool(paste_back)
         self.guidance_scale = float(guidance_scale)
+        if not device.startswith(("cpu", "cuda", "mps")):
+            raise MisatoError(f"--device must be cpu, cuda[:N] or mps, got {device!r}")
+        if device.startswith("cuda") and not torch.cuda.is_available():
+            raise MisatoError(f"--device {device}: no CUDA device is available here; use --device cpu")
         self.device = torch.device(device)
         if dtype not in ("float32", "float16"):
             raise MisatoError(f"dtype must be float32 or float16, got {dtype!r}")
@@ -137,7 +142,7 @@ class DiffusionInpaint(InpaintingMethod):
             raise MisatoError(f"{self.name}: expected an RGB uint8 [H, W, 3] image, got {image.dtype} {image.shape}")
         if mask.shape != image.shape[:2]:
             raise MisatoError(f"{self.name}: mask {mask.shape} does not match image {image.shape[:2]}")
-        hole = mask.astype(bool)
+        hole = binarize_mask(mask)
         if not hole.any():
             return image.copy()
         height, width = hole.shape

@@ -151,3 +151,17 @@ def test_hole_pixels_never_reach_the_output(pipe, example):
     other = image.copy()
     other[mask] = np.random.default_rng(5).integers(0, 256, (int(mask.sum()), 3), dtype=np.uint8)
     np.testing.assert_array_equal(run(pipe, image, mask), run(pipe, other, mask))
+
+
+def test_tensor_masks_follow_the_one_binarisation_rule():
+    """uint8 tensors binarise at 128 like arrays and files; float tensors outside [0, 1] are refused."""
+    import torch
+
+    from asuka.pipeline import mask_to_tensor
+    from misato.errors import MisatoError
+
+    values = torch.tensor([[0, 1, 127, 255]], dtype=torch.uint8)
+    assert mask_to_tensor(values).flatten().tolist() == [0.0, 0.0, 0.0, 1.0]
+    assert mask_to_tensor(values).flatten().tolist() == mask_to_tensor(values.numpy()).flatten().tolist()
+    with pytest.raises(MisatoError, match=r"\[0, 1\]"):
+        mask_to_tensor(torch.tensor([[-3.0, 7.0]]))

@@ -148,3 +148,16 @@ def test_registering_the_adapters_imports_no_torch():
             "heavy = [m for m in ('torch', 'diffusers', 'transformers') if m in sys.modules]; "
             "assert not heavy, heavy")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_unusable_device_is_a_clear_error(tmp_path):
+    import torch
+
+    from baselines import create_method
+    from misato.errors import MisatoError
+
+    with pytest.raises(MisatoError, match="--device must be"):
+        create_method("sd", model=tmp_path, device="bogus")
+    if not torch.cuda.is_available():
+        with pytest.raises(MisatoError, match="no CUDA device"):
+            create_method("sd", model=tmp_path, device="cuda")
