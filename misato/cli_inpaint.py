@@ -74,7 +74,9 @@ def _method_options(args: argparse.Namespace) -> dict:
 def inpaint(args: argparse.Namespace) -> int:
     """Run one method over ``--data`` into ``--out`` with :func:`baselines.run_method`."""
     from baselines import create_method, run_method
+    from misato.layout import open_pairs
 
+    open_pairs(args.data, args.mask)  # a mistyped --data fails here, before a (possibly multi-GB) model loads
     method = create_method(args.method, **_method_options(args))
     record = run_method(method, args.data, args.out, seed=args.seed, mask=args.mask, resume=args.resume,
                         overwrite=args.overwrite, limit=args.limit)

@@ -103,9 +103,12 @@ def test_bad_options(pipe, example):
 
 def test_strength_and_guidance_paths_run(pipe, example):
     image, mask = example
-    assert np.isfinite(run(pipe, image, mask, strength=0.5, num_inference_steps=4)).all()
+    default = run(pipe, image, mask)
+    partial = run(pipe, image, mask, strength=0.5, num_inference_steps=4)
+    assert np.isfinite(partial).all() and not np.array_equal(partial, default)
     null = torch.zeros(1, 16, 32)
-    assert np.isfinite(run(pipe, image, mask, guidance_scale=3.0, negative_prompt_embeds=null)).all()
+    guided = run(pipe, image, mask, guidance_scale=3.0, negative_prompt_embeds=null)
+    assert np.isfinite(guided).all() and not np.array_equal(guided, default)
     halved = run(pipe, image, mask, condition_weight=0.5)
     assert not np.array_equal(halved, run(pipe, image, mask))
 
