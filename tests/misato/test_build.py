@@ -13,7 +13,7 @@ from scipy.ndimage import binary_erosion
 from misato.build import build, verify
 from misato.build.features import extract_features, load_clip
 from misato.build.readers import read_flickr_landscape
-from misato.build.selection import select_representatives
+from tests.misato.test_selection import independent_choice
 from misato.cli import main
 from misato.errors import MisatoError
 from misato.io import read_image, read_mask, read_mask_uint8
@@ -145,7 +145,7 @@ def test_coco_holes_avoid_annotated_objects(built):
 
 
 def test_selection_matches_sklearn_on_cached_features(tmp_path, raw, encoder, built):
-    """The landscape block equals BisectingKMeans run directly on the features, nearest member per centre."""
+    """The landscape block follows the documented rule on BisectingKMeans labels of the cached features."""
     from sklearn.cluster import BisectingKMeans
 
     out, _ = built
@@ -154,26 +154,10 @@ def test_selection_matches_sklearn_on_cached_features(tmp_path, raw, encoder, bu
     usable = result.usable
     features = result.features[usable]
     assert np.allclose(np.linalg.norm(features, axis=1), 1.0, atol=1e-5) and features.dtype == np.float32
-    labels = BisectingKMeans(n_clusters=PER_DOMAIN, random_state=0).fit(features)
-    expected = []
-    for k in range(PER_DOMAIN):
-        members = np.flatnonzero(labels.labels_ == k)
-        centre = labels.cluster_centers_[k] / np.linalg.norm(labels.cluster_centers_[k])
-        expected.append(members[np.argmax(features[members] @ centre)])
-    chosen = [items[usable[p]].relative_path for p in sorted(expected)]
+    labels = BisectingKMeans(n_clusters=PER_DOMAIN, random_state=0).fit(features).labels_
+    expected = independent_choice(features, labels, PER_DOMAIN)
     manifest = [r["source_path"] for r in read_manifest(out) if r["domain"] == "landscape"]
-    assert manifest == chosen
-    ours = select_representatives(features, PER_DOMAIN, 0)
-    assert [r.position for r in ours] == sorted(expected)
-    assert all(r.candidates[0] == r.position for r in ours)
-
-
-def test_selection_ties_and_errors():
-    features = np.eye(4, dtype=np.float32)[[0, 0, 1, 1, 2]]  # duplicates: exact ties inside clusters
-    chosen = select_representatives(features, 3, seed=0)
-    assert sorted(r.position for r in chosen) == [0, 2, 4]
-    with pytest.raises(MisatoError, match="domain 'indoor': 5 usable images, but 6"):
-        select_representatives(features, 6, seed=0, domain="indoor")
+    assert manifest == [items[usable[p]].relative_path for p in expected]
 
 
 def test_same_seed_is_byte_identical_and_seed_matters(tmp_path, raw, encoder, built):
