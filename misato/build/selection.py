@@ -19,8 +19,7 @@ class Representative:
         distance_to_centre: ``1 - cos(feature, centre)`` of the chosen member, centre = float64 mean of the
             cluster's members (0 = on the centre's direction).
         candidates: every member's position, nearest to the centre first (ties within TIE_TOLERANCE: smaller
-            position first); the
-            builder falls back to later ones when a COCO image admits no background mask.
+            position first); the builder falls back to later ones when a COCO image admits no background mask.
     """
 
     position: int
