@@ -1,8 +1,10 @@
 """The ``misato`` console script: one subcommand per toolkit function.
 
 Each ``misato/cli_*.py`` module registers its subcommands with ``register(subparsers)`` and keeps heavy
-imports inside its handlers, so ``misato --help`` stays fast. Exit codes: 0 ok, 2 bad input or usage
-(a :class:`~misato.errors.MisatoError`, printed without a traceback), 1 internal error.
+imports inside its handlers, so ``misato --help`` stays fast; registering never imports ``evaluate``, which may be
+Hugging Face's package of the same name. Exit codes: 0 ok, 2 bad input or usage (a
+:class:`~misato.errors.MisatoError`, or Hugging Face's ``evaluate`` installed beside a subcommand that needs ours,
+printed as one line without a traceback), 1 internal error.
 """
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ import importlib
 import sys
 
 from misato import __version__
+from misato.compat import HF_EVALUATE_MESSAGE, is_evaluator_clash
 from misato.errors import MisatoError
 
 COMMAND_MODULES = (
@@ -44,6 +47,11 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.handler(args) or 0)
     except MisatoError as error:
         print(f"misato {args.command}: error: {error}", file=sys.stderr)
+        return 2
+    except ImportError as error:
+        if not is_evaluator_clash(error):
+            raise
+        print(f"misato {args.command}: error: {HF_EVALUATE_MESSAGE}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"misato {args.command}: interrupted", file=sys.stderr)
