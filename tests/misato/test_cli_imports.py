@@ -13,7 +13,7 @@ import pytest
 from tests.evaluate.test_compare import write_run
 
 ROOT = Path(__file__).resolve().parents[2]
-WATCHED = ("torch", "cv2", "sklearn", "evaluate.evaluator", "evaluate.features")
+WATCHED = ("torch", "cv2", "sklearn", "scipy.stats", "evaluate.evaluator", "evaluate.features")
 
 CLI = """
 import json, sys
@@ -39,6 +39,7 @@ def test_help_loads_neither_opencv_nor_torch():
 
 
 def test_compare_does_not_import_torch(tmp_path):
+    """Nor scipy.stats (seconds to import), which only the paired tests of two or more runs need."""
     run = write_run(tmp_path, "run", {"psnr": np.linspace(20, 24, 12)})
     assert _loaded(CLI, "compare", str(run), "--out", str(tmp_path / "t.md"), "--reported", "places2") == []
     assert (tmp_path / "t.md").is_file()
