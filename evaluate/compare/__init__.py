@@ -39,7 +39,9 @@ __all__ = [
 ]
 
 
-def _check_breakdown_options(reported, n_boot, seed, baseline, paired) -> None:
+def _check_breakdown_options(
+    reported: str | None, n_boot: int | None, seed: int | None, baseline: str | None, paired: bool
+) -> None:
     """``--by`` tables come straight from the summaries: refuse the options that only the comparison uses."""
     given = [option for option, used in (("--reported", reported is not None), ("--bootstrap", n_boot is not None),
                                          ("--seed", seed is not None), ("--baseline", baseline is not None),
