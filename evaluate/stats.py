@@ -8,7 +8,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import scipy.stats
 
 _MAX_INDICES_PER_CHUNK = 4_000_000
 """Bound on the resample index block held in memory (int64, ~32 MB)."""
@@ -106,6 +105,8 @@ def wilcoxon_p(differences: np.ndarray) -> float:
     differences = _as_columns(differences)[:, 0]
     if not differences.any():
         return 1.0
+    import scipy.stats  # here, not at the top: it costs more than the rest of `misato compare` put together
+
     return float(scipy.stats.wilcoxon(differences).pvalue)
 
 

@@ -1,8 +1,10 @@
 """The ``misato`` console script: one subcommand per toolkit function.
 
 Each ``misato/cli_*.py`` module registers its subcommands with ``register(subparsers)`` and keeps heavy
-imports inside its handlers, so ``misato --help`` stays fast. Exit codes: 0 ok, 2 bad input or usage
-(a :class:`~misato.errors.MisatoError`, printed without a traceback), 1 internal error.
+imports inside its handlers, so ``misato --help`` stays fast; registering never imports ``evaluate``, which may be
+Hugging Face's package of the same name. Exit codes: 0 ok, 2 bad input or usage (a
+:class:`~misato.errors.MisatoError`, or Hugging Face's ``evaluate`` installed beside a subcommand that needs ours,
+printed as one line without a traceback), 1 internal error.
 """
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ import importlib
 import sys
 
 from misato import __version__
+from misato.compat import HF_EVALUATE_MESSAGE, hf_evaluate_installed, is_evaluator_clash
 from misato.errors import MisatoError
 
 COMMAND_MODULES = (
@@ -22,6 +25,8 @@ COMMAND_MODULES = (
     "misato.cli_build",
     "misato.cli_inpaint",
 )
+EVALUATE_COMMANDS = frozenset({"evaluate", "compare", "demo"})
+"""Subcommands that import the ``evaluate`` package: refused up front when Hugging Face's is installed."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -40,10 +45,19 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Run the command line ``argv`` (default ``sys.argv[1:]``) and return the exit code."""
     args = build_parser().parse_args(argv)
+    clash = f"misato {args.command}: error: {HF_EVALUATE_MESSAGE}"
+    if args.command in EVALUATE_COMMANDS and hf_evaluate_installed():
+        print(clash, file=sys.stderr)
+        return 2
     try:
         return int(args.handler(args) or 0)
     except MisatoError as error:
         print(f"misato {args.command}: error: {error}", file=sys.stderr)
+        return 2
+    except ImportError as error:
+        if not is_evaluator_clash(error):  # a subcommand missing from EVALUATE_COMMANDS
+            raise
+        print(clash, file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"misato {args.command}: interrupted", file=sys.stderr)

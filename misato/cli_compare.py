@@ -4,6 +4,10 @@ from __future__ import annotations
 import argparse
 import sys
 
+BY_CHOICES = ("domain", "mask_ratio")
+"""``evaluate.schema.BREAKDOWNS``' names, spelled out: building the parser must not import ``evaluate`` (it may be
+Hugging Face's, see :mod:`misato.compat`)."""
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     text = "compare evaluation run folders in one table (csv, md or tex) with uncertainty"
@@ -19,9 +23,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="TABLE",
         help="put the paper's numbers beside matching rows (e.g. table1_misato512, places2, asuka_flux:MISATO@1K)",
     )
-    parser.add_argument("--by", choices=("domain", "mask_ratio"), help="print the per-domain or per-mask-ratio table")
-    parser.add_argument("--bootstrap", type=int, default=1000, metavar="B", help="bootstrap resamples (0 = none)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the bootstrap resamples")
+    parser.add_argument(
+        "--by", choices=BY_CHOICES,
+        help="print the per-domain or per-mask-ratio table instead (no intervals, paired tests or paper numbers)",
+    )
+    parser.add_argument("--bootstrap", type=int, metavar="B", help="bootstrap resamples (default 1000; 0 = none)")
+    parser.add_argument("--seed", type=int, help="seed of the bootstrap resamples (default 0)")
     parser.add_argument("--baseline", metavar="LABEL", help="run the paired tests compare against (default: the first)")
     parser.add_argument("--no-paired", action="store_true", help="skip paired tests (allows runs on different images)")
     parser.add_argument("--strict", action="store_true", help="refuse runs with different protocols or weight files")
@@ -29,7 +36,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def compare(args: argparse.Namespace) -> int:
-    """Write the table to ``--out`` (or stdout); warnings and notes go to stderr."""
+    """Write the table to ``--out``, warnings and notes to stderr; with ``--out -`` the table (which carries them)
+    goes to stdout and nothing is repeated on stderr."""
     from evaluate.compare import compare as compare_runs
 
     labels = [label.strip() for label in args.labels.split(",")] if args.labels else None
@@ -46,12 +54,12 @@ def compare(args: argparse.Namespace) -> int:
         strict=args.strict,
         paired=not args.no_paired,
     )
+    if args.out == "-":
+        sys.stdout.write(text)
+        return 0
     for warning in table.warnings:
         print(f"misato compare: warning: {warning}", file=sys.stderr)
     for note in table.notes:
         print(f"misato compare: note: {note}", file=sys.stderr)
-    if args.out == "-":
-        sys.stdout.write(text)
-    else:
-        print(f"misato compare: wrote {args.out}", file=sys.stderr)
+    print(f"misato compare: wrote {args.out}", file=sys.stderr)
     return 0

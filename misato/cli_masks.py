@@ -4,14 +4,27 @@ from __future__ import annotations
 import argparse
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
-    from misato.masks.presets import PRESETS
+class _HelpWithPresets(argparse.Action):
+    """``-h/--help`` that appends the preset names, importing the mask code (and OpenCV) only when help is shown."""
 
+    def __init__(self, option_strings, dest=argparse.SUPPRESS, default=argparse.SUPPRESS, help=None):
+        super().__init__(option_strings, dest=dest, default=default, nargs=0, help=help)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        from misato.masks.presets import PRESETS
+
+        parser.description += " Presets: " + ", ".join(PRESETS)
+        parser.print_help()
+        parser.exit()
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "masks", help="generate N masks of a preset (NNNNN.png, 255 = hole) plus masks.csv / masks.json",
         description="Generate masks; mask i depends only on (settings, seed, i), so runs are resumable and "
-        "bit-identical for equal seeds. Presets: " + ", ".join(PRESETS),
+        "bit-identical for equal seeds.", add_help=False,
     )
+    parser.add_argument("-h", "--help", action=_HelpWithPresets, help="show this help message and exit")
     parser.add_argument("--preset", required=True, metavar="NAME", help="mask preset (see docs/masks.md)")
     parser.add_argument("--n", type=int, required=True, help="number of masks")
     parser.add_argument("--size", type=int, default=512, help="mask side in pixels (default 512)")

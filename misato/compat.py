@@ -1,4 +1,8 @@
-"""Environment checks shared by the CLI and the packages."""
+"""Environment checks shared by the CLI and the packages: Hugging Face's ``evaluate`` clashes with ours.
+
+:func:`misato.cli.main` turns any clash (see :func:`is_evaluator_clash`) into exit 2 with
+:data:`HF_EVALUATE_MESSAGE`, whichever subcommand imports ``evaluate``; library code calls :func:`import_evaluator`.
+"""
 from __future__ import annotations
 
 from importlib import metadata
@@ -19,6 +23,21 @@ def hf_evaluate_installed() -> bool:
     except metadata.PackageNotFoundError:
         return False
     return True
+
+
+def is_evaluator_clash(error: ImportError) -> bool:
+    """True when ``error`` comes from importing ``evaluate`` while Hugging Face's package is installed.
+
+    Our ``evaluate/__init__`` refuses to load beside it (``ImportError(..., name="evaluate")``); when Hugging Face's
+    package is found first, ``evaluate.compare`` and the like do not exist, or its own imports fail (a frame of the
+    traceback runs in an ``evaluate`` module).
+    """
+    from_evaluate = (error.name or "").partition(".")[0] == "evaluate"
+    frame = error.__traceback__
+    while frame is not None and not from_evaluate:
+        from_evaluate = frame.tb_frame.f_globals.get("__name__", "").partition(".")[0] == "evaluate"
+        frame = frame.tb_next
+    return from_evaluate and hf_evaluate_installed()
 
 
 def import_evaluator():

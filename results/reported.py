@@ -4,6 +4,9 @@ Each CSV has a ``method`` column plus one column per metric, named as in :data:`
 (``psnr``, ``ssim``, ``lpips``, ``fid``, ``uids``, ``pids``, ``grad``); the user study uses ``consistency`` and
 ``quality`` (percent of votes). Values are typed exactly as the paper prints them. ``asuka_flux`` covers two
 benchmarks and therefore also has a ``dataset`` column: pick one with ``"asuka_flux:MISATO@512"``.
+
+``benchmarks.csv`` states what each benchmark is (image count and side length), so measured runs can be checked
+against the set the paper scored.
 """
 from __future__ import annotations
 
@@ -25,17 +28,51 @@ REPORTED_TABLES: dict[str, str] = {
 }
 """Table name → what it is (the CSV is ``results/reported/<name>.csv``)."""
 
+TABLE_BENCHMARKS: dict[str, str] = {
+    "table1_misato512": "MISATO@512",
+    "table2_mae": "MISATO@512",
+    "table3_alignment": "MISATO@512",
+    "table4_decoder": "MISATO@512",
+    "places2": "Places2",
+}
+"""Single-dataset table → the benchmark (a ``benchmarks.csv`` row) it was measured on; ``asuka_flux`` names the
+benchmark in its ``dataset`` column, and the user study is not a measurement on a benchmark."""
+
 DATASET_COLUMN = "dataset"
 
 
 @dataclass(frozen=True)
+class Benchmark:
+    """An image set the paper reports numbers on: ``images`` pairs of ``resolution`` × ``resolution`` pixels."""
+
+    name: str
+    images: int
+    resolution: int
+
+
+def _open_data(file_name: str):
+    return resources.files(__package__).joinpath("reported", file_name).open("r", encoding="utf-8")
+
+
+def load_benchmarks() -> dict[str, Benchmark]:
+    """Every benchmark of ``results/reported/benchmarks.csv`` by name."""
+    with _open_data("benchmarks.csv") as handle:
+        frame = pd.read_csv(handle, dtype={"benchmark": str, "images": int, "resolution": int})
+    return {row.benchmark: Benchmark(row.benchmark, int(row.images), int(row.resolution)) for row in frame.itertuples()}
+
+
+@dataclass(frozen=True)
 class ReportedTable:
-    """One reported table: ``values`` is indexed by method name, one float column per metric."""
+    """One reported table: ``values`` is indexed by method name, one float column per metric.
+
+    ``benchmark`` is the image set the numbers were measured on (None for the user study).
+    """
 
     name: str
     caption: str
     dataset: str | None
     values: pd.DataFrame
+    benchmark: Benchmark | None
 
     @property
     def metrics(self) -> tuple[str, ...]:
@@ -63,8 +100,7 @@ def load_reported(name: str) -> ReportedTable:
     table_name, _, dataset = name.partition(":")
     if table_name not in REPORTED_TABLES:
         raise MisatoError(f"unknown reported table {table_name!r}; choose one of: {', '.join(REPORTED_TABLES)}")
-    source = resources.files(__package__).joinpath("reported", f"{table_name}.csv")
-    with source.open("r", encoding="utf-8") as handle:
+    with _open_data(f"{table_name}.csv") as handle:
         frame = pd.read_csv(handle, dtype={"method": str, DATASET_COLUMN: str})
     if DATASET_COLUMN in frame.columns:
         choices = list(dict.fromkeys(frame[DATASET_COLUMN]))
@@ -79,4 +115,6 @@ def load_reported(name: str) -> ReportedTable:
     elif dataset:
         raise MisatoError(f"reported table {table_name!r} has a single dataset; drop the ':{dataset}' suffix")
     values = frame.set_index("method").astype(float)
-    return ReportedTable(table_name, REPORTED_TABLES[table_name], dataset or None, values)
+    benchmark_name = dataset or TABLE_BENCHMARKS.get(table_name)
+    benchmark = load_benchmarks()[benchmark_name] if benchmark_name else None
+    return ReportedTable(table_name, REPORTED_TABLES[table_name], dataset or None, values, benchmark)

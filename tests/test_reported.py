@@ -2,13 +2,22 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 from importlib import resources
 
 import pytest
 
 from evaluate.metric_info import METRICS
 from misato.errors import MisatoError
-from results.reported import REPORTED_TABLES, load_reported, reported_table_names
+from results.reported import (
+    REPORTED_TABLES,
+    TABLE_BENCHMARKS,
+    Benchmark,
+    load_benchmarks,
+    load_reported,
+    reported_table_names,
+)
+from results.tables import join_reported
 
 
 def _raw_rows(name: str) -> list[dict[str, str]]:
@@ -102,3 +111,40 @@ def test_unknown_table_and_dataset_are_clear_errors():
         load_reported("asuka_flux:MISATO@2K")
     with pytest.raises(MisatoError, match="single dataset"):
         load_reported("places2:MISATO@512")
+
+
+def test_benchmarks_are_the_papers_image_sets():
+    """REFERENCE 1 and 6: MISATO@512 2,000 pairs, MISATO@1K 1,500 pairs at 1024, Places2 val 36,500 at 512."""
+    assert load_benchmarks() == {
+        "MISATO@512": Benchmark("MISATO@512", 2000, 512),
+        "MISATO@1K": Benchmark("MISATO@1K", 1500, 1024),
+        "Places2": Benchmark("Places2", 36500, 512),
+    }
+    assert load_reported("table1_misato512").benchmark.images == 2000
+    assert load_reported("asuka_flux:MISATO@1K").benchmark == Benchmark("MISATO@1K", 1500, 1024)
+    assert load_reported("places2").benchmark.images == 36500
+    assert load_reported("user_study").benchmark is None
+    assert set(TABLE_BENCHMARKS) == set(REPORTED_TABLES) - {"asuka_flux", "user_study"}
+
+
+@dataclasses.dataclass
+class _Measured:
+    label: str
+    n: int
+    image_sizes: tuple[tuple[int, int], ...] | None
+
+
+def test_join_reported_matches_labels_and_checks_the_benchmark():
+    runs = [_Measured("lama", 2000, ((512, 512),)), _Measured("ASUKA", 2000, ((512, 512), (512, 384))),
+            _Measured("other", 3, None)]
+    join = join_reported("table1_misato512", runs, ["psnr", "fid", "grad"])
+    assert join.metrics == ("psnr", "fid")
+    assert join.rows == {"lama": {"psnr": 23.677, "fid": 15.436}, "ASUKA": {"psnr": 22.495, "fid": 11.46},
+                         "other": None}
+    assert len(join.warnings) == 1
+    assert join.warnings[0].startswith("ASUKA was scored on images of 384x512, 512x512 instead of 512x512;")
+    assert join.notes == ()
+    unmatched = join_reported("places2", [_Measured("x", 3, None)], ["psnr"])
+    assert unmatched.warnings == () and "no run label matches a method of 'places2'" in unmatched.notes[0]
+    with pytest.raises(MisatoError, match="no metric in common"):
+        join_reported("user_study", runs, ["psnr"])

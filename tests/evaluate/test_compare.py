@@ -445,3 +445,144 @@ def test_malformed_names_and_breakdown_values_are_refused(tmp_path):
     bad = run_folder("bad", ["0000", "0001"], breakdown_psnr="abc")
     with pytest.raises(MisatoError, match="not a finite number"):
         compare([bad], tmp_path / "t3.md", by="domain")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Damaged run folders and refused option combinations
+
+
+def test_truncated_per_image_is_an_error_naming_the_file(tmp_path, capsys):
+    run = write_run(tmp_path, "a", {"psnr": np.arange(12.0)})
+    lines = (run / "per_image.csv").read_text().splitlines(True)
+    (run / "per_image.csv").write_text("".join(lines[:3]))  # header + 2 rows, summary says 12
+    with pytest.raises(MisatoError, match=r"a/per_image.csv has 2 image row\(s\) but summary.json says n = 12"):
+        load_run(run)
+    # The path that used to print N = 12 with intervals from 2 rows.
+    assert main(["compare", str(run), "--out", "-", "--no-paired"]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and "per_image.csv has 2 image row(s)" in captured.err
+
+
+def test_ragged_per_image_rows_are_an_error_naming_the_line(tmp_path):
+    run = write_run(tmp_path, "a", {"psnr": np.arange(12.0), "lpips": np.full(12, 0.1)})
+    lines = (run / "per_image.csv").read_text().splitlines(True)
+    lines[5] = lines[5].split(",", 1)[0] + ",3.0\n"  # a row cut short: name and psnr only
+    (run / "per_image.csv").write_text("".join(lines))
+    with pytest.raises(MisatoError, match=r"a/per_image.csv: 1 row\(s\) do not have the 5 fields.*first at line 6"):
+        load_run(run)
+    lines[5] = lines[5].rstrip("\n") + ",0.1,0.25,landscape,extra\n"
+    (run / "per_image.csv").write_text("".join(lines))
+    with pytest.raises(MisatoError, match="do not have the 5 fields"):
+        load_run(run)
+
+
+def test_missing_mask_ratio_and_bad_image_sizes_are_refused(tmp_path):
+    run = write_run(tmp_path, "a", {"psnr": np.arange(12.0)})
+    text = (run / "per_image.csv").read_text()
+    (run / "per_image.csv").write_text(text.replace("0007,8.0,0.25,", "0007,8.0,,"))
+    with pytest.raises(MisatoError, match="column 'mask_ratio' is empty or not a finite number for 0007"):
+        load_run(run)
+    other = write_run(tmp_path, "b", {"psnr": np.arange(12.0)}, image_sizes=[[512, "512"]])
+    with pytest.raises(MisatoError, match=r'b/summary.json: "image_sizes" is .* not a list of \[height, width\]'):
+        load_run(other)
+    good = write_run(tmp_path, "c", {"psnr": np.arange(12.0)}, image_sizes=[[512, 512], [256, 384]])
+    assert load_run(good).image_sizes == ((512, 512), (256, 384))
+
+
+@pytest.mark.parametrize(
+    ("options", "named"),
+    [
+        (["--bootstrap", "100"], "--bootstrap"),
+        (["--seed", "3"], "--seed"),
+        (["--baseline", "lama"], "--baseline"),
+        (["--no-paired"], "--no-paired"),
+        (["--bootstrap", "0", "--seed", "0"], "--bootstrap, --seed"),
+    ],
+)
+def test_by_refuses_the_options_it_would_ignore(three_runs, tmp_path, capsys, options, named):
+    out = tmp_path / "t.md"
+    assert main(["compare", *map(str, three_runs), "--out", str(out), "--by", "domain", *options]) == 2
+    err = capsys.readouterr().err
+    assert f"misato compare: error: {named} cannot be combined with --by" in err
+    assert not out.exists()
+
+
+def test_by_alone_still_works_from_the_cli(tmp_path, capsys):
+    runs = [write_run(tmp_path, label, {"psnr": np.ones(12)}, by_domain={"indoor": {"n": 12, "psnr": 1.0}})
+            for label in ("a", "b")]
+    assert main(["compare", *map(str, runs), "--out", "-", "--by", "domain"]) == 0
+    assert "### Breakdown by domain" in capsys.readouterr().out
+
+
+def test_stdout_output_prints_warnings_once(tmp_path, capsys):
+    values = {"psnr": np.arange(12.0)}
+    runs = [write_run(tmp_path, "a", values), write_run(tmp_path, "b", values, protocol="comod")]
+    assert main(["compare", *map(str, runs), "--out", "-", "--bootstrap", "0"]) == 0
+    captured = capsys.readouterr()
+    assert captured.out.count("runs use different protocols") == 1
+    assert captured.err == ""
+    out = tmp_path / "t.md"
+    assert main(["compare", *map(str, runs), "--out", str(out), "--bootstrap", "0"]) == 0
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err.count("warning: runs use different protocols") == 1
+    assert out.read_text().count("runs use different protocols") == 1
+
+
+def test_mask_ratio_groups_follow_the_schema_bins(tmp_path):
+    from evaluate.schema import MASK_RATIO_LABELS
+
+    bins = {label: {"n": 1, "psnr": float(i)} for i, label in enumerate(reversed(MASK_RATIO_LABELS))}
+    run = write_run(tmp_path, "a", {"psnr": np.ones(12)}, by_mask_ratio={**bins, "odd": {"n": 1, "psnr": 0.0}})
+    table = build_breakdown(load_runs([run]), "mask_ratio")
+    assert [r.group for r in table.rows] == [*MASK_RATIO_LABELS, "odd"]
+    assert MASK_RATIO_LABELS[-2:] == ("50-60%", "60%+")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Runs against the paper's benchmark (--reported)
+
+
+def _benchmark_run(root: Path, folder: str, n: int, side: int | None) -> Path:
+    names = [f"{i:04d}" for i in range(n)]
+    sizes = {} if side is None else {"image_sizes": [[side, side]]}
+    return write_run(root, folder, {"psnr": np.linspace(20, 24, n)}, {"fid": 12.0}, names=names, **sizes)
+
+
+def test_reported_warns_when_n_or_resolution_differ_from_the_paper(tmp_path, capsys):
+    runs = [
+        _benchmark_run(tmp_path, "lama", 2000, 512),  # MISATO@512 as the paper: no warning
+        _benchmark_run(tmp_path, "mat", 12, 512),
+        _benchmark_run(tmp_path, "asuka", 2000, 256),
+        _benchmark_run(tmp_path, "sd", 12, None),
+        _benchmark_run(tmp_path, "mine", 12, 64),  # matches no reported method: nothing to warn about
+    ]
+    labels = ["LaMa", "MAT", "ASUKA", "SD", "mine"]
+    table = build_comparison(load_runs(runs, labels), n_boot=0, paired=False, reported="table1_misato512")
+    paper = "the paper's table1_misato512 numbers are on MISATO@512 (2000 images at 512x512)"
+    assert table.warnings == (
+        f"MAT was scored on 12 images instead of 2000; {paper}, so measured and reported values are not "
+        "comparable (FID and IDS depend on N and resolution)",
+        f"ASUKA was scored on images of 256x256 instead of 512x512; {paper}, so measured and reported values are "
+        "not comparable (FID and IDS depend on N and resolution)",
+        f"SD was scored on 12 images instead of 2000; {paper}, so measured and reported values are not "
+        "comparable (FID and IDS depend on N and resolution)",
+    )
+    assert "SD: the run does not record its image size, so only N was checked against MISATO@512 (512x512)" in (
+        table.notes
+    )
+    assert main(["compare", *map(str, runs), "--out", str(tmp_path / "t.csv"), "--labels", ",".join(labels),
+                 "--reported", "table1_misato512", "--no-paired", "--bootstrap", "0"]) == 0
+    err = capsys.readouterr().err
+    assert err.count("misato compare: warning: ") == 3 and "warning: MAT was scored on 12 images" in err
+
+
+def test_reported_benchmarks_per_table(tmp_path):
+    one_k = _benchmark_run(tmp_path, "flux1k", 1500, 1024)
+    table = build_comparison(load_runs([one_k], ["ASUKA"]), n_boot=0, reported="asuka_flux:MISATO@1K")
+    assert table.warnings == () and table.rows[0].reported is not None
+    table = build_comparison(load_runs([one_k], ["ASUKA"]), n_boot=0, reported="places2")
+    assert table.warnings == (
+        "ASUKA was scored on 1500 images instead of 36500 and images of 1024x1024 instead of 512x512; the paper's "
+        "places2 numbers are on Places2 (36500 images at 512x512), so measured and reported values are not "
+        "comparable (FID and IDS depend on N and resolution)",
+    )
