@@ -7,6 +7,7 @@ from evaluate.functional.distribution_metrics import (
     inception_discriminative_scores,
 )
 from evaluate.functional.image_metrics import composite, grad_error, mask_ratio, psnr, ssim, to_gray
+from evaluate.functional.kid import kid
 
 __all__ = [
     "check_ids_pca",
@@ -16,6 +17,7 @@ __all__ = [
     "frechet_distance",
     "grad_error",
     "inception_discriminative_scores",
+    "kid",
     "mask_ratio",
     "psnr",
     "ssim",
