@@ -1,4 +1,5 @@
 """Pure metric functions (no state, no I/O): per-image metrics on uint8 arrays, set metrics on features."""
+from evaluate.functional.clip_score import clip_score
 from evaluate.functional.distribution_metrics import (
     check_ids_pca,
     feature_statistics,
@@ -11,6 +12,7 @@ from evaluate.functional.kid import kid
 
 __all__ = [
     "check_ids_pca",
+    "clip_score",
     "composite",
     "feature_statistics",
     "fid",
