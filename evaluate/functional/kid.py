@@ -1,7 +1,7 @@
 """Kernel Inception Distance (Bińkowski et al. 2018) on feature sets, as torch-fidelity computes it.
 
-KID is the unbiased estimate of MMD² with the cubic polynomial kernel ``k(x, y) = (x·y / d + 1)³`` (d = feature
-width), averaged over random subsets: each of ``subsets`` draws ``subset_size`` real rows and then
+KID is the unbiased estimate of MMD² with the cubic polynomial kernel ``k(x, y) = (x·y / d + 1)³``
+(d = feature width), averaged over random subsets: each of ``subsets`` draws ``subset_size`` real rows and then
 ``subset_size`` fake rows without replacement, from one ``numpy.random.RandomState(seed)``
 (``rng.choice(n, subset_size, replace=False)``) — the same draws as torch-fidelity's
 ``kid_features_to_metric`` with ``rng_seed=seed`` (its default seed is 2020, ours 0). For one subset of m rows,
@@ -43,7 +43,9 @@ def _check(real, fake, subsets: int, subset_size: int) -> tuple[np.ndarray, np.n
     if subsets < 1:
         raise MisatoError(f"--kid-subsets must be at least 1, got {subsets}")
     if subset_size < 2:
-        raise MisatoError(f"--kid-subset-size must be at least 2 (the unbiased estimate needs pairs), got {subset_size}")
+        raise MisatoError(
+            f"--kid-subset-size must be at least 2 (the unbiased estimate needs pairs), got {subset_size}"
+        )
     if subset_size > min(len(real), len(fake)):
         raise MisatoError(
             f"--kid-subset-size {subset_size} is larger than the sets (real {len(real)}, fake {len(fake)} images); "

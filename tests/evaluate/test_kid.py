@@ -89,7 +89,8 @@ def test_deterministic_for_a_seed_and_n_m_may_differ():
 
 def test_bad_inputs_are_clear_errors():
     real, fake = features(7, 50), features(8, 40)
-    with pytest.raises(MisatoError, match=r"--kid-subset-size 1000 is larger than the sets \(real 50, fake 40.*--kid-subset-size 40"):
+    too_large = r"--kid-subset-size 1000 is larger than the sets \(real 50, fake 40.*--kid-subset-size 40"
+    with pytest.raises(MisatoError, match=too_large):
         kid(real, fake)
     with pytest.raises(MisatoError, match="at least 2"):
         kid(real, fake, subset_size=1)
