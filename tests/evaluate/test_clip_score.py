@@ -17,6 +17,8 @@ from PIL import Image
 from scipy.spatial.distance import cosine
 
 from evaluate.features.clip import (
+    OPENAI_MEAN,
+    OPENAI_STD,
     build_clip_scorer,
     clip_preprocess,
     masked_clip_inputs,
@@ -93,6 +95,7 @@ def tiny(tmp_path_factory):
 
 @pytest.mark.parametrize("size", [224, 32])
 def test_preprocess_equals_open_clip_transform_on_photos(size):
+    assert (OPENAI_MEAN, OPENAI_STD) == (open_clip.OPENAI_DATASET_MEAN, open_clip.OPENAI_DATASET_STD)
     transform = open_clip_transform(size)
     for photo in photos():
         ours = clip_preprocess(photo, size)
