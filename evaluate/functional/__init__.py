@@ -1,4 +1,5 @@
 """Pure metric functions (no state, no I/O): per-image metrics on uint8 arrays, set metrics on features."""
+from evaluate.functional.clip_score import clip_score
 from evaluate.functional.distribution_metrics import (
     check_ids_pca,
     feature_statistics,
@@ -7,15 +8,18 @@ from evaluate.functional.distribution_metrics import (
     inception_discriminative_scores,
 )
 from evaluate.functional.image_metrics import composite, grad_error, mask_ratio, psnr, ssim, to_gray
+from evaluate.functional.kid import kid
 
 __all__ = [
     "check_ids_pca",
+    "clip_score",
     "composite",
     "feature_statistics",
     "fid",
     "frechet_distance",
     "grad_error",
     "inception_discriminative_scores",
+    "kid",
     "mask_ratio",
     "psnr",
     "ssim",
