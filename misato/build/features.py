@@ -31,6 +31,7 @@ import numpy as np
 
 from misato.build.readers import SourceImage
 from misato.errors import MisatoError
+from misato.hashing import bytes_sha256, file_sha256, state_dict_sha256
 from misato.io import atomic_write_bytes
 
 DEFAULT_CLIP_MODEL = "ViT-L-14"
@@ -77,18 +78,6 @@ class ClipEncoder:
             "weights_file_sha256": self.weights_file_sha256,
             "state_dict_sha256": self.weights_digest,
         }
-
-
-def state_dict_digest(model) -> str:
-    """sha256 over a model's state dict in key order (names, dtypes, shapes and raw bytes)."""
-    import torch
-
-    digest = hashlib.sha256()
-    for name, tensor in sorted(model.state_dict().items()):
-        tensor = tensor.detach().cpu().contiguous()
-        digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
-        digest.update(tensor.view(-1).view(torch.uint8).numpy().tobytes())
-    return digest.hexdigest()
 
 
 def _openai_entry(model_name: str):
@@ -156,15 +145,13 @@ def load_clip(
     model = model.to(device=device, dtype=torch.float32).eval()
     file_sha = None
     if weights_file is not None:
-        from misato.weights import file_sha256
-
         file_sha = file_sha256(weights_file)
     return ClipEncoder(
         model=model,
         preprocess=preprocess,
         model_name=model_name,
         pretrained=str(pretrained),
-        weights_digest=state_dict_digest(model),
+        weights_digest=state_dict_sha256(model),
         device=str(device),
         weights_file=str(weights_file) if weights_file is not None else None,
         weights_file_sha256=file_sha,
@@ -278,7 +265,7 @@ class FeatureCache:
 def _hash_file(item: SourceImage) -> tuple[str | None, str]:
     """``(sha256 of the file's bytes, "")``, or ``(None, reason)`` when the file cannot be read."""
     try:
-        return hashlib.sha256(item.read_bytes()).hexdigest(), ""
+        return bytes_sha256(item.read_bytes()), ""
     except (OSError, KeyError) as error:
         return None, f"cannot read ({error})"
 
