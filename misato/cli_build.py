@@ -47,7 +47,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     clip.add_argument(
         "--workers", type=int, default=min(4, os.cpu_count() or 1), help="image-decoding DataLoader workers"
     )
-    clip.add_argument("--feature-cache", metavar="DIR", help="feature cache root (default ~/.cache/misato/clip-features)")
+    clip.add_argument("--feature-cache", metavar="DIR", help="feature cache root (default $MISATO_CACHE or ~/.cache/misato; rows go to DIR/features/)")
     masks = parser.add_argument_group("masks")
     masks.add_argument(
         "--mask-ratio-range", type=float, nargs=2, metavar=("LO", "HI"),

@@ -46,6 +46,7 @@ from misato.build.readers import (
 )
 from misato.build.selection import select_representatives
 from misato.errors import MisatoError
+from misato.hashing import misato_cache_dir
 from misato.io import atomic_write_text, write_image, write_mask
 from misato.layout import DOMAINS, MANIFEST_NAME
 from misato.masks.base import check_ratio_range
@@ -349,7 +350,8 @@ def build(
         seed: clustering ``random_state`` and the root of every mask's random stream.
         clip_model, clip_pretrained: the CLIP image encoder (see :func:`misato.build.features.load_clip`).
         device, batch_size, num_workers: feature extraction (device defaults to CUDA when available).
-        feature_cache: cache root for features (default ``~/.cache/misato/clip-features``).
+        feature_cache: cache root for features (default ``$MISATO_CACHE``, i.e. ``~/.cache/misato``; rows go to its
+            ``features/`` folder, see :mod:`misato.cache`).
         resume: continue an interrupted build in ``out``.
         mask_ratio_range: ``(lo, hi)`` hole-ratio range handed to the mask generator; ``lo`` is also the
             minimum ratio a COCO background mask must keep after its objects are removed. None = generator default.
@@ -413,7 +415,7 @@ def build(
             _write_json(state / "settings.json", settings)
         encoder = encoder or load_clip(clip_model, clip_pretrained, device, weights_dir)
         encoder_info = encoder.describe()
-        cache_root = Path(feature_cache).expanduser() if feature_cache else _default_cache()
+        cache_root = Path(feature_cache).expanduser() if feature_cache else misato_cache_dir()
         hook = (lambda count: on_step("features", count)) if on_step else None
         features = [
             extract_features(
@@ -449,9 +451,3 @@ def build(
     _write_json(out / BUILD_JSON, report)
     shutil.rmtree(state)
     return BuildReport(out, counts, plan["skipped"])
-
-
-def _default_cache() -> Path:
-    from misato.weights import misato_cache_dir
-
-    return misato_cache_dir() / "clip-features"

@@ -9,19 +9,17 @@ up to 3e-6 for ViT-B-32), and near-ties in the clustering can turn on such bits.
 device type and batch size, and ranks take whole batches. Every feature is therefore computed in the same batch
 whether the run is fresh, resumed or distributed, and the result is bit-identical.
 
-Cache: ``CACHE/<model>__<weights digest>__<device type>-b<batch size>/*.npz`` shards, each holding content hashes
-(sha256 of the file bytes), their feature rows and, for unusable files, the reason. A killed run loses at most
-the rows not yet flushed; shards are written atomically.
+Cache: :class:`misato.cache.FeatureCache` under ``CACHE/features/clip-<model>-<device type>-b<batch size>-<weights
+digest>-v1/``, keyed by the sha256 of each file's bytes, holding the feature row or, for an unusable file, the reason.
+Rows are flushed every :data:`SHARD_ROWS` (and at the end or on interruption); shards are written atomically.
 
 Scale-out: when ``torch.distributed`` is initialised, rank ``r`` of ``W`` takes batches ``r::W`` (batch ``b``
 holds items ``b·B … b·B + B − 1``); the results are gathered back into the original order on every rank.
 """
 from __future__ import annotations
 
-import hashlib
-import io
+import contextlib
 import os
-import re
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -30,9 +28,9 @@ from pathlib import Path
 import numpy as np
 
 from misato.build.readers import SourceImage
+from misato.cache import FeatureCache
 from misato.errors import MisatoError
 from misato.hashing import bytes_sha256, file_sha256, state_dict_sha256
-from misato.io import atomic_write_bytes
 
 DEFAULT_CLIP_MODEL = "ViT-L-14"
 DEFAULT_CLIP_PRETRAINED = "openai"
@@ -64,10 +62,13 @@ class ClipEncoder:
     weights_file: str | None = None
     weights_file_sha256: str | None = None
 
-    @property
-    def cache_key(self) -> str:
-        """Folder name inside the feature cache: model + weights digest."""
-        return f"{re.sub(r'[^A-Za-z0-9_.-]+', '_', Path(self.model_name).name)}__{self.weights_digest[:20]}"
+    def feature_cache(self, root: str | os.PathLike | None, batch_size: int, tag: str) -> FeatureCache:
+        """This encoder's rows in the feature cache under ``root``: keyed by model, weights digest, device type
+        and batch size (a feature's last bits depend on the batch it is computed in)."""
+        import torch
+
+        name = f"clip-{Path(self.model_name).name}-{torch.device(self.device).type}-b{batch_size}"
+        return FeatureCache(name, self.weights_digest, root, version="v1", flush_every=SHARD_ROWS, tag=tag)
 
     def describe(self) -> dict:
         """What ``build.json`` records about the encoder."""
@@ -208,60 +209,6 @@ class FeatureResult:
         return np.array([i for i in range(len(self.hashes)) if i not in self.problems], dtype=np.int64)
 
 
-class FeatureCache:
-    """Cached feature rows for one encoder, keyed by the content hash of the image file."""
-
-    def __init__(self, folder: str | os.PathLike | None, key: str, tag: str = "0"):
-        self.folder = Path(folder) / key if folder is not None else None
-        self.tag = tag
-        self.rows: dict[str, tuple[np.ndarray | None, str]] = {}
-        self.pending: dict[str, tuple[np.ndarray | None, str]] = {}
-        if self.folder is not None and self.folder.is_dir():
-            for shard in sorted(self.folder.glob("*.npz")):
-                self._load(shard)
-
-    def _load(self, shard: Path) -> None:
-        try:
-            with np.load(shard, allow_pickle=False) as data:
-                hashes, features, reasons = data["hashes"], data["features"], data["reasons"]
-        except (OSError, ValueError, KeyError):
-            return  # a damaged shard is ignored: its rows are simply recomputed
-        for digest, row, reason in zip(hashes.tolist(), features, reasons.tolist()):
-            self.rows[digest] = (None if reason else row.astype(np.float32), reason)
-
-    def __contains__(self, digest: str) -> bool:
-        return digest in self.rows
-
-    def get(self, digest: str) -> tuple[np.ndarray | None, str]:
-        return self.rows[digest]
-
-    def add(self, digest: str, row: np.ndarray | None, reason: str) -> None:
-        self.rows[digest] = (row, reason)
-        self.pending[digest] = (row, reason)
-
-    def flush(self, dim: int) -> None:
-        """Write pending rows as a new shard (atomically)."""
-        if self.folder is None or not self.pending:
-            self.pending.clear()
-            return
-        hashes = sorted(self.pending)
-        features = np.full((len(hashes), dim), np.nan, dtype=np.float32)
-        for row_index, digest in enumerate(hashes):
-            row = self.pending[digest][0]
-            if row is not None:
-                features[row_index] = row
-        buffer = io.BytesIO()
-        np.savez(
-            buffer,
-            hashes=np.array(hashes),
-            features=features,
-            reasons=np.array([self.pending[d][1] for d in hashes]),
-        )
-        name = f"{self.tag}-{hashlib.sha256(''.join(hashes).encode()).hexdigest()[:16]}.npz"
-        atomic_write_bytes(self.folder / name, buffer.getvalue())
-        self.pending.clear()
-
-
 def _hash_file(item: SourceImage) -> tuple[str | None, str]:
     """``(sha256 of the file's bytes, "")``, or ``(None, reason)`` when the file cannot be read."""
     try:
@@ -362,13 +309,19 @@ def extract_features(
     starts = range(0, len(items), batch_size)[rank::world]  # whole batches per rank: same batches as 1 process
     mine = [position for start in starts for position in range(start, min(start + batch_size, len(items)))]
     my_items = [items[position] for position in mine]
-    cache = FeatureCache(cache_dir, f"{encoder.cache_key}__{torch.device(encoder.device).type}-b{batch_size}", f"r{rank}")
+    cache = encoder.feature_cache(cache_dir, batch_size, f"r{rank}") if cache_dir is not None else None
     with ThreadPoolExecutor(max_workers=max(2, num_workers)) as pool:
         hashes, read_errors = zip(*pool.map(_hash_file, my_items)) if my_items else ((), ())
+    known = {d: (cache.get(d), cache.reason(d)) for d in hashes if cache is not None and d in cache}
     batches = [list(range(start, min(start + batch_size, len(my_items)))) for start in range(0, len(my_items), batch_size)]
-    todo = [batch for batch in batches if any(hashes[i] is not None and hashes[i] not in cache for i in batch)]
+    todo = [batch for batch in batches if any(hashes[i] is not None and hashes[i] not in known for i in batch)]
+
+    def record(digest: str, row: np.ndarray | None, reason: str) -> None:
+        known[digest] = (row, reason)
+        if cache is not None:
+            cache.put(digest, row, reason)
+
     computed = 0
-    dim = None
     if todo:
         loader = DataLoader(
             _DecodeDataset(my_items, encoder.preprocess, min_side),
@@ -377,51 +330,35 @@ def extract_features(
             collate_fn=_collate,
         )
         bar = tqdm(total=sum(map(len, todo)), desc=description, unit="img", disable=not progress or rank != 0)
-        try:
+        with bar, cache if cache is not None else contextlib.nullcontext():  # flushed even when interrupted
             for samples in loader:
                 good = [(position, tensor) for position, tensor, _ in samples if tensor is not None]
                 for position, tensor, reason in samples:
                     if tensor is None and hashes[position] is not None:
-                        cache.add(hashes[position], None, reason)
+                        record(hashes[position], None, reason)
                 if good:
                     batch = torch.stack([tensor for _, tensor in good]).to(encoder.device, torch.float32)
                     with torch.inference_mode():
                         output = torch.nn.functional.normalize(encoder.model.encode_image(batch).float(), dim=-1)
-                    rows = output.cpu().numpy().astype(np.float32)
-                    dim = rows.shape[1]
-                    for (position, _), row in zip(good, rows):
-                        cache.add(hashes[position], row, "")
+                    for (position, _), row in zip(good, output.cpu().numpy().astype(np.float32)):
+                        record(hashes[position], row, "")
                 computed += len(samples)
                 bar.update(len(samples))
-                if dim is not None and len(cache.pending) >= SHARD_ROWS:
-                    cache.flush(dim)
                 if on_batch is not None:
                     on_batch(computed)
-        finally:
-            bar.close()
-            if dim is None:
-                dim = _feature_dim(encoder, cache)
-            cache.flush(dim)
-    dim = dim or _feature_dim(encoder, cache)
-    local = np.full((len(my_items), dim), np.nan, dtype=np.float32)
+    dim = next((len(row) for row, _ in known.values() if row is not None), None) or encoder.model.visual.output_dim
+    local = np.full((len(my_items), int(dim)), np.nan, dtype=np.float32)
     local_problems: dict[int, str] = {}
     for index, digest in enumerate(hashes):
         if digest is None:
             local_problems[mine[index]] = read_errors[index]
             continue
-        row, reason = cache.get(digest)
+        row, reason = known[digest]
         if row is None:
             local_problems[mine[index]] = reason
         else:
             local[index] = row
     return _gather(len(items), mine, local, local_problems, list(hashes), computed)
-
-
-def _feature_dim(encoder: ClipEncoder, cache: FeatureCache) -> int:
-    for row, _ in cache.rows.values():
-        if row is not None:
-            return int(row.shape[0])
-    return int(encoder.model.visual.output_dim)
 
 
 def _gather(total: int, mine: list[int], local: np.ndarray, problems: dict[int, str], hashes: list[str], computed: int) -> FeatureResult:
