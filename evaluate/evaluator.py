@@ -27,7 +27,6 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
-from evaluate import distributed
 from evaluate.functional import (
     check_ids_pca,
     composite,
@@ -40,7 +39,7 @@ from evaluate.functional import (
 )
 from evaluate.metric_info import ALL_METRICS, METRICS
 from evaluate.protocols import Protocol, get_protocol, ids_pca_dimensions
-from misato import __version__
+from misato import __version__, distributed
 from misato.cache import FeatureCache
 from misato.errors import MisatoError
 from misato.io import (

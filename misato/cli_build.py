@@ -72,9 +72,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def build(args: argparse.Namespace) -> int:
     """Handler of ``misato build``."""
     from misato.build import build as run_build
-    from misato.build.features import init_distributed_from_env, rank_and_world
+    from misato.distributed import init_from_env, rank_and_world
 
-    device = init_distributed_from_env(args.device)  # under torchrun: one rank per process
+    device = init_from_env(args.device)  # under torchrun: one rank per process
     report = run_build(
         args.out,
         flickr_landscape=args.flickr_landscape,

@@ -34,7 +34,6 @@ from misato.build.features import (
     ClipEncoder,
     extract_features,
     load_clip,
-    rank_and_world,
 )
 from misato.build.readers import (
     SourceImage,
@@ -45,6 +44,7 @@ from misato.build.readers import (
     read_megadepth,
 )
 from misato.build.selection import select_representatives
+from misato.distributed import barrier, local_device, rank_and_world
 from misato.errors import MisatoError
 from misato.hashing import misato_cache_dir
 from misato.io import atomic_write_text, write_image, write_mask
@@ -366,14 +366,12 @@ def build(
     Returns:
         A :class:`BuildReport`.
     """
-    import torch
-
     out = Path(out).expanduser()
     if size < 8 or per_domain < 1:
         raise MisatoError(f"--size must be >= 8 and --per-domain >= 1 (got {size}, {per_domain})")
     mask_ratio_range = check_ratio_range(mask_ratio_range, "--mask-ratio-range")
     min_side = size // 2 if min_side is None else min_side
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = local_device(device)
     given = {
         "flickr_landscape": flickr_landscape,
         "matterport": matterport,
@@ -406,8 +404,7 @@ def build(
         objects = mask_objects if mask_objects is not None else coco_annotations
         generator = default_mask_generator(size, mask_ratio_range, objects)
     state = out / STATE_DIR
-    if world > 1:
-        torch.distributed.barrier()  # every rank has checked the output before rank 0 writes into it
+    barrier()  # every rank has checked the output before rank 0 writes into it
     plan = _state_json(state / "plan.json")
     encoder_info = _state_json(state / "encoder.json")
     if plan is None:

@@ -13,7 +13,7 @@ Cache: :class:`misato.cache.FeatureCache` under ``CACHE/features/clip-<model>-<d
 digest>-v1/``, keyed by the sha256 of each file's bytes, holding the feature row or, for an unusable file, the reason.
 Rows are flushed every :data:`SHARD_ROWS` (and at the end or on interruption); shards are written atomically.
 
-Scale-out: when ``torch.distributed`` is initialised, rank ``r`` of ``W`` takes batches ``r::W`` (batch ``b``
+Scale-out (:mod:`misato.distributed`): when the caller has joined a ``torch.distributed`` group, rank ``r`` of ``W`` takes batches ``r::W`` (batch ``b``
 holds items ``b·B … b·B + B − 1``); the results are gathered back into the original order on every rank.
 """
 from __future__ import annotations
@@ -29,6 +29,7 @@ import numpy as np
 
 from misato.build.readers import SourceImage
 from misato.cache import FeatureCache
+from misato.distributed import all_gather_objects, rank_and_world
 from misato.errors import MisatoError
 from misato.hashing import bytes_sha256, file_sha256, state_dict_sha256
 
@@ -248,35 +249,6 @@ def _collate(samples):
     return samples
 
 
-def init_distributed_from_env(device: str | None) -> str | None:
-    """Join the process group ``torchrun`` describes (``WORLD_SIZE`` > 1 in the environment).
-
-    Uses NCCL when CUDA is available (each rank on ``cuda:LOCAL_RANK``), gloo otherwise. Returns the device this
-    rank should use (``device`` unchanged for a single process or an explicit CPU device).
-    """
-    import torch
-    import torch.distributed as dist
-
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or dist.is_initialized():
-        return device
-    use_cuda = torch.cuda.is_available() and (device is None or device.startswith("cuda"))
-    dist.init_process_group("nccl" if use_cuda else "gloo")
-    if use_cuda:
-        local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-        torch.cuda.set_device(local_rank)
-        return f"cuda:{local_rank}"
-    return device
-
-
-def rank_and_world() -> tuple[int, int]:
-    """``(rank, world size)`` of the torch.distributed group, ``(0, 1)`` when not initialised."""
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
-
-
 def extract_features(
     items: Sequence[SourceImage],
     encoder: ClipEncoder,
@@ -363,13 +335,7 @@ def extract_features(
 
 def _gather(total: int, mine: list[int], local: np.ndarray, problems: dict[int, str], hashes: list[str], computed: int) -> FeatureResult:
     """Combine every rank's share into the original order (no-op for a single process)."""
-    import torch.distributed as dist
-
-    rank, world = rank_and_world()
-    shares = [(mine, local, problems, hashes, computed)]
-    if world > 1:
-        shares = [None] * world
-        dist.all_gather_object(shares, (mine, local, problems, hashes, computed))
+    shares = all_gather_objects((mine, local, problems, hashes, computed))
     features = np.full((total, local.shape[1]), np.nan, dtype=np.float32)
     all_problems: dict[int, str] = {}
     all_hashes = [""] * total
