@@ -17,7 +17,6 @@ import io
 import json
 import os
 import shutil
-import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,7 +24,6 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from misato import __version__
 from misato.build import coco as coco_masks
 from misato.build.crop import crop_resize_image, crop_resize_mask
 from misato.build.features import (
@@ -49,11 +47,14 @@ from misato.errors import MisatoError
 from misato.hashing import misato_cache_dir
 from misato.io import atomic_write_text, write_image, write_mask
 from misato.layout import DOMAINS, MANIFEST_NAME
+from misato.provenance import provenance
 from misato.masks.base import check_ratio_range
 from misato.masks.generate import mask_rng
 
 STATE_DIR = ".misato-build"
 BUILD_JSON = "build.json"
+BUILD_PACKAGES = ("open_clip_torch", "pycocotools", "scikit-learn")
+"""Packages whose versions ``build.json`` records besides the base ones (:mod:`misato.provenance`)."""
 MANIFEST_COLUMNS = (
     "name",
     "index",
@@ -163,18 +164,6 @@ def _describe_generator(generator) -> object:
     if callable(parameters):
         return parameters()
     return f"{type(generator).__module__}.{type(generator).__qualname__}"
-
-
-def _versions() -> dict[str, str]:
-    from importlib import metadata
-
-    versions = {"misato-bench": __version__, "python": sys.version.split()[0]}
-    for package in ("torch", "open_clip_torch", "scikit-learn", "numpy", "pillow", "pycocotools"):
-        try:
-            versions[package] = metadata.version(package)
-        except metadata.PackageNotFoundError:
-            versions[package] = "not installed"
-    return versions
 
 
 def _state_json(path: Path) -> dict | None:
@@ -291,7 +280,7 @@ def _build_record(
     indices = {name: [row["index"] for row in rows if row["domain"] == name] for name in names}
     return {
         "arguments": arguments,
-        "versions": _versions(),
+        "provenance": provenance(BUILD_PACKAGES),
         "clip": encoder_info,
         "mask_generator": _describe_generator(generator),
         "index_ranges": {name: [min(found), max(found)] for name, found in indices.items() if found},
