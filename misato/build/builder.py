@@ -47,12 +47,15 @@ from misato.errors import MisatoError
 from misato.hashing import misato_cache_dir
 from misato.io import atomic_write_text, write_image, write_mask
 from misato.layout import DOMAINS, MANIFEST_NAME
+from misato.outputs import OutputPolicy, prepare_output
 from misato.provenance import provenance
 from misato.masks.base import check_ratio_range
 from misato.masks.generate import mask_rng
 
 STATE_DIR = ".misato-build"
 BUILD_JSON = "build.json"
+BUILD_POLICY = OutputPolicy(what="build", markers=(BUILD_JSON, f"{STATE_DIR}/settings.json"),
+                            owned=("image", "mask", MANIFEST_NAME, BUILD_JSON, STATE_DIR), can_overwrite=False)
 BUILD_PACKAGES = ("open_clip_torch", "pycocotools", "scikit-learn")
 """Packages whose versions ``build.json`` records besides the base ones (:mod:`misato.provenance`)."""
 MANIFEST_COLUMNS = (
@@ -172,23 +175,6 @@ def _state_json(path: Path) -> dict | None:
 
 def _write_json(path: Path, data: object) -> None:
     atomic_write_text(path, json.dumps(data, indent=1, sort_keys=True) + "\n")
-
-
-def _check_output(out: Path, resume: bool, settings: dict) -> bool:
-    """Refuse a non-empty output without ``resume``; return True when the build there is already complete."""
-    if not out.exists() or not any(out.iterdir()):
-        return False
-    if not resume:
-        raise MisatoError(f"output folder {out} is not empty; pass --resume to continue a build there, or choose another")
-    if (out / BUILD_JSON).is_file():
-        return True
-    saved = _state_json(out / STATE_DIR / "settings.json")
-    if saved is None:
-        raise MisatoError(f"{out} is not empty and holds no unfinished build (no {STATE_DIR}/settings.json); choose another folder")
-    if saved != settings:
-        differing = sorted(key for key in set(saved) | set(settings) if saved.get(key) != settings.get(key))
-        raise MisatoError(f"--resume: the build in {out} used different settings ({', '.join(differing)}); use the same options")
-    return False
 
 
 def _plan(sources: list[DomainSource], features, per_domain: int, seed: int) -> tuple[list[dict], list[dict]]:
@@ -383,10 +369,16 @@ def build(
         "batch_size": batch_size,  # features' last bits depend on the batch they are computed in
     }
     rank, world = rank_and_world()
-    if _check_output(out, resume, settings):
+    inputs = [value for key, value in given.items() if value is not None and key != "coco_annotations"]
+    previous = prepare_output(out, BUILD_POLICY, resume=resume, inputs=[*inputs, *(folder for _, folder in domains)])
+    if previous is not None and previous.complete:
         if rank == 0 and (out / STATE_DIR).exists():
             shutil.rmtree(out / STATE_DIR)
         return BuildReport(out, already_complete=True)
+    if previous is not None and previous.record != settings:
+        saved = previous.record
+        differing = sorted(key for key in set(saved) | set(settings) if saved.get(key) != settings.get(key))
+        raise MisatoError(f"--resume: the build in {out} used different settings ({', '.join(differing)}); use the same options")
     sources, unannotated = collect_sources(**given, domains=domains)
     generator = mask_generator
     if generator is None:  # made before the long feature stage, so a missing generator fails fast

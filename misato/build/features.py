@@ -32,6 +32,7 @@ from misato.cache import FeatureCache
 from misato.distributed import all_gather_objects, rank_and_world
 from misato.errors import MisatoError
 from misato.hashing import bytes_sha256, file_sha256, state_dict_sha256
+from misato.reproducibility import seeded
 
 DEFAULT_CLIP_MODEL = "ViT-L-14"
 DEFAULT_CLIP_PRETRAINED = "openai"
@@ -113,8 +114,7 @@ def load_clip(
     import torch
 
     weights_file = None
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(init_seed)
+    with seeded(init_seed):  # random initialisation without touching the caller's generator
         try:
             if pretrained == "none":
                 model, _, preprocess = open_clip.create_model_and_transforms(model_name, pretrained=None)
