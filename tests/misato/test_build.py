@@ -239,6 +239,9 @@ def test_bad_inputs(tmp_path, raw, encoder):
         run(tmp_path / "full", {"flickr_landscape": raw["flickr_landscape"]}, encoder, None, resume=True)
     with pytest.raises(MisatoError, match="mask-ratio-range"):
         run(tmp_path / "g", {"flickr_landscape": raw["flickr_landscape"]}, encoder, None, mask_ratio_range=(0.5, 0.2))
+    for inside in (raw["flickr_landscape"], Path(raw["flickr_landscape"]) / "misato"):
+        with pytest.raises(MisatoError, match="lies inside the input folder"):
+            run(inside, {"flickr_landscape": raw["flickr_landscape"]}, encoder, None)
 
 
 def test_coco_images_whose_size_differs_from_the_annotations_are_skipped(tmp_path, encoder):
