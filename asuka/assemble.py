@@ -13,10 +13,20 @@ from pathlib import Path
 from typing import Any
 
 from misato.errors import MisatoError
+from misato.hashing import tree_sha256
+from misato.io import atomic_write_text
+from misato.outputs import OutputPolicy, prepare_output
+from misato.provenance import provenance
+from misato.reproducibility import seeded
 
 ASSEMBLY_FILE = "assembly.json"
 FRESH = "none"
 KL_VAE = "kl-vae"
+ASSEMBLY_POLICY = OutputPolicy(
+    what="ASUKA model folder", markers=(ASSEMBLY_FILE,), can_resume=False,
+    owned=("model_index.json", "unet", "vae", "scheduler", "mae", "alignment", "decoder", "text_encoder", "tokenizer",
+           "feature_extractor", "safety_checker", "image_encoder", ASSEMBLY_FILE))
+"""``overwrite`` deletes only what :func:`assemble` writes (the pipeline's folders and files, ``assembly.json``)."""
 
 
 def _source(
@@ -44,34 +54,32 @@ def assemble(
 
     Args:
         sd: a diffusers SD-inpainting folder (``unet/``, ``vae/``, ``scheduler/``).
-        out: the new folder (must not exist or be empty, unless ``overwrite``).
+        out: the new folder (missing or empty; ``overwrite`` replaces an earlier assembly there, deleting only
+            what :func:`assemble` writes).
         mae: an MAE-FAR checkpoint, or ``"none"`` (fresh ViT-B initialisation, for training or tests).
         alignment: an alignment state-dict file, or ``"none"`` (fresh ASUKA alignment).
         decoder: an Asymmetric-VQGAN/ASUKA decoder checkpoint (or a diffusers ``AsymmetricAutoencoderKL`` folder),
             ``"kl-vae"`` (no inpainting decoder: plain SD
             decoding) or ``"none"`` (an inpainting decoder initialised from the SD VAE decoder, fresh condition
             encoder).
-        seed: torch seed for the fresh initialisations.
+        seed: seed of the fresh initialisations (torch's default generator is restored afterwards).
     Returns:
         The assembly record (also written to ``out/assembly.json``).
     """
-    import torch
-
     from asuka import convert
     from asuka.models import InpaintingDecoder, MAEPrior, PriorAlignment
     from asuka.models.alignment import default_num_heads
     from asuka.pipeline import ASUKAInpaintPipeline
-    from misato.weights import file_sha256
 
     sd, out = Path(sd), Path(out)
     missing = [p for p in ("unet", "vae", "scheduler") if not (sd / p).is_dir()]
     if missing:
         raise MisatoError(f"{sd} is not a diffusers SD-inpainting folder: missing {', '.join(p + '/' for p in missing)}")
-    if out.exists() and any(out.iterdir()) and not overwrite:
-        raise MisatoError(f"{out} exists and is not empty; choose another folder or pass --overwrite")
     mae_source = _source(mae, (FRESH,), "--mae")
     alignment_source = _source(alignment, (FRESH,), "--alignment")
     decoder_source = _source(decoder, (FRESH, KL_VAE), "--decoder", folder_ok=True)
+    folders = [source for source in (sd, decoder_source) if isinstance(source, Path) and source.is_dir()]
+    prepare_output(out, ASSEMBLY_POLICY, overwrite=overwrite, inputs=folders)
 
     try:
         pipe = ASUKAInpaintPipeline.from_sd_inpaint(sd)
@@ -80,36 +88,34 @@ def assemble(
     if pipe.unet.config.in_channels != 9:
         raise MisatoError(f"{sd}/unet has {pipe.unet.config.in_channels} input channels; ASUKA needs an SD "
                           "*inpainting* UNet (9 channels)")
-    torch.manual_seed(seed)
     record: dict[str, Any] = {"sd": str(sd.resolve()), "seed": seed, "components": {}}
-
-    mae_model = MAEPrior() if mae_source == FRESH else convert.load_mae_checkpoint(mae_source)
-    prior_dim = mae_model.config.decoder_embed_dim
-    cross_dim = pipe.unet.config.cross_attention_dim
-    if alignment_source == FRESH:
-        alignment_model = PriorAlignment(prior_dim=prior_dim, cross_attention_dim=cross_dim,
-                                         num_heads=default_num_heads(cross_dim))
-    else:
-        alignment_model = convert.load_alignment_checkpoint(alignment_source, cross_dim, prior_dim)
-    if decoder_source == KL_VAE:
-        decoder_model = None
-    elif decoder_source == FRESH:
-        decoder_model = InpaintingDecoder.from_vae(pipe.vae)
-    else:
-        decoder_model = convert.load_decoder_checkpoint(decoder_source, vae=pipe.vae)
+    with seeded(seed):  # fresh initialisations draw from torch's default generator; the caller's stream is restored
+        mae_model = MAEPrior() if mae_source == FRESH else convert.load_mae_checkpoint(mae_source)
+        prior_dim = mae_model.config.decoder_embed_dim
+        cross_dim = pipe.unet.config.cross_attention_dim
+        if alignment_source == FRESH:
+            alignment_model = PriorAlignment(prior_dim=prior_dim, cross_attention_dim=cross_dim,
+                                             num_heads=default_num_heads(cross_dim))
+        else:
+            alignment_model = convert.load_alignment_checkpoint(alignment_source, cross_dim, prior_dim)
+        if decoder_source == KL_VAE:
+            decoder_model = None
+        elif decoder_source == FRESH:
+            decoder_model = InpaintingDecoder.from_vae(pipe.vae)
+        else:
+            decoder_model = convert.load_decoder_checkpoint(decoder_source, vae=pipe.vae)
     if decoder_model is not None and decoder_model.config.latent_channels != pipe.vae.config.latent_channels:
         raise MisatoError(f"--decoder {decoder}: decodes {decoder_model.config.latent_channels}-channel latents but "
                           f"the SD VAE has {pipe.vae.config.latent_channels}")
     pipe.register_modules(mae=mae_model, alignment=alignment_model, decoder=decoder_model)
+    weights = {}
     for name, source in (("mae", mae_source), ("alignment", alignment_source), ("decoder", decoder_source)):
         entry: dict[str, Any] = {"source": str(source)}
-        if isinstance(source, Path) and source.is_dir():
-            files = sorted(p for p in source.rglob("*") if p.is_file())
-            entry["sha256"] = {str(p.relative_to(source)): file_sha256(p) for p in files}
-        elif isinstance(source, Path):
-            entry["sha256"] = file_sha256(source)
+        if isinstance(source, Path):
+            entry["sha256"] = weights[name] = tree_sha256(source)
         record["components"][name] = entry
+    record["provenance"] = provenance(("diffusers", "safetensors", "transformers"), weights=weights)
     out.mkdir(parents=True, exist_ok=True)
     pipe.save_pretrained(out, safe_serialization=True)
-    (out / ASSEMBLY_FILE).write_text(json.dumps(record, indent=2))
+    atomic_write_text(out / ASSEMBLY_FILE, json.dumps(record, indent=2))
     return record

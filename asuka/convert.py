@@ -12,89 +12,22 @@
   diffusers naming, condition encoder under ``decoder.condition_encoder``; dimensions from its ``config.json``.
 - Alignment module: a file holding :class:`~asuka.models.PriorAlignment`'s own state dict.
 
-Files are read with ``torch.load(..., weights_only=True)`` (or safetensors); nothing executes pickled code.
+Files are read by :mod:`misato.checkpoint` (``torch.load(..., weights_only=True)`` or safetensors; nothing executes
+pickled code) and loaded with its strict loader, which returns / raises one :class:`~misato.checkpoint.LoadReport`.
 """
 from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from misato.checkpoint import load_strict, read_state_dict
 from misato.errors import MisatoError
 
 StateDict = dict[str, torch.Tensor]
-
-
-@dataclass
-class LoadReport:
-    """What a strict load found: keys the model lacks, keys the file lacks, shape mismatches, ignored file keys."""
-
-    source: str
-    missing: list[str] = field(default_factory=list)
-    unexpected: list[str] = field(default_factory=list)
-    mismatched: list[str] = field(default_factory=list)
-    skipped: list[str] = field(default_factory=list)
-
-    @property
-    def ok(self) -> bool:
-        return not (self.missing or self.unexpected or self.mismatched)
-
-    def __str__(self) -> str:
-        def listing(title: str, keys: list[str]) -> str:
-            shown = ", ".join(keys[:12]) + (f", … ({len(keys)} in all)" if len(keys) > 12 else "")
-            return f"\n  {title} ({len(keys)}): {shown}" if keys else ""
-
-        status = "all keys matched" if self.ok else "key mismatch"
-        return (f"{self.source}: {status}" + listing("missing from the file", self.missing)
-                + listing("unexpected in the file", self.unexpected) + listing("shape mismatch", self.mismatched)
-                + listing("ignored (not part of this module)", self.skipped))
-
-
-def read_state_file(path: str | os.PathLike, keys: tuple[str, ...] = ("state_dict", "model")) -> StateDict:
-    """Tensors of a ``.safetensors`` / ``.pt`` / ``.pth`` / ``.ckpt`` file, unwrapping the first of ``keys`` found
-    (Lightning's ``state_dict``, MAE's ``model``). Loaded with ``weights_only=True``."""
-    path = Path(path)
-    if not path.is_file():
-        raise MisatoError(f"checkpoint not found: {path}")
-    try:
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
-            content: Any = load_file(path)
-        else:
-            content = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # noqa: BLE001 - any unreadable file is a user problem
-        raise MisatoError(f"{path}: cannot read the checkpoint ({type(error).__name__}: {error})") from None
-    for key in keys:
-        if isinstance(content, dict) and isinstance(content.get(key), dict):
-            content = content[key]
-            break
-    if not isinstance(content, dict) or not all(isinstance(v, torch.Tensor) for v in content.values()):
-        raise MisatoError(f"{path}: expected a state dict of tensors (optionally under {' or '.join(keys)})")
-    return content
-
-
-def load_strict(module: torch.nn.Module, state: StateDict, source: str, skipped: list[str] | None = None) -> LoadReport:
-    """Copy ``state`` into ``module`` only if every name and shape matches; otherwise raise with the report."""
-    own = module.state_dict()
-    report = LoadReport(
-        source=source,
-        missing=sorted(set(own) - set(state)),
-        unexpected=sorted(set(state) - set(own)),
-        mismatched=sorted(
-            f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}"
-            for k in set(own) & set(state) if state[k].shape != own[k].shape
-        ),
-        skipped=sorted(skipped or []),
-    )
-    if not report.ok:
-        raise MisatoError(f"cannot load {report}")
-    module.load_state_dict(state, strict=True)
-    return report
 
 
 # --------------------------------------------------------------------------------------------------------- MAE
@@ -125,7 +58,7 @@ def load_mae_checkpoint(path: str | os.PathLike, **overrides: Any):
     """An :class:`~asuka.models.MAEPrior` built from and loaded with an MAE-FAR checkpoint (strict)."""
     from asuka.models.mae import MAEPrior
 
-    state = read_state_file(path, keys=("model", "state_dict"))
+    state = read_state_dict(path, "the MAE prior", wrappers=("model", "state_dict"))
     model = MAEPrior(**{**mae_config_from_state_dict(state), **overrides})
     load_strict(model, state, str(path))
     return model
@@ -227,7 +160,7 @@ def _read_diffusers_asymmetric(folder: Path) -> tuple[StateDict, list[str], dict
     weights = sorted(folder.glob("diffusion_pytorch_model*.safetensors")) or sorted(folder.glob("*.bin"))
     if len(weights) != 1:
         raise MisatoError(f"{folder}: expected one diffusion_pytorch_model weight file, found {len(weights)}")
-    converted, skipped = convert_diffusers_asymmetric_state_dict(read_state_file(weights[0]))
+    converted, skipped = convert_diffusers_asymmetric_state_dict(read_state_dict(weights[0], "the Asymmetric-VQGAN decoder"))
     decoder_config = {
         "latent_channels": config.get("latent_channels", 4), "out_channels": config.get("out_channels", 3),
         "block_out_channels": tuple(config["up_block_out_channels"]),
@@ -253,7 +186,7 @@ def load_decoder_checkpoint(path: str | os.PathLike, vae=None, asymmetric_vqgan:
     if Path(path).is_dir():
         converted, skipped, config = _read_diffusers_asymmetric(Path(path))
     else:
-        converted, skipped = convert_ldm_decoder_state_dict(read_state_file(path))
+        converted, skipped = convert_ldm_decoder_state_dict(read_state_dict(path, "an inpainting decoder"))
         groups = vae.config.norm_num_groups if vae is not None else 32
         config = decoder_config_from_state_dict(converted, norm_num_groups=groups)
     if asymmetric_vqgan is not None:
@@ -262,7 +195,7 @@ def load_decoder_checkpoint(path: str | os.PathLike, vae=None, asymmetric_vqgan:
         config["use_post_quant_conv"] = True
         converted.update({f"post_quant_conv.{k}": v for k, v in vae.post_quant_conv.state_dict().items()})
     decoder = InpaintingDecoder(**config)
-    load_strict(decoder, converted, str(path), skipped)
+    load_strict(decoder, converted, str(path), skipped=skipped)
     return decoder
 
 
@@ -271,7 +204,7 @@ def load_alignment_checkpoint(path: str | os.PathLike, cross_attention_dim: int,
     (self/cross attention) and the number of blocks are read off the keys, the rest comes from ``config``."""
     from asuka.models.alignment import PriorAlignment, default_num_heads
 
-    state = read_state_file(path)
+    state = read_state_dict(path, "the alignment module")
     inferred = {
         "num_heads": default_num_heads(cross_attention_dim),
         "kind": "cross_attention" if "queries" in state else "self_attention",

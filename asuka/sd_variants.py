@@ -39,9 +39,9 @@ def encode_prompt(model_dir: str | os.PathLike, prompt: str) -> torch.Tensor:
 def load_prompt_embeds(path: str | os.PathLike) -> torch.Tensor:
     """Learned prompt embeddings ``[1, L, cross_attention_dim]`` from a ``.safetensors``/``.pt`` file holding a
     ``[L, D]`` or ``[1, L, D]`` tensor under the key ``prompt_embeds`` (or as the file's only tensor)."""
-    from asuka.convert import read_state_file
+    from misato.checkpoint import read_state_dict
 
-    state = read_state_file(path, keys=())
+    state = read_state_dict(path, "learned prompt embeddings", wrappers=())
     tensor = state.get(PROMPT_EMBEDS_KEY)
     if tensor is None and len(state) == 1:
         tensor = next(iter(state.values()))

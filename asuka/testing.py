@@ -9,7 +9,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-import torch
+from misato.reproducibility import seeded
 
 SD15_INPAINT_UNET = {
     "sample_size": 64, "in_channels": 9, "out_channels": 4, "layers_per_block": 2,
@@ -55,17 +55,15 @@ def get_dummy_components(seed: int = 0, decoder: bool = True, full_size: bool = 
 
     from asuka.models import InpaintingDecoder, MAEPrior, PriorAlignment
 
-    torch.manual_seed(seed)
-    unet = UNet2DConditionModel(**(SD15_INPAINT_UNET if full_size else TINY_UNET))
-    vae = AutoencoderKL(**(SD15_VAE if full_size else TINY_VAE))
-    mae = MAEPrior() if full_size else MAEPrior(**TINY_MAE)
-    alignment = PriorAlignment() if full_size else PriorAlignment(**TINY_ALIGNMENT)
-    components: dict[str, Any] = {
-        "vae": vae.eval(), "unet": unet.eval(), "scheduler": dummy_scheduler(), "mae": mae.eval(),
-        "alignment": alignment.eval(), "decoder": None,
-    }
-    if decoder:
-        components["decoder"] = InpaintingDecoder.from_vae(vae).eval()
+    with seeded(seed):
+        unet = UNet2DConditionModel(**(SD15_INPAINT_UNET if full_size else TINY_UNET))
+        vae = AutoencoderKL(**(SD15_VAE if full_size else TINY_VAE))
+        mae = MAEPrior() if full_size else MAEPrior(**TINY_MAE)
+        alignment = PriorAlignment() if full_size else PriorAlignment(**TINY_ALIGNMENT)
+        components: dict[str, Any] = {
+            "vae": vae.eval(), "unet": unet.eval(), "scheduler": dummy_scheduler(), "mae": mae.eval(),
+            "alignment": alignment.eval(), "decoder": InpaintingDecoder.from_vae(vae).eval() if decoder else None,
+        }
     return components
 
 
@@ -94,11 +92,11 @@ def write_dummy_sd_inpaint_folder(folder: Path, seed: int = 0, text_encoder: boo
     pipe_parts: dict[str, Any] = {"vae": components["vae"], "unet": components["unet"],
                                   "scheduler": components["scheduler"], "text_encoder": None, "tokenizer": None}
     if text_encoder:
-        torch.manual_seed(seed + 1)
         config = CLIPTextConfig(vocab_size=49408, hidden_size=32, intermediate_size=37, num_attention_heads=4,
                                 num_hidden_layers=2, max_position_embeddings=77, bos_token_id=49406,
                                 eos_token_id=49407, pad_token_id=49407)
-        pipe_parts["text_encoder"] = CLIPTextModel(config).eval()
+        with seeded(seed + 1):
+            pipe_parts["text_encoder"] = CLIPTextModel(config).eval()
         write_tokenizer(folder / "tokenizer")
         pipe_parts["tokenizer"] = CLIPTokenizer.from_pretrained(folder / "tokenizer")
     pipe = StableDiffusionInpaintPipeline(**pipe_parts, safety_checker=None, feature_extractor=None,

@@ -1,15 +1,15 @@
 """Apply an inpainting method to every pair of a MISATO folder, resumably.
 
 Writes ``OUT/<name>.png`` for each image (atomically, so any file present is complete) and ``OUT/run.json``
-(method description, seed, versions, timings, ``"complete": true|false``). A killed run continues with
-``resume=True``; a complete run is never overwritten unless ``overwrite=True``.
+(method description, seed, limit, provenance, timings, ``"complete": true|false``). The output folder follows
+:mod:`misato.outputs`: ``resume=True`` continues a killed run, fills in outputs deleted from a complete one and
+extends a ``limit`` trial run (to a larger limit or to every image) — in each case exactly the missing images
+are computed; a run is never overwritten unless ``overwrite=True``, which deletes only what a run writes.
 """
 from __future__ import annotations
 
 import json
 import os
-import platform
-import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -18,41 +18,25 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from baselines.base import InpaintingMethod, image_seed
-from misato import __version__
 from misato.errors import MisatoError
-from misato.io import atomic_write_text, check_output_location, read_image, read_mask, write_image
+from misato.io import atomic_write_text, read_image, read_mask, write_image
 from misato.layout import open_pairs
+from misato.outputs import OutputPolicy, prepare_output
+from misato.provenance import provenance
 
 RUN_FILE = "run.json"
+RUN_POLICY = OutputPolicy(what="run", markers=(RUN_FILE,), owned=("*.png", RUN_FILE))
+RUN_PACKAGES = ("diffusers", "opencv-python-headless", "opencv-python", "transformers")
+"""Packages whose versions ``run.json`` records besides the base ones."""
 
 
-def _read_record(out: Path) -> dict[str, Any] | None:
-    """The run record in ``out``, None when there is none; a damaged one is an error (never silently replaced)."""
-    record_path = out / RUN_FILE
-    if not record_path.is_file():
-        return None
-    try:
-        record = json.loads(record_path.read_text())
-    except (ValueError, UnicodeDecodeError) as error:
-        raise MisatoError(f"{record_path} is damaged ({error}); move the folder aside or choose another --out") from None
-    if not isinstance(record, dict):
-        raise MisatoError(f"{record_path} is not a run record; move the folder aside or choose another --out")
-    return record
-
-
-def _prepare_output(out: Path, resume: bool, overwrite: bool) -> dict[str, Any] | None:
-    """Validate the output folder state; returns the previous run record when resuming."""
-    previous = _read_record(out)
-    if previous is not None and previous.get("complete") and not overwrite:
-        raise MisatoError(f"{out} holds a complete run; pass --overwrite to replace it or choose another folder")
-    if overwrite and out.exists() and any(out.iterdir()):
-        if previous is None:  # only ever delete what a run wrote
-            raise MisatoError(f"{out} is not empty and holds no {RUN_FILE}: --overwrite only replaces a run folder")
-        shutil.rmtree(out)
-        return None
-    if out.exists() and any(out.iterdir()) and not resume:
-        raise MisatoError(f"{out} is not empty; pass --resume to continue a stopped run or --overwrite to replace it")
-    return previous if resume else None
+def _check_same_settings(out: Path, previous: dict[str, Any], method: InpaintingMethod, seed: int) -> None:
+    """A resumed run must use the method, options and seed it was started with (the limit may change)."""
+    now = {**method.describe(), "seed": seed}
+    differing = sorted(key for key in now if previous.get(key) != now[key])
+    if differing:
+        raise MisatoError(f"{out} was started with other settings ({', '.join(differing)}); resume with the same "
+                          "method and options, or choose another --out")
 
 
 def run_method(
@@ -69,23 +53,25 @@ def run_method(
 ) -> dict[str, Any]:
     """Inpaint every image of ``data`` (a MISATO root, or an image folder with ``mask``) into ``out``.
 
+    Args:
+        limit: only the first ``limit`` images (sorted names), e.g. a trial run; resuming with a larger limit or
+            none computes the rest.
+        resume: continue / complete / extend the run in ``out`` (see the module docstring).
+        overwrite: replace the run in ``out`` (only its ``.png`` files and ``run.json`` are deleted).
     Returns:
-        The run record written to ``OUT/run.json``.
+        The run record written to ``OUT/run.json``; ``computed`` is how many images this session inpainted.
+    Raises:
+        MisatoError: bad ``limit``, ``out`` inside an input, a folder holding something else, a run there without
+        ``resume``/``overwrite``, or a resumed run started with other settings.
     """
     pairs = open_pairs(data, mask)
     out = Path(out)
-    inputs = [pairs.images[pairs.names[0]].parent, pairs.masks[pairs.names[0]].parent]
-    check_output_location(out, inputs)
     if limit is not None and limit < 1:
         raise MisatoError(f"--limit must be at least 1, got {limit}")
-    previous = _prepare_output(out, resume, overwrite)
+    inputs = [pairs.images[pairs.names[0]].parent, pairs.masks[pairs.names[0]].parent]
+    previous = prepare_output(out, RUN_POLICY, resume=resume, overwrite=overwrite, inputs=inputs)
     if previous is not None:
-        started_with = {key: previous.get(key) for key in (*method.describe(), "seed")}
-        now = {**method.describe(), "seed": seed}
-        differing = sorted(key for key in now if started_with.get(key) != now[key])
-        if differing:
-            raise MisatoError(f"{out} was started with other settings ({', '.join(differing)}); resume with the same "
-                              "method and options, or choose another --out")
+        _check_same_settings(out, previous.record, method, seed)
     names = pairs.names[:limit] if limit is not None else pairs.names
     todo = [n for n in names if not (out / f"{n}.png").is_file()]
     record: dict[str, Any] = {
@@ -95,9 +81,7 @@ def run_method(
         "n_images": len(names),
         "limit": limit,
         "complete": False,
-        "misato_version": __version__,
-        "python": platform.python_version(),
-        "numpy": np.__version__,
+        "provenance": provenance(RUN_PACKAGES),
     }
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / RUN_FILE, json.dumps(record, indent=2))
@@ -118,6 +102,6 @@ def run_method(
                                        f"expected uint8 {image.shape}")
                 write_image(out / f"{name}.png", result)
             bar.update(len(batch))
-    record.update(complete=True, seconds_last_session=round(time.perf_counter() - started, 3))
+    record.update(complete=True, computed=len(todo), seconds_last_session=round(time.perf_counter() - started, 3))
     atomic_write_text(out / RUN_FILE, json.dumps(record, indent=2))
     return record

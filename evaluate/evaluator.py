@@ -27,8 +27,6 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
-from evaluate import distributed
-from evaluate.cache import FeatureCache
 from evaluate.functional import (
     check_ids_pca,
     composite,
@@ -41,11 +39,11 @@ from evaluate.functional import (
 )
 from evaluate.metric_info import ALL_METRICS, METRICS
 from evaluate.protocols import Protocol, get_protocol, ids_pca_dimensions
-from misato import __version__
+from misato import __version__, distributed
+from misato.cache import FeatureCache
 from misato.errors import MisatoError
 from misato.io import (
     atomic_write_text,
-    check_output_location,
     decode_image,
     list_images,
     pair_by_stem,
@@ -53,6 +51,7 @@ from misato.io import (
     read_mask_uint8,
 )
 from misato.layout import open_pairs
+from misato.outputs import check_output_location
 
 PER_IMAGE_COLUMNS = ("name", "psnr", "ssim", "lpips", "grad", "mask_ratio", "domain")
 MASK_RATIO_BINS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6)

@@ -47,7 +47,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     clip.add_argument(
         "--workers", type=int, default=min(4, os.cpu_count() or 1), help="image-decoding DataLoader workers"
     )
-    clip.add_argument("--feature-cache", metavar="DIR", help="feature cache root (default ~/.cache/misato/clip-features)")
+    clip.add_argument("--feature-cache", metavar="DIR", help="feature cache root (default $MISATO_CACHE or ~/.cache/misato; rows go to DIR/features/)")
     masks = parser.add_argument_group("masks")
     masks.add_argument(
         "--mask-ratio-range", type=float, nargs=2, metavar=("LO", "HI"),
@@ -72,9 +72,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def build(args: argparse.Namespace) -> int:
     """Handler of ``misato build``."""
     from misato.build import build as run_build
-    from misato.build.features import init_distributed_from_env, rank_and_world
+    from misato.distributed import init_from_env, rank_and_world
 
-    device = init_distributed_from_env(args.device)  # under torchrun: one rank per process
+    device = init_from_env(args.device)  # under torchrun: one rank per process
     report = run_build(
         args.out,
         flickr_landscape=args.flickr_landscape,

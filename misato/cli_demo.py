@@ -11,18 +11,23 @@ from __future__ import annotations
 import argparse
 import csv
 import io
+import json
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from misato.errors import MisatoError
+from misato.outputs import OutputPolicy
 
 SAMPLE_IMAGES = (
     "astronaut", "chelsea", "coffee", "rocket", "motorcycle", "hubble_deep_field", "retina", "immunohistochemistry",
 )
 """scikit-image data functions whose files are bundled in its wheel (no download)."""
 DEMO_METHODS = ("telea", "navier-stokes")
+DEMO_FILE = "demo.json"
+
+DEMO_POLICY = OutputPolicy(what="demo", markers=(DEMO_FILE,), can_resume=False,
+                           owned=("data", "predictions", "runs", "comparison.md", "comparison.csv", DEMO_FILE))
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -94,19 +99,23 @@ def available_metrics(protocol: str, weights_dir: str | None) -> tuple[list[str]
 def demo(out: str | Path = "misato-demo", size: int = 256, mask_preset: str = "lama-medium-256", seed: int = 0,
          protocol: str = "asuka", weights_dir: str | None = None, overwrite: bool = False,
          progress: bool = True) -> dict[str, Any]:
-    """Run the demo into ``out``; returns ``{"metrics", "skipped", "runs", "table"}``."""
-    import shutil
+    """Run the demo into ``out``; returns ``{"metrics", "skipped", "runs", "table"}``.
 
+    ``out`` must be empty or missing, or hold an earlier demo, which ``overwrite`` replaces (only what a demo writes
+    is deleted: see :data:`DEMO_POLICY`). ``out/demo.json`` records the settings and the provenance.
+    """
     from baselines import create_method, run_method
     from evaluate.compare import compare
     from misato.compat import import_evaluator
+    from misato.io import atomic_write_text
+    from misato.outputs import prepare_output
+    from misato.provenance import provenance
 
     evaluator = import_evaluator()
     out = Path(out)
-    if out.exists() and any(out.iterdir()):
-        if not overwrite:
-            raise MisatoError(f"{out} is not empty; pass --overwrite to replace the demo there, or choose --out")
-        shutil.rmtree(out)
+    prepare_output(out, DEMO_POLICY, overwrite=overwrite)
+    settings = {"size": size, "mask_preset": mask_preset, "seed": seed, "protocol": protocol, "methods": DEMO_METHODS}
+    atomic_write_text(out / DEMO_FILE, json.dumps({**settings, "complete": False}, indent=2))
     data = build_sample(out / "data", size, mask_preset, seed)
     metrics, skipped = available_metrics(protocol, weights_dir)
     runs = []
@@ -118,6 +127,9 @@ def demo(out: str | Path = "misato-demo", size: int = 256, mask_preset: str = "l
         runs.append(run_dir)
     text, _ = compare(runs, out / "comparison.md")
     compare(runs, out / "comparison.csv")
+    record = {**settings, "metrics": metrics, "skipped": skipped, "complete": True,
+              "provenance": provenance(("opencv-python-headless", "scikit-image"), protocol=protocol)}
+    atomic_write_text(out / DEMO_FILE, json.dumps(record, indent=2))
     return {"metrics": metrics, "skipped": skipped, "runs": runs, "table": text}
 
 

@@ -248,12 +248,3 @@ def pair_by_stem(first: Mapping[str, Path], second: Mapping[str, Path], first_wh
             parts.append(f"{len(extra)} {second_what} without a {first_what}: {preview_names(extra)}")
         raise MisatoError("; ".join(parts))
     return sorted(first)
-
-
-def check_output_location(out: str | os.PathLike, inputs: Iterable[str | os.PathLike]) -> None:
-    """Refuse an output folder that is, or lies inside, one of the input folders (inputs are never written)."""
-    out = Path(out).resolve()
-    for folder in inputs:
-        folder = Path(folder).resolve()
-        if out == folder or folder in out.parents:
-            raise MisatoError(f"output folder {out} lies inside the input folder {folder}; choose another place")

@@ -18,8 +18,6 @@ folders searched and the URL.
 """
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import urllib.error
 import urllib.request
@@ -28,7 +26,7 @@ from importlib import resources
 from pathlib import Path
 
 from misato.errors import MisatoError
-from misato.io import atomic_write_text
+from misato.hashing import file_sha256, misato_cache_dir, stream_sha256
 
 WEIGHTS_DIR_ENV = "MISATO_WEIGHTS_DIR"
 OFFLINE_ENVS = ("MISATO_OFFLINE", "HF_HUB_OFFLINE")
@@ -114,65 +112,6 @@ class ResolvedWeights:
     origin: str
 
 
-_HASH_CACHE: dict[tuple[str, int, int], str] = {}
-HASH_MEMO_NAME = "sha256-memo.json"
-HASH_MEMO_MIN_BYTES = 1 << 20
-"""Files at least this large (weights) have their digest remembered across runs in the cache folder."""
-
-
-def _hash_memo_path() -> Path:
-    return misato_cache_dir() / HASH_MEMO_NAME
-
-
-def _read_hash_memo() -> dict:
-    try:
-        memo = json.loads(_hash_memo_path().read_text())
-    except (OSError, ValueError):
-        return {}
-    return memo if isinstance(memo, dict) else {}
-
-
-def file_sha256(path: str | os.PathLike, remember: bool = True) -> str:
-    """sha256 hex digest of a file.
-
-    Remembered per (resolved path, size, modification time): in memory, and for files of at least
-    :data:`HASH_MEMO_MIN_BYTES` also in ``$MISATO_CACHE/sha256-memo.json``, so large weight files are not
-    re-read by every run (hashing ~350 MB of evaluator weights took ~0.4 s a run). A changed file has a new
-    modification time and is hashed again. ``remember=False`` (temporary files) skips both memos.
-    """
-    path = Path(path)
-    stat = path.stat()
-    resolved = str(path.resolve())
-    key = (resolved, stat.st_size, stat.st_mtime_ns)
-    if remember and key in _HASH_CACHE:
-        return _HASH_CACHE[key]
-    persistent = remember and stat.st_size >= HASH_MEMO_MIN_BYTES
-    memo = _read_hash_memo() if persistent else {}
-    remembered = memo.get(resolved)
-    if isinstance(remembered, dict) and [remembered.get("size"), remembered.get("mtime_ns")] == list(key[1:]):
-        _HASH_CACHE[key] = str(remembered["sha256"])
-        return _HASH_CACHE[key]
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    if not remember:
-        return digest.hexdigest()
-    _HASH_CACHE[key] = digest.hexdigest()
-    if persistent:
-        memo[resolved] = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256": _HASH_CACHE[key]}
-        try:
-            atomic_write_text(_hash_memo_path(), json.dumps(memo, indent=1, sort_keys=True))
-        except OSError:  # a read-only cache only costs the re-hash next time
-            pass
-    return _HASH_CACHE[key]
-
-
-def misato_cache_dir() -> Path:
-    """Root of the toolkit's caches: ``$MISATO_CACHE`` or ``~/.cache/misato``."""
-    return Path(os.environ.get("MISATO_CACHE", Path.home() / ".cache" / "misato")).expanduser()
-
-
 def torch_hub_checkpoints() -> Path:
     """``$TORCH_HOME/hub/checkpoints`` (torch's default when unset: ``~/.cache/torch``)."""
     torch_home = os.environ.get("TORCH_HOME") or Path(os.environ.get("XDG_CACHE_HOME", "~/.cache")) / "torch"
@@ -252,24 +191,33 @@ def _missing_message(entry: WeightEntry, weights_dir, reason: str) -> str:
     )
 
 
+class _Tee:
+    """A readable stream that copies what is read from ``source`` into ``sink``."""
+
+    def __init__(self, source, sink) -> None:
+        self.source, self.sink = source, sink
+
+    def read(self, size: int) -> bytes:
+        block = self.source.read(size)
+        self.sink.write(block)
+        return block
+
+
 def download(entry: WeightEntry, destination: Path, timeout: float = 15.0) -> ResolvedWeights:
     """Download the official file to ``destination`` (atomically), verifying its sha256."""
     destination.parent.mkdir(parents=True, exist_ok=True)
     temporary = destination.with_name(f".{destination.name}.part")
-    digest = hashlib.sha256()
     try:
         with urllib.request.urlopen(entry.url, timeout=timeout) as response, open(temporary, "wb") as out:
-            for block in iter(lambda: response.read(1 << 20), b""):
-                digest.update(block)
-                out.write(block)
+            digest = stream_sha256(_Tee(response, out))[0]
     except (urllib.error.URLError, OSError) as error:
         temporary.unlink(missing_ok=True)
         raise MisatoError(_missing_message(entry, destination.parent, f"the download failed ({error})")) from None
-    if not _matches(entry, digest.hexdigest()):
+    if not _matches(entry, digest):
         temporary.unlink(missing_ok=True)
-        raise MisatoError(f"downloaded {entry.url} but its sha256 {digest.hexdigest()[:16]}… is not the expected one")
+        raise MisatoError(f"downloaded {entry.url} but its sha256 {digest[:16]}… is not the expected one")
     os.replace(temporary, destination)
-    return ResolvedWeights(entry, destination, digest.hexdigest(), "downloaded")
+    return ResolvedWeights(entry, destination, digest, "downloaded")
 
 
 def resolve(

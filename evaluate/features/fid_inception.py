@@ -17,8 +17,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.models import inception as tv_inception
 
-from evaluate.features.common import check_images, fold_batch_norms, load_strict, read_state_dict
+from evaluate.features.common import check_images, fold_batch_norms
 from evaluate.features.tf_resize import resize_bilinear_tf1
+from misato.checkpoint import load_strict, read_state_dict
 
 INPUT_SIZE = 299
 TAPS = ("64", "192", "768", "2048")

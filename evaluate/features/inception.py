@@ -11,7 +11,8 @@ import torchvision.transforms.v2.functional as TF
 from torch import Tensor, nn
 from torchvision.models import inception_v3
 
-from evaluate.features.common import check_images, fold_batch_norms, load_strict, read_state_dict
+from evaluate.features.common import check_images, fold_batch_norms
+from misato.checkpoint import load_strict, read_state_dict
 
 RESIZE_SHORT_SIDE = 342
 CROP_SIZE = 299

@@ -12,7 +12,8 @@ import warnings
 import torch
 from torch import Tensor, nn
 
-from evaluate.features.common import check_images, load_strict, read_state_dict
+from evaluate.features.common import check_images
+from misato.checkpoint import load_strict, read_state_dict
 from misato.weights import ResolvedWeights
 
 # net -> (backbone registry name, linear-layer registry name)

@@ -17,7 +17,6 @@ import io
 import json
 import os
 import shutil
-import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,7 +24,6 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from misato import __version__
 from misato.build import coco as coco_masks
 from misato.build.crop import crop_resize_image, crop_resize_mask
 from misato.build.features import (
@@ -34,7 +32,6 @@ from misato.build.features import (
     ClipEncoder,
     extract_features,
     load_clip,
-    rank_and_world,
 )
 from misato.build.readers import (
     SourceImage,
@@ -45,14 +42,22 @@ from misato.build.readers import (
     read_megadepth,
 )
 from misato.build.selection import select_representatives
+from misato.distributed import barrier, local_device, rank_and_world
 from misato.errors import MisatoError
+from misato.hashing import misato_cache_dir
 from misato.io import atomic_write_text, write_image, write_mask
 from misato.layout import DOMAINS, MANIFEST_NAME
+from misato.outputs import OutputPolicy, prepare_output
+from misato.provenance import provenance
 from misato.masks.base import check_ratio_range
 from misato.masks.generate import mask_rng
 
 STATE_DIR = ".misato-build"
 BUILD_JSON = "build.json"
+BUILD_POLICY = OutputPolicy(what="build", markers=(BUILD_JSON, f"{STATE_DIR}/settings.json"),
+                            owned=("image", "mask", MANIFEST_NAME, BUILD_JSON, STATE_DIR), can_overwrite=False)
+BUILD_PACKAGES = ("open_clip_torch", "pycocotools", "scikit-learn")
+"""Packages whose versions ``build.json`` records besides the base ones (:mod:`misato.provenance`)."""
 MANIFEST_COLUMNS = (
     "name",
     "index",
@@ -164,41 +169,12 @@ def _describe_generator(generator) -> object:
     return f"{type(generator).__module__}.{type(generator).__qualname__}"
 
 
-def _versions() -> dict[str, str]:
-    from importlib import metadata
-
-    versions = {"misato-bench": __version__, "python": sys.version.split()[0]}
-    for package in ("torch", "open_clip_torch", "scikit-learn", "numpy", "pillow", "pycocotools"):
-        try:
-            versions[package] = metadata.version(package)
-        except metadata.PackageNotFoundError:
-            versions[package] = "not installed"
-    return versions
-
-
 def _state_json(path: Path) -> dict | None:
     return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
 
 
 def _write_json(path: Path, data: object) -> None:
     atomic_write_text(path, json.dumps(data, indent=1, sort_keys=True) + "\n")
-
-
-def _check_output(out: Path, resume: bool, settings: dict) -> bool:
-    """Refuse a non-empty output without ``resume``; return True when the build there is already complete."""
-    if not out.exists() or not any(out.iterdir()):
-        return False
-    if not resume:
-        raise MisatoError(f"output folder {out} is not empty; pass --resume to continue a build there, or choose another")
-    if (out / BUILD_JSON).is_file():
-        return True
-    saved = _state_json(out / STATE_DIR / "settings.json")
-    if saved is None:
-        raise MisatoError(f"{out} is not empty and holds no unfinished build (no {STATE_DIR}/settings.json); choose another folder")
-    if saved != settings:
-        differing = sorted(key for key in set(saved) | set(settings) if saved.get(key) != settings.get(key))
-        raise MisatoError(f"--resume: the build in {out} used different settings ({', '.join(differing)}); use the same options")
-    return False
 
 
 def _plan(sources: list[DomainSource], features, per_domain: int, seed: int) -> tuple[list[dict], list[dict]]:
@@ -290,7 +266,7 @@ def _build_record(
     indices = {name: [row["index"] for row in rows if row["domain"] == name] for name in names}
     return {
         "arguments": arguments,
-        "versions": _versions(),
+        "provenance": provenance(BUILD_PACKAGES),
         "clip": encoder_info,
         "mask_generator": _describe_generator(generator),
         "index_ranges": {name: [min(found), max(found)] for name, found in indices.items() if found},
@@ -349,7 +325,8 @@ def build(
         seed: clustering ``random_state`` and the root of every mask's random stream.
         clip_model, clip_pretrained: the CLIP image encoder (see :func:`misato.build.features.load_clip`).
         device, batch_size, num_workers: feature extraction (device defaults to CUDA when available).
-        feature_cache: cache root for features (default ``~/.cache/misato/clip-features``).
+        feature_cache: cache root for features (default ``$MISATO_CACHE``, i.e. ``~/.cache/misato``; rows go to its
+            ``features/`` folder, see :mod:`misato.cache`).
         resume: continue an interrupted build in ``out``.
         mask_ratio_range: ``(lo, hi)`` hole-ratio range handed to the mask generator; ``lo`` is also the
             minimum ratio a COCO background mask must keep after its objects are removed. None = generator default.
@@ -364,14 +341,12 @@ def build(
     Returns:
         A :class:`BuildReport`.
     """
-    import torch
-
     out = Path(out).expanduser()
     if size < 8 or per_domain < 1:
         raise MisatoError(f"--size must be >= 8 and --per-domain >= 1 (got {size}, {per_domain})")
     mask_ratio_range = check_ratio_range(mask_ratio_range, "--mask-ratio-range")
     min_side = size // 2 if min_side is None else min_side
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = local_device(device)
     given = {
         "flickr_landscape": flickr_landscape,
         "matterport": matterport,
@@ -394,18 +369,23 @@ def build(
         "batch_size": batch_size,  # features' last bits depend on the batch they are computed in
     }
     rank, world = rank_and_world()
-    if _check_output(out, resume, settings):
+    inputs = [value for key, value in given.items() if value is not None and key != "coco_annotations"]
+    previous = prepare_output(out, BUILD_POLICY, resume=resume, inputs=[*inputs, *(folder for _, folder in domains)])
+    if previous is not None and previous.complete:
         if rank == 0 and (out / STATE_DIR).exists():
             shutil.rmtree(out / STATE_DIR)
         return BuildReport(out, already_complete=True)
+    if previous is not None and previous.record != settings:
+        saved = previous.record
+        differing = sorted(key for key in set(saved) | set(settings) if saved.get(key) != settings.get(key))
+        raise MisatoError(f"--resume: the build in {out} used different settings ({', '.join(differing)}); use the same options")
     sources, unannotated = collect_sources(**given, domains=domains)
     generator = mask_generator
     if generator is None:  # made before the long feature stage, so a missing generator fails fast
         objects = mask_objects if mask_objects is not None else coco_annotations
         generator = default_mask_generator(size, mask_ratio_range, objects)
     state = out / STATE_DIR
-    if world > 1:
-        torch.distributed.barrier()  # every rank has checked the output before rank 0 writes into it
+    barrier()  # every rank has checked the output before rank 0 writes into it
     plan = _state_json(state / "plan.json")
     encoder_info = _state_json(state / "encoder.json")
     if plan is None:
@@ -413,7 +393,7 @@ def build(
             _write_json(state / "settings.json", settings)
         encoder = encoder or load_clip(clip_model, clip_pretrained, device, weights_dir)
         encoder_info = encoder.describe()
-        cache_root = Path(feature_cache).expanduser() if feature_cache else _default_cache()
+        cache_root = Path(feature_cache).expanduser() if feature_cache else misato_cache_dir()
         hook = (lambda count: on_step("features", count)) if on_step else None
         features = [
             extract_features(
@@ -449,9 +429,3 @@ def build(
     _write_json(out / BUILD_JSON, report)
     shutil.rmtree(state)
     return BuildReport(out, counts, plan["skipped"])
-
-
-def _default_cache() -> Path:
-    from misato.weights import misato_cache_dir
-
-    return misato_cache_dir() / "clip-features"

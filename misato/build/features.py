@@ -9,19 +9,17 @@ up to 3e-6 for ViT-B-32), and near-ties in the clustering can turn on such bits.
 device type and batch size, and ranks take whole batches. Every feature is therefore computed in the same batch
 whether the run is fresh, resumed or distributed, and the result is bit-identical.
 
-Cache: ``CACHE/<model>__<weights digest>__<device type>-b<batch size>/*.npz`` shards, each holding content hashes
-(sha256 of the file bytes), their feature rows and, for unusable files, the reason. A killed run loses at most
-the rows not yet flushed; shards are written atomically.
+Cache: :class:`misato.cache.FeatureCache` under ``CACHE/features/clip-<model>-<device type>-b<batch size>-<weights
+digest>-v1/``, keyed by the sha256 of each file's bytes, holding the feature row or, for an unusable file, the reason.
+Rows are flushed every :data:`SHARD_ROWS` (and at the end or on interruption); shards are written atomically.
 
-Scale-out: when ``torch.distributed`` is initialised, rank ``r`` of ``W`` takes batches ``r::W`` (batch ``b``
+Scale-out (:mod:`misato.distributed`): when the caller has joined a ``torch.distributed`` group, rank ``r`` of ``W`` takes batches ``r::W`` (batch ``b``
 holds items ``b·B … b·B + B − 1``); the results are gathered back into the original order on every rank.
 """
 from __future__ import annotations
 
-import hashlib
-import io
+import contextlib
 import os
-import re
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -30,8 +28,11 @@ from pathlib import Path
 import numpy as np
 
 from misato.build.readers import SourceImage
+from misato.cache import FeatureCache
+from misato.distributed import all_gather_objects, rank_and_world
 from misato.errors import MisatoError
-from misato.io import atomic_write_bytes
+from misato.hashing import bytes_sha256, file_sha256, state_dict_sha256
+from misato.reproducibility import seeded
 
 DEFAULT_CLIP_MODEL = "ViT-L-14"
 DEFAULT_CLIP_PRETRAINED = "openai"
@@ -63,10 +64,13 @@ class ClipEncoder:
     weights_file: str | None = None
     weights_file_sha256: str | None = None
 
-    @property
-    def cache_key(self) -> str:
-        """Folder name inside the feature cache: model + weights digest."""
-        return f"{re.sub(r'[^A-Za-z0-9_.-]+', '_', Path(self.model_name).name)}__{self.weights_digest[:20]}"
+    def feature_cache(self, root: str | os.PathLike | None, batch_size: int, tag: str) -> FeatureCache:
+        """This encoder's rows in the feature cache under ``root``: keyed by model, weights digest, device type
+        and batch size (a feature's last bits depend on the batch it is computed in)."""
+        import torch
+
+        name = f"clip-{Path(self.model_name).name}-{torch.device(self.device).type}-b{batch_size}"
+        return FeatureCache(name, self.weights_digest, root, version="v1", flush_every=SHARD_ROWS, tag=tag)
 
     def describe(self) -> dict:
         """What ``build.json`` records about the encoder."""
@@ -77,18 +81,6 @@ class ClipEncoder:
             "weights_file_sha256": self.weights_file_sha256,
             "state_dict_sha256": self.weights_digest,
         }
-
-
-def state_dict_digest(model) -> str:
-    """sha256 over a model's state dict in key order (names, dtypes, shapes and raw bytes)."""
-    import torch
-
-    digest = hashlib.sha256()
-    for name, tensor in sorted(model.state_dict().items()):
-        tensor = tensor.detach().cpu().contiguous()
-        digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
-        digest.update(tensor.view(-1).view(torch.uint8).numpy().tobytes())
-    return digest.hexdigest()
 
 
 def _openai_entry(model_name: str):
@@ -122,8 +114,7 @@ def load_clip(
     import torch
 
     weights_file = None
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(init_seed)
+    with seeded(init_seed):  # random initialisation without touching the caller's generator
         try:
             if pretrained == "none":
                 model, _, preprocess = open_clip.create_model_and_transforms(model_name, pretrained=None)
@@ -156,15 +147,13 @@ def load_clip(
     model = model.to(device=device, dtype=torch.float32).eval()
     file_sha = None
     if weights_file is not None:
-        from misato.weights import file_sha256
-
         file_sha = file_sha256(weights_file)
     return ClipEncoder(
         model=model,
         preprocess=preprocess,
         model_name=model_name,
         pretrained=str(pretrained),
-        weights_digest=state_dict_digest(model),
+        weights_digest=state_dict_sha256(model),
         device=str(device),
         weights_file=str(weights_file) if weights_file is not None else None,
         weights_file_sha256=file_sha,
@@ -221,64 +210,10 @@ class FeatureResult:
         return np.array([i for i in range(len(self.hashes)) if i not in self.problems], dtype=np.int64)
 
 
-class FeatureCache:
-    """Cached feature rows for one encoder, keyed by the content hash of the image file."""
-
-    def __init__(self, folder: str | os.PathLike | None, key: str, tag: str = "0"):
-        self.folder = Path(folder) / key if folder is not None else None
-        self.tag = tag
-        self.rows: dict[str, tuple[np.ndarray | None, str]] = {}
-        self.pending: dict[str, tuple[np.ndarray | None, str]] = {}
-        if self.folder is not None and self.folder.is_dir():
-            for shard in sorted(self.folder.glob("*.npz")):
-                self._load(shard)
-
-    def _load(self, shard: Path) -> None:
-        try:
-            with np.load(shard, allow_pickle=False) as data:
-                hashes, features, reasons = data["hashes"], data["features"], data["reasons"]
-        except (OSError, ValueError, KeyError):
-            return  # a damaged shard is ignored: its rows are simply recomputed
-        for digest, row, reason in zip(hashes.tolist(), features, reasons.tolist()):
-            self.rows[digest] = (None if reason else row.astype(np.float32), reason)
-
-    def __contains__(self, digest: str) -> bool:
-        return digest in self.rows
-
-    def get(self, digest: str) -> tuple[np.ndarray | None, str]:
-        return self.rows[digest]
-
-    def add(self, digest: str, row: np.ndarray | None, reason: str) -> None:
-        self.rows[digest] = (row, reason)
-        self.pending[digest] = (row, reason)
-
-    def flush(self, dim: int) -> None:
-        """Write pending rows as a new shard (atomically)."""
-        if self.folder is None or not self.pending:
-            self.pending.clear()
-            return
-        hashes = sorted(self.pending)
-        features = np.full((len(hashes), dim), np.nan, dtype=np.float32)
-        for row_index, digest in enumerate(hashes):
-            row = self.pending[digest][0]
-            if row is not None:
-                features[row_index] = row
-        buffer = io.BytesIO()
-        np.savez(
-            buffer,
-            hashes=np.array(hashes),
-            features=features,
-            reasons=np.array([self.pending[d][1] for d in hashes]),
-        )
-        name = f"{self.tag}-{hashlib.sha256(''.join(hashes).encode()).hexdigest()[:16]}.npz"
-        atomic_write_bytes(self.folder / name, buffer.getvalue())
-        self.pending.clear()
-
-
 def _hash_file(item: SourceImage) -> tuple[str | None, str]:
     """``(sha256 of the file's bytes, "")``, or ``(None, reason)`` when the file cannot be read."""
     try:
-        return hashlib.sha256(item.read_bytes()).hexdigest(), ""
+        return bytes_sha256(item.read_bytes()), ""
     except (OSError, KeyError) as error:
         return None, f"cannot read ({error})"
 
@@ -314,35 +249,6 @@ def _collate(samples):
     return samples
 
 
-def init_distributed_from_env(device: str | None) -> str | None:
-    """Join the process group ``torchrun`` describes (``WORLD_SIZE`` > 1 in the environment).
-
-    Uses NCCL when CUDA is available (each rank on ``cuda:LOCAL_RANK``), gloo otherwise. Returns the device this
-    rank should use (``device`` unchanged for a single process or an explicit CPU device).
-    """
-    import torch
-    import torch.distributed as dist
-
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or dist.is_initialized():
-        return device
-    use_cuda = torch.cuda.is_available() and (device is None or device.startswith("cuda"))
-    dist.init_process_group("nccl" if use_cuda else "gloo")
-    if use_cuda:
-        local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-        torch.cuda.set_device(local_rank)
-        return f"cuda:{local_rank}"
-    return device
-
-
-def rank_and_world() -> tuple[int, int]:
-    """``(rank, world size)`` of the torch.distributed group, ``(0, 1)`` when not initialised."""
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
-
-
 def extract_features(
     items: Sequence[SourceImage],
     encoder: ClipEncoder,
@@ -375,13 +281,19 @@ def extract_features(
     starts = range(0, len(items), batch_size)[rank::world]  # whole batches per rank: same batches as 1 process
     mine = [position for start in starts for position in range(start, min(start + batch_size, len(items)))]
     my_items = [items[position] for position in mine]
-    cache = FeatureCache(cache_dir, f"{encoder.cache_key}__{torch.device(encoder.device).type}-b{batch_size}", f"r{rank}")
+    cache = encoder.feature_cache(cache_dir, batch_size, f"r{rank}") if cache_dir is not None else None
     with ThreadPoolExecutor(max_workers=max(2, num_workers)) as pool:
         hashes, read_errors = zip(*pool.map(_hash_file, my_items)) if my_items else ((), ())
+    known = {d: (cache.get(d), cache.reason(d)) for d in hashes if cache is not None and d in cache}
     batches = [list(range(start, min(start + batch_size, len(my_items)))) for start in range(0, len(my_items), batch_size)]
-    todo = [batch for batch in batches if any(hashes[i] is not None and hashes[i] not in cache for i in batch)]
+    todo = [batch for batch in batches if any(hashes[i] is not None and hashes[i] not in known for i in batch)]
+
+    def record(digest: str, row: np.ndarray | None, reason: str) -> None:
+        known[digest] = (row, reason)
+        if cache is not None:
+            cache.put(digest, row, reason)
+
     computed = 0
-    dim = None
     if todo:
         loader = DataLoader(
             _DecodeDataset(my_items, encoder.preprocess, min_side),
@@ -390,39 +302,30 @@ def extract_features(
             collate_fn=_collate,
         )
         bar = tqdm(total=sum(map(len, todo)), desc=description, unit="img", disable=not progress or rank != 0)
-        try:
+        with bar, cache if cache is not None else contextlib.nullcontext():  # flushed even when interrupted
             for samples in loader:
                 good = [(position, tensor) for position, tensor, _ in samples if tensor is not None]
                 for position, tensor, reason in samples:
                     if tensor is None and hashes[position] is not None:
-                        cache.add(hashes[position], None, reason)
+                        record(hashes[position], None, reason)
                 if good:
                     batch = torch.stack([tensor for _, tensor in good]).to(encoder.device, torch.float32)
                     with torch.inference_mode():
                         output = torch.nn.functional.normalize(encoder.model.encode_image(batch).float(), dim=-1)
-                    rows = output.cpu().numpy().astype(np.float32)
-                    dim = rows.shape[1]
-                    for (position, _), row in zip(good, rows):
-                        cache.add(hashes[position], row, "")
+                    for (position, _), row in zip(good, output.cpu().numpy().astype(np.float32)):
+                        record(hashes[position], row, "")
                 computed += len(samples)
                 bar.update(len(samples))
-                if dim is not None and len(cache.pending) >= SHARD_ROWS:
-                    cache.flush(dim)
                 if on_batch is not None:
                     on_batch(computed)
-        finally:
-            bar.close()
-            if dim is None:
-                dim = _feature_dim(encoder, cache)
-            cache.flush(dim)
-    dim = dim or _feature_dim(encoder, cache)
-    local = np.full((len(my_items), dim), np.nan, dtype=np.float32)
+    dim = next((len(row) for row, _ in known.values() if row is not None), None) or encoder.model.visual.output_dim
+    local = np.full((len(my_items), int(dim)), np.nan, dtype=np.float32)
     local_problems: dict[int, str] = {}
     for index, digest in enumerate(hashes):
         if digest is None:
             local_problems[mine[index]] = read_errors[index]
             continue
-        row, reason = cache.get(digest)
+        row, reason = known[digest]
         if row is None:
             local_problems[mine[index]] = reason
         else:
@@ -430,22 +333,9 @@ def extract_features(
     return _gather(len(items), mine, local, local_problems, list(hashes), computed)
 
 
-def _feature_dim(encoder: ClipEncoder, cache: FeatureCache) -> int:
-    for row, _ in cache.rows.values():
-        if row is not None:
-            return int(row.shape[0])
-    return int(encoder.model.visual.output_dim)
-
-
 def _gather(total: int, mine: list[int], local: np.ndarray, problems: dict[int, str], hashes: list[str], computed: int) -> FeatureResult:
     """Combine every rank's share into the original order (no-op for a single process)."""
-    import torch.distributed as dist
-
-    rank, world = rank_and_world()
-    shares = [(mine, local, problems, hashes, computed)]
-    if world > 1:
-        shares = [None] * world
-        dist.all_gather_object(shares, (mine, local, problems, hashes, computed))
+    shares = all_gather_objects((mine, local, problems, hashes, computed))
     features = np.full((total, local.shape[1]), np.nan, dtype=np.float32)
     all_problems: dict[int, str] = {}
     all_hashes = [""] * total

@@ -10,22 +10,23 @@ import csv
 import io
 import json
 import os
-import re
 from pathlib import Path
 
 import numpy as np
 
-from misato import __version__
 from misato.errors import MisatoError
 from misato.io import atomic_write_text, read_mask, write_mask
 from misato.masks.base import hole_ratio
 from misato.masks.presets import make_generator
+from misato.outputs import OutputPolicy, prepare_output
+from misato.provenance import provenance
 
 CSV_NAME = "masks.csv"
 PARAMS_NAME = "masks.json"
 CSV_COLUMNS = ("name", "kinds", "hole_ratio", "seed", "index")
 KIND_SEPARATOR = "+"
-_MASK_FILE = re.compile(r"^\d{5,}\.png$")
+MASKS_POLICY = OutputPolicy(what="mask set", markers=(PARAMS_NAME,),
+                            owned=("[0-9][0-9][0-9][0-9][0-9]*.png", CSV_NAME, PARAMS_NAME))
 
 
 def mask_rng(seed: int, index: int) -> np.random.Generator:
@@ -38,29 +39,7 @@ def mask_name(index: int, n: int) -> str:
     return f"{index:0{max(5, len(str(n - 1)))}d}"
 
 
-def _prepare_folder(out: Path, run: dict, resume: bool, overwrite: bool) -> None:
-    """Refuse a non-empty folder unless resuming the same run or overwriting; clear our files on overwrite."""
-    if resume and overwrite:
-        raise MisatoError("choose either --resume or --overwrite, not both")
-    if out.exists() and not out.is_dir():
-        raise MisatoError(f"mask output {out} exists and is not a folder")
-    existing = [p for p in out.iterdir() if not p.name.startswith(".")] if out.is_dir() else []
-    if not existing:
-        return
-    if overwrite:
-        for path in existing:
-            if _MASK_FILE.match(path.name) or path.name in (CSV_NAME, PARAMS_NAME):
-                path.unlink()
-        return
-    if not resume:
-        raise MisatoError(f"mask output folder {out} is not empty; pass --resume to continue it or --overwrite to replace it")
-    params_path = out / PARAMS_NAME
-    if not params_path.is_file():
-        raise MisatoError(f"{out}: cannot resume, {PARAMS_NAME} is missing (not a `misato masks` folder?); use --overwrite")
-    try:
-        previous = json.loads(params_path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as error:
-        raise MisatoError(f"{params_path}: unreadable ({error}); cannot resume, use --overwrite") from None
+def _check_same_run(out: Path, previous: dict, run: dict) -> None:
     differing = [key for key in ("preset", "size", "seed", "generator") if previous.get(key) != run[key]]
     if differing:
         raise MisatoError(f"{out}: cannot resume, it was generated with different {', '.join(differing)}; use --overwrite")
@@ -84,10 +63,12 @@ def generate_masks(preset: str, n: int, size: int, seed: int, out: str | os.Path
     generator = make_generator(preset, size, ratio_range, objects)
     out = Path(out)
     run = {"preset": preset, "size": int(size), "seed": int(seed), "generator": generator.parameters()}
-    _prepare_folder(out, run, resume, overwrite)
+    previous = prepare_output(out, MASKS_POLICY, resume=resume, overwrite=overwrite)
+    if previous is not None:
+        _check_same_run(out, previous.record, run)
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / PARAMS_NAME, json.dumps({**run, "n": int(n), "complete": False,
-                                                     "misato_version": __version__}, indent=2))
+    record = {**run, "n": int(n), "complete": False, "provenance": provenance()}
+    atomic_write_text(out / PARAMS_NAME, json.dumps(record, indent=2))
     rows = []
     for index in tqdm(range(int(n)), desc=f"masks {preset}", unit="mask", disable=not progress):
         name = mask_name(index, int(n))
@@ -105,6 +86,5 @@ def generate_masks(preset: str, n: int, size: int, seed: int, out: str | os.Path
     writer.writerow(CSV_COLUMNS)
     writer.writerows(rows)
     atomic_write_text(out / CSV_NAME, buffer.getvalue())
-    atomic_write_text(out / PARAMS_NAME, json.dumps({**run, "n": int(n), "complete": True,
-                                                     "misato_version": __version__}, indent=2))
+    atomic_write_text(out / PARAMS_NAME, json.dumps({**record, "complete": True}, indent=2))
     return out / CSV_NAME

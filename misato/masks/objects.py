@@ -29,7 +29,7 @@ import numpy as np
 from misato.errors import MisatoError
 from misato.io import list_images, read_mask
 from misato.masks.base import MAX_ATTEMPTS, Kinds, MaskSampler
-from misato.weights import file_sha256
+from misato.hashing import file_sha256
 
 COCO_MIN_AREA = 0.02
 COCO_MAX_AREA = 0.3

@@ -65,3 +65,26 @@ def test_assemble_refuses_bad_sources(tmp_path, pieces):
         assemble(sd, tmp_path / "out", mae=root / "absent.pth")
     with pytest.raises(MisatoError, match="--decoder kl_vae"):
         assemble(sd, tmp_path / "out", decoder="kl_vae")
+
+
+def test_assemble_overwrite_replaces_only_an_assembly_and_leaves_global_rng_alone(tmp_path, pieces):
+    _, sd, _, _ = pieces
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep")
+    with pytest.raises(MisatoError, match="holds no assembly.json"):
+        assemble(sd, mine, decoder="kl-vae", overwrite=True)
+    with pytest.raises(MisatoError, match="inside the input folder"):
+        assemble(sd, sd / "asuka", decoder="kl-vae")
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    record = assemble(sd, tmp_path / "a", decoder="none", seed=1)
+    assert torch.equal(torch.rand(3), expected)  # the caller's random stream is untouched
+    assert set(record["provenance"]) == {"misato_version", "python", "packages", "weights_sha256"}
+    (tmp_path / "a" / "notes.txt").write_text("kept")
+    assemble(sd, tmp_path / "a", decoder="none", seed=1, overwrite=True)
+    assert (tmp_path / "a" / "notes.txt").read_text() == "kept"
+    assemble(sd, tmp_path / "b", decoder="none", seed=1)
+    for part in ("mae/diffusion_pytorch_model.safetensors", "decoder/diffusion_pytorch_model.safetensors"):
+        assert (tmp_path / "a" / part).read_bytes() == (tmp_path / "b" / part).read_bytes()

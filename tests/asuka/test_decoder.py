@@ -139,14 +139,15 @@ def test_incomplete_checkpoint_is_reported(tmp_path, vae, decoder):
     state = to_ldm_layout(decoder)
     state.pop("decoder.up.1.block.0.conv1.weight")
     torch.save({"state_dict": state}, tmp_path / "broken.ckpt")
-    with pytest.raises(MisatoError, match=r"missing from the file \(1\): decoder\.up_blocks\.2\.resnets\.0\.conv1"):
+    with pytest.raises(MisatoError, match=r"missing keys: decoder\.up_blocks\.2\.resnets\.0\.conv1"):
         load_decoder_checkpoint(tmp_path / "broken.ckpt", vae=vae)
 
 
 def test_unreadable_checkpoint(tmp_path):
     (tmp_path / "junk.ckpt").write_bytes(b"not a checkpoint")
-    with pytest.raises(MisatoError, match="cannot read"):
+    with pytest.raises(MisatoError, match=r"junk\.ckpt: not a checkpoint of an inpainting decoder \(") as error:
         load_decoder_checkpoint(tmp_path / "junk.ckpt")
+    assert "\n" not in str(error.value) and "weights_only" not in str(error.value)
 
 
 def test_asymmetric_variant_equals_diffusers_asymmetric_autoencoder(tmp_path):

@@ -73,3 +73,66 @@ def test_resume_refuses_another_method_and_bad_limits(tmp_path):
     (out / "run.json").write_text("{broken")
     with pytest.raises(MisatoError, match="damaged"):
         run_method(create_method("telea"), data, out, resume=True, progress=False)
+
+
+class _Counting:
+    """Wraps a method and records which images it was asked to inpaint."""
+
+    def __init__(self, method):
+        self.method, self.seen = method, []
+        self.name = method.name
+
+    def describe(self):
+        return self.method.describe()
+
+    def inpaint(self, images, masks, seeds):
+        self.seen.append(len(images))
+        return self.method.inpaint(images, masks, seeds)
+
+
+def test_resume_fills_in_outputs_deleted_from_a_complete_run(tmp_path):
+    data = write_misato_folder(tmp_path / "data", n=4, size=32)
+    out = tmp_path / "pred"
+    run_method(create_method("telea"), data, out, progress=False)
+    reference = {p.name: p.read_bytes() for p in out.glob("*.png")}
+    (out / "0001.png").unlink()
+    (out / "0003.png").unlink()
+    counting = _Counting(create_method("telea"))
+    record = run_method(counting, data, out, resume=True, progress=False)
+    assert sum(counting.seen) == 2 and record["computed"] == 2 and record["complete"]
+    assert {p.name: p.read_bytes() for p in out.glob("*.png")} == reference
+    again = _Counting(create_method("telea"))
+    assert run_method(again, data, out, resume=True, progress=False)["computed"] == 0 and again.seen == []
+
+
+def test_a_limited_trial_run_is_extended_with_resume(tmp_path):
+    data = write_misato_folder(tmp_path / "data", n=5, size=32)
+    full = tmp_path / "full"
+    run_method(create_method("telea"), data, full, progress=False)
+    out = tmp_path / "pred"
+    trial = run_method(create_method("telea"), data, out, limit=2, progress=False)
+    assert trial["complete"] and trial["n_images"] == 2 and sorted(list_images(out)) == ["0000", "0001"]
+    with pytest.raises(MisatoError, match="holds a complete run; pass --resume"):
+        run_method(create_method("telea"), data, out, limit=4, progress=False)
+    counting = _Counting(create_method("telea"))
+    assert run_method(counting, data, out, limit=4, resume=True, progress=False)["n_images"] == 4
+    assert sum(counting.seen) == 2
+    counting = _Counting(create_method("telea"))
+    record = run_method(counting, data, out, resume=True, progress=False)
+    assert sum(counting.seen) == 1 and record["n_images"] == 5 and record["limit"] is None
+    assert {p.name: p.read_bytes() for p in out.glob("*.png")} == {p.name: p.read_bytes() for p in full.glob("*.png")}
+
+
+def test_overwrite_deletes_only_what_a_run_wrote(tmp_path):
+    data = write_misato_folder(tmp_path / "data", n=2, size=32)
+    out = tmp_path / "pred"
+    run_method(create_method("telea"), data, out, progress=False)
+    (out / "notes.txt").write_text("the user's")
+    (out / "9999.png").write_bytes(b"stale output of an earlier, larger run")
+    record = run_method(create_method("navier-stokes"), data, out, overwrite=True, progress=False)
+    assert record["method"] == "navier-stokes" and (out / "notes.txt").read_text() == "the user's"
+    assert sorted(p.name for p in out.glob("*.png")) == ["0000.png", "0001.png"]
+    assert set(record["provenance"]) == {"misato_version", "python", "packages"}
+    assert json.loads((out / "run.json").read_text()) == record
+    with pytest.raises(MisatoError, match="either --resume or --overwrite"):
+        run_method(create_method("telea"), data, out, overwrite=True, resume=True, progress=False)

@@ -10,6 +10,7 @@ import torch
 from evaluate import evaluate_folder
 from evaluate.features import build_feature_extractor, build_lpips, save_random_official_weights
 from evaluate.functional import composite, fid, inception_discriminative_scores
+from misato.distributed import init_from_env
 from misato.io import read_image, read_mask_uint8
 from misato.weights import get_entry
 from tests.helpers import write_misato_folder, write_predictions
@@ -113,6 +114,7 @@ def _free_port() -> int:
 def _rank_main(rank, world, port, data, weights, out):
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE=str(world), RANK=str(rank))
     torch.set_num_threads(1)
+    init_from_env("cpu")  # as the CLI does: library calls never join a group themselves
     gt, pred = data
     evaluate_folder(pred, gt, out, inception_weights=weights["inception-v3-imagenet"],
                     alexnet_weights=weights["alexnet"], ids_pca=4, batch_size=1, use_cache=False, progress=False)

@@ -14,7 +14,7 @@ import scipy.linalg
 import torch
 
 from evaluate.features import build_feature_extractor, build_lpips
-from evaluate.features.common import read_state_dict
+from misato.checkpoint import read_state_dict
 from misato import weights
 from misato.weights_pypi import member_cache_path
 

@@ -104,7 +104,7 @@ def test_layout_manifest_and_report(built):
     assert info["counts"]["landscape"] == {"found": 9, "skipped": 2, "written": PER_DOMAIN}
     assert info["index_ranges"]["indoor"] == [PER_DOMAIN, 2 * PER_DOMAIN - 1]
     assert info["clip"]["pretrained"] == "none" and len(info["clip"]["state_dict_sha256"]) == 64
-    assert info["versions"]["scikit-learn"] and info["mask_generator"]["name"] == "test-boxes"
+    assert info["provenance"]["packages"]["scikit-learn"] and info["mask_generator"]["name"] == "test-boxes"
     assert report.counts == {d: PER_DOMAIN for d in ("landscape", "indoor", "building", "background", "mine")}
     assert verify(out) == []
 
@@ -185,7 +185,7 @@ def test_interrupted_build_resumes_byte_identical(tmp_path, raw, encoder, stage,
     with pytest.raises(KeyboardInterrupt):
         run(target, raw, encoder, tmp_path / "cache", on_step=stop, batch_size=2)
     assert (target / ".misato-build").is_dir() and not (target / "build.json").exists()
-    with pytest.raises(MisatoError, match="not empty; pass --resume"):
+    with pytest.raises(MisatoError, match="not empty: it holds an unfinished build; pass --resume"):
         run(target, raw, encoder, tmp_path / "cache")
     with pytest.raises(MisatoError, match="different settings .*seed"):
         run(target, raw, encoder, tmp_path / "cache", resume=True, seed=5)
@@ -206,8 +206,8 @@ def test_feature_cache_is_reused(tmp_path, raw, encoder):
     again = extract_features(items, encoder, tmp_path / "cache", batch_size=3, min_side=16, progress=False)
     assert again.computed == 0
     assert np.array_equal(np.nan_to_num(first.features), np.nan_to_num(again.features)) and again.problems == first.problems
-    shards = list((tmp_path / "cache").rglob("*.npz"))
-    assert shards and all(encoder.cache_key in str(s) for s in shards)
+    shards = list((tmp_path / "cache").rglob("*.npy"))
+    assert shards and all(encoder.weights_digest[:16] in s.parent.name and "-b3-" in s.parent.name for s in shards)
 
 
 def test_workers_give_the_same_features(tmp_path, raw, encoder):
@@ -235,10 +235,13 @@ def test_bad_inputs(tmp_path, raw, encoder):
     (tmp_path / "full" / "x.txt").write_text("x")
     with pytest.raises(MisatoError, match="not empty"):
         run(tmp_path / "full", {"flickr_landscape": raw["flickr_landscape"]}, encoder, None)
-    with pytest.raises(MisatoError, match="holds no unfinished build"):
+    with pytest.raises(MisatoError, match="not empty and holds no build.json; choose another folder$"):
         run(tmp_path / "full", {"flickr_landscape": raw["flickr_landscape"]}, encoder, None, resume=True)
     with pytest.raises(MisatoError, match="mask-ratio-range"):
         run(tmp_path / "g", {"flickr_landscape": raw["flickr_landscape"]}, encoder, None, mask_ratio_range=(0.5, 0.2))
+    for inside in (raw["flickr_landscape"], Path(raw["flickr_landscape"]) / "misato"):
+        with pytest.raises(MisatoError, match="lies inside the input folder"):
+            run(inside, {"flickr_landscape": raw["flickr_landscape"]}, encoder, None)
 
 
 def test_coco_images_whose_size_differs_from_the_annotations_are_skipped(tmp_path, encoder):

@@ -71,8 +71,11 @@ def test_resume_overwrite_and_refusal(tmp_path):
     other = tmp_path / "other"
     other.mkdir()
     (other / "notes.txt").write_text("mine")
-    with pytest.raises(MisatoError, match="cannot resume"):
+    with pytest.raises(MisatoError, match="not empty and holds no masks.json"):
         generate_masks("rect", 3, 64, 5, other, resume=True, progress=False)
+    with pytest.raises(MisatoError, match="not empty and holds no masks.json"):
+        generate_masks("rect", 3, 64, 5, other, overwrite=True, progress=False)
+    assert (other / "notes.txt").read_text() == "mine"
     with pytest.raises(MisatoError, match="at least 1"):
         generate_masks("rect", 0, 64, 5, tmp_path / "zero", progress=False)
 

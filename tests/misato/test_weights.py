@@ -2,7 +2,7 @@ import hashlib
 
 import pytest
 
-from misato import weights
+from misato import hashing, weights
 from misato.cli import main
 from misato.errors import MisatoError
 
@@ -111,8 +111,8 @@ def test_large_file_digests_are_remembered_across_runs(tmp_path, fake_entry, mon
     big.write_bytes(bytes(range(256)) * 8192)  # 2 MiB
     expected = hashlib.sha256(big.read_bytes()).hexdigest()
     assert weights.file_sha256(big) == expected
-    assert (tmp_path / "cache" / weights.HASH_MEMO_NAME).is_file()
-    monkeypatch.setattr(weights, "_HASH_CACHE", {})  # a new process: only the on-disk memo is left
+    assert (tmp_path / "cache" / hashing.HASH_MEMO_NAME).is_file()
+    monkeypatch.setattr(hashing, "_HASH_CACHE", {})  # a new process: only the on-disk memo is left
     real_open = builtins.open
     monkeypatch.setattr(builtins, "open", lambda p, *a, **k: (_ for _ in ()).throw(AssertionError("re-read"))
                         if str(p) == str(big) else real_open(p, *a, **k))
@@ -120,6 +120,19 @@ def test_large_file_digests_are_remembered_across_runs(tmp_path, fake_entry, mon
     monkeypatch.setattr(builtins, "open", real_open)
     big.write_bytes(b"x" * (2 << 20))  # changed content, new modification time: hashed again
     assert weights.file_sha256(big) == hashlib.sha256(b"x" * (2 << 20)).hexdigest()
-    (tmp_path / "cache" / weights.HASH_MEMO_NAME).write_text("not json")
-    monkeypatch.setattr(weights, "_HASH_CACHE", {})
+    (tmp_path / "cache" / hashing.HASH_MEMO_NAME).write_text("not json")
+    monkeypatch.setattr(hashing, "_HASH_CACHE", {})
     assert weights.file_sha256(big) == hashlib.sha256(b"x" * (2 << 20)).hexdigest()  # damaged memo ignored
+
+
+def test_docs_list_every_registry_entry_and_its_digest_kind():
+    from pathlib import Path
+
+    text = (Path(__file__).parents[2] / "docs" / "weights.md").read_text()
+    for entry in weights.REGISTRY.values():
+        assert f"| `{entry.name}` | `{entry.filename}` |" in text, entry.name
+        assert len(entry.sha256) in (8, 64) and int(entry.sha256, 16) >= 0
+        kinds = [line.split("|")[2].strip() for line in text.splitlines()
+                 if line.startswith("|") and f"`{entry.name}`" in line.split("|")[1]]
+        stated = [kind for kind in kinds if kind in ("full sha256", "8-hex prefix only")]
+        assert stated == ["full sha256" if len(entry.sha256) == 64 else "8-hex prefix only"], entry.name

@@ -1,0 +1,133 @@
+"""The one output-folder policy of every long job (build, masks, runner, demo, assemble, evaluate).
+
+- Outputs never lie on or inside an input folder (:func:`check_output_location`).
+- A job's folder is identified by its record file (the *marker*: ``run.json``, ``build.json``, …). An empty or
+  missing folder is fresh. A non-empty folder without a marker is never touched: not resumed, not overwritten.
+- ``resume`` continues the job recorded there (the caller checks the record's settings and finds what is
+  missing); a complete job may be resumed too, which fills in what was deleted or extends it.
+- ``overwrite`` deletes only what the job writes (the policy's ``owned`` patterns), nothing else in the folder.
+- Without either, a folder holding a job is refused with a message saying which option continues or replaces it.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from misato.errors import MisatoError
+
+
+def check_output_location(out: str | os.PathLike, inputs: Iterable[str | os.PathLike]) -> None:
+    """Refuse an output folder that is, or lies inside, one of the input folders (inputs are never written).
+
+    Raises:
+        MisatoError: naming the output and the input folder it lies in.
+    """
+    out = Path(out).resolve()
+    for folder in inputs:
+        folder = Path(folder).resolve()
+        if out == folder or folder in out.parents:
+            raise MisatoError(f"output folder {out} lies inside the input folder {folder}; choose another place")
+
+
+@dataclass(frozen=True)
+class OutputPolicy:
+    """How one kind of job recognises and clears its output folder.
+
+    Attributes:
+        what: the job's name in messages (``"run"``, ``"build"``, ``"mask set"``).
+        markers: record files (relative paths) identifying the job's folder, in order; a record found under
+            the first is complete unless it says ``"complete": false``; under a later one (a state file of an
+            unfinished job) it is unfinished unless it says ``"complete": true``.
+        owned: glob patterns (relative to the folder) of everything the job writes, deleted by ``overwrite``.
+        can_resume, can_overwrite: whether the job offers ``--resume`` / ``--overwrite`` (messages only mention
+            options that exist).
+    """
+
+    what: str
+    markers: tuple[str, ...]
+    owned: tuple[str, ...]
+    can_resume: bool = True
+    can_overwrite: bool = True
+
+
+@dataclass(frozen=True)
+class PreviousOutput:
+    """The job found in an output folder being resumed: its record, which marker held it, and whether the job
+    was complete."""
+
+    record: dict[str, Any]
+    marker: Path
+    complete: bool
+
+
+TEMPORARY_FILES = ".*.tmp"
+"""Pattern of the temporary files atomic writes leave when killed (:func:`misato.io.atomic_write_bytes`)."""
+
+
+def _owned_paths(out: Path, policy: OutputPolicy) -> list[Path]:
+    found = {path for pattern in (*policy.owned, TEMPORARY_FILES) for path in out.glob(pattern)}
+    return sorted(found, key=lambda p: len(p.parts), reverse=True)  # deepest first
+
+
+def read_record(path: Path) -> dict[str, Any]:
+    """A JSON record file; a damaged one is an error (never silently replaced)."""
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        raise MisatoError(f"{path} is damaged ({error}); move the folder aside or choose another output") from None
+    if not isinstance(record, dict):
+        raise MisatoError(f"{path} is not a record of this toolkit; move the folder aside or choose another output")
+    return record
+
+
+def prepare_output(out: str | os.PathLike, policy: OutputPolicy, *, resume: bool = False, overwrite: bool = False,
+                   inputs: Iterable[str | os.PathLike] = ()) -> PreviousOutput | None:
+    """Apply the policy (module docstring) to ``out`` before a job writes there.
+
+    Args:
+        out: the output folder (need not exist).
+        policy: the job's :class:`OutputPolicy`.
+        resume: continue the job recorded in ``out``.
+        overwrite: delete what a previous job of this kind wrote in ``out`` (only that) and start afresh.
+        inputs: folders the job reads; ``out`` must not be or lie inside one.
+    Returns:
+        The previous job when resuming one; None when the job starts afresh (``out`` missing, empty, or cleared).
+    Raises:
+        MisatoError: ``out`` inside an input, not a folder, foreign content, a damaged record, both options, or
+        a job already there without ``resume``/``overwrite``.
+    """
+    out = Path(out)
+    check_output_location(out, inputs)
+    if resume and overwrite:
+        raise MisatoError("choose either --resume or --overwrite, not both")
+    if out.exists() and not out.is_dir():
+        raise MisatoError(f"output {out} exists and is not a folder")
+    owned = set(_owned_paths(out, policy)) if out.is_dir() else set()
+    entries = [p for p in out.iterdir() if not p.name.startswith(".") or p in owned] if out.is_dir() else []
+    if not entries:
+        return None
+    marker = next((out / name for name in policy.markers if (out / name).is_file()), None)
+    if marker is None:
+        replace = " (--overwrite only replaces a folder a {} wrote)".format(policy.what) if policy.can_overwrite else ""
+        raise MisatoError(f"{out} is not empty and holds no {policy.markers[0]}; choose another folder{replace}")
+    record = read_record(marker)
+    complete = bool(record.get("complete", marker == out / policy.markers[0]))
+    if overwrite:
+        for path in _owned_paths(out, policy):
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            else:
+                path.unlink(missing_ok=True)
+        return None
+    if resume:
+        return PreviousOutput(record, marker, complete)
+    options = [option for option, offered in (("--resume to continue or complete it", policy.can_resume),
+                                              ("--overwrite to replace it", policy.can_overwrite)) if offered]
+    state = "a complete" if complete else "an unfinished"
+    advice = f"pass {' or '.join(options)}, or choose another folder" if options else "choose another folder"
+    raise MisatoError(f"{out} is not empty: it holds {state} {policy.what}; {advice}")

@@ -1,0 +1,72 @@
+import json
+
+import pytest
+
+from misato.errors import MisatoError
+from misato.outputs import OutputPolicy, check_output_location, prepare_output
+
+POLICY = OutputPolicy(what="job", markers=("job.json", ".state/settings.json"), owned=("*.png", "job.json", ".state"))
+
+
+def test_fresh_folders_and_foreign_content(tmp_path):
+    assert prepare_output(tmp_path / "new", POLICY) is None
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / ".DS_Store").write_text("")  # hidden files the job does not own do not count
+    assert prepare_output(tmp_path / "empty", POLICY) is None
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "a.png").write_text("user's")
+    for options in ({}, {"resume": True}, {"overwrite": True}):
+        with pytest.raises(MisatoError, match="is not empty and holds no job.json; choose another folder"):
+            prepare_output(foreign, POLICY, **options)
+    assert (foreign / "a.png").read_text() == "user's"
+    (tmp_path / "file").write_text("")
+    with pytest.raises(MisatoError, match="exists and is not a folder"):
+        prepare_output(tmp_path / "file", POLICY)
+    with pytest.raises(MisatoError, match="either --resume or --overwrite"):
+        prepare_output(tmp_path / "new", POLICY, resume=True, overwrite=True)
+
+
+def test_complete_and_unfinished_jobs(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "0.png").write_text("")
+    (out / "job.json").write_text(json.dumps({"seed": 1}))  # first marker, no flag: complete
+    with pytest.raises(MisatoError, match="holds a complete job; pass --resume to continue or complete it or "
+                                          "--overwrite to replace it, or choose another folder"):
+        prepare_output(out, POLICY)
+    previous = prepare_output(out, POLICY, resume=True)
+    assert previous.complete and previous.record == {"seed": 1} and previous.marker == out / "job.json"
+    (out / "job.json").unlink()
+    (out / ".state").mkdir()
+    (out / ".state" / "settings.json").write_text("{}")  # a later marker: unfinished
+    with pytest.raises(MisatoError, match="holds an unfinished job"):
+        prepare_output(out, POLICY)
+    assert not prepare_output(out, POLICY, resume=True).complete
+    (out / ".state" / "settings.json").write_text("{broken")
+    with pytest.raises(MisatoError, match="damaged"):
+        prepare_output(out, POLICY, resume=True)
+    no_options = OutputPolicy(what="demo", markers=("job.json",), owned=("job.json",), can_resume=False,
+                              can_overwrite=False)
+    (out / "job.json").write_text(json.dumps({"complete": False}))
+    with pytest.raises(MisatoError, match="holds an unfinished demo; choose another folder$"):
+        prepare_output(out, no_options)
+
+
+def test_overwrite_deletes_only_what_the_job_owns(tmp_path):
+    out = tmp_path / "out"
+    (out / ".state").mkdir(parents=True)
+    (out / ".state" / "plan.json").write_text("{}")
+    for name in ("0.png", "1.png", "job.json", ".0.png.x1.tmp"):
+        (out / name).write_text("{}")
+    (out / "notes.txt").write_text("mine")
+    assert prepare_output(out, POLICY, overwrite=True) is None
+    assert sorted(p.name for p in out.iterdir()) == ["notes.txt"]
+
+
+def test_outputs_never_on_or_inside_an_input(tmp_path):
+    (tmp_path / "in" / "sub").mkdir(parents=True)
+    for bad in (tmp_path / "in", tmp_path / "in" / "sub" / "out"):
+        with pytest.raises(MisatoError, match="lies inside the input folder"):
+            prepare_output(bad, POLICY, inputs=[tmp_path / "in"])
+    check_output_location(tmp_path / "elsewhere", [tmp_path / "in"])
