@@ -402,3 +402,16 @@ CLIP_VIT_L_14_OPENAI = register(
         preprocessing="RGB; resize short side 224 (bicubic), centre crop 224, OpenAI CLIP mean/std",
     )
 )
+
+MAT_PLACES_512 = register(
+    WeightEntry(
+        name="mat-places512",
+        filename="Places_512_FullData_G.pth",
+        url="https://github.com/Sanster/models/releases/download/add_mat/Places_512_FullData_G.pth",
+        sha256="",  # not published: IOPaint gives only the md5 8ca927835fa3f5e21d65ffcb165377ed
+        description="MAT generator trained on Places2 at 512 (fenglinglwb/MAT Places_512_FullData.pkl, G_ema), as "
+        "the plain state dict IOPaint distributes; CC BY-NC 4.0; the official .pkl loads too when passed explicitly",
+        preprocessing="RGB in [-1,1]; mask 1 = known; sides padded to a multiple of 512; z = "
+        "RandomState(240).randn(1, 512); truncation 1; noise mode const",
+    )
+)
