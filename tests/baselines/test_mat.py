@@ -8,6 +8,7 @@ end in the slow tier (about a minute per forward on 2 CPU cores).
 from __future__ import annotations
 
 import copy
+import json
 import pickle
 import sys
 import types
@@ -19,9 +20,11 @@ import torch
 import torch.nn.functional as F
 
 from baselines import mat_net
-from baselines.base import create_method, get_spec
+from baselines.base import create_method, get_spec, image_seed
 from baselines.mat import MATInpaint
+from baselines.runner import run_method
 from misato.errors import MisatoError
+from tests.helpers import write_misato_folder
 
 FULL_SIZE_PARAMETERS = 61_562_518
 """Parameters of Generator(z_dim=512, c_dim=0, w_dim=512, img_resolution=512, img_channels=3), counted by
@@ -261,7 +264,7 @@ class RecordingNetwork:
 
     def __call__(self, images_in, masks_in, z, truncation_psi, noise_mode, generator):
         self.calls.append(dict(images_in=images_in, masks_in=masks_in, z=z, truncation_psi=truncation_psi,
-                               noise_mode=noise_mode))
+                               noise_mode=noise_mode, seed=generator.initial_seed()))
         return torch.full_like(images_in, self.value)
 
 
@@ -296,6 +299,17 @@ def test_image_without_hole_is_returned_unchanged(adapter, sample):
     out = spy.inpaint_one(image, np.zeros(image.shape[:2], bool), 1)
     np.testing.assert_array_equal(out, image)
     assert spy.generator.calls == []
+
+
+def test_runner_gives_image_seeds_and_records_the_inference(adapter, tmp_path):
+    data = write_misato_folder(tmp_path / "data", n=2, size=64)
+    spy = copy.copy(adapter)
+    spy.generator = RecordingNetwork(0.0)
+    record = run_method(spy, data, tmp_path / "pred", seed=3, progress=False)
+    assert sorted(call["seed"] for call in spy.generator.calls) == sorted(image_seed(3, n) for n in ("0000", "0001"))
+    saved = json.loads((tmp_path / "pred" / "run.json").read_text())
+    assert saved["noise_mode"] == record["noise_mode"] == "const" and saved["latent"] == record["latent"]
+    assert sorted(p.name for p in (tmp_path / "pred").glob("*.png")) == ["0000.png", "0001.png"]
 
 
 def test_describe_records_the_inference(adapter, state_file):
