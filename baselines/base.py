@@ -60,6 +60,17 @@ def image_seed(seed: int, name: str) -> int:
     return int.from_bytes(digest[:4], "little")
 
 
+def check_device(device: str):
+    """The torch device for a ``--device`` value (cpu, cuda[:N], mps); a clear error for an unusable one."""
+    import torch
+
+    if not device.startswith(("cpu", "cuda", "mps")):
+        raise MisatoError(f"--device must be cpu, cuda[:N] or mps, got {device!r}")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise MisatoError(f"--device {device}: no CUDA device is available here; use --device cpu")
+    return torch.device(device)
+
+
 @dataclasses.dataclass(frozen=True)
 class MethodOption:
     """One keyword option of a method's factory, exposed by ``misato inpaint`` as ``--name-with-dashes``.
@@ -98,7 +109,9 @@ class MethodSpec:
         name: the ``--method`` name.
         factory: ``factory(**options) -> InpaintingMethod``.
         options: the keyword options the factory accepts from the command line.
-        weights: names of the weights-registry entries (:mod:`misato.weights`) the method loads.
+        weights: names of the weights-registry entries (:mod:`misato.weights`) the method needs.
+        locate: for a method that finds its weights itself, ``locate() -> (path, origin) | None``; ``misato
+            methods`` calls it to say whether the method is ready (default: every entry of ``weights`` found).
         description: one line for ``misato methods``.
         gpu_advised: True when a CPU run is impractically slow at benchmark scale.
     """
@@ -109,6 +122,7 @@ class MethodSpec:
     weights: tuple[str, ...] = ()
     description: str = ""
     gpu_advised: bool = False
+    locate: Callable[[], Any] | None = None
 
     def __post_init__(self) -> None:
         names = [option.name for option in self.options]
@@ -132,13 +146,14 @@ def register_method(
     weights: tuple[str, ...] | list[str] = (),
     description: str = "",
     gpu_advised: bool = False,
+    locate: Callable[[], Any] | None = None,
 ) -> MethodSpec:
     """Make ``factory(**options)`` available as method ``name``.
 
     Raises:
         MisatoError: ``name`` is already registered (a plug-in may not silently replace a method).
     """
-    spec = MethodSpec(name, factory, tuple(options), tuple(weights), description, gpu_advised)
+    spec = MethodSpec(name, factory, tuple(options), tuple(weights), description, gpu_advised, locate)
     _add(spec)
     return spec
 
@@ -173,6 +188,8 @@ def _load_adapters() -> None:
     _LOADED = True
     import baselines.opencv  # noqa: F401  (telea, navier-stokes)
     import baselines.diffusion  # noqa: F401  (asuka, sd, sd-text, sd-prompt)
+    import baselines.torchscript  # noqa: F401  (torchscript)
+    import baselines.lama  # noqa: F401  (lama)
     import baselines.mat  # noqa: F401  (mat)
     from importlib.metadata import entry_points
 

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from baselines.base import InpaintingMethod, MethodOption, register_method
+from baselines.base import InpaintingMethod, MethodOption, check_device, register_method
 from misato.errors import MisatoError
 from misato.io import binarize_mask
 
@@ -94,11 +94,7 @@ class DiffusionInpaint(InpaintingMethod):
         self.steps = int(steps)
         self.paste_back = bool(paste_back)
         self.guidance_scale = float(guidance_scale)
-        if not device.startswith(("cpu", "cuda", "mps")):
-            raise MisatoError(f"--device must be cpu, cuda[:N] or mps, got {device!r}")
-        if device.startswith("cuda") and not torch.cuda.is_available():
-            raise MisatoError(f"--device {device}: no CUDA device is available here; use --device cpu")
-        self.device = torch.device(device)
+        self.device = check_device(device)
         if dtype not in ("float32", "float16"):
             raise MisatoError(f"dtype must be float32 or float16, got {dtype!r}")
         # only non-default dtypes are passed on (diffusers renamed the argument; float32 is its default anyway)

@@ -26,7 +26,8 @@ from typing import Any
 
 import numpy as np
 
-from baselines.base import InpaintingMethod, MethodOption, register_method
+from baselines.base import InpaintingMethod, MethodOption, check_device, register_method
+from baselines.torchscript import DEVICE_OPTION, WEIGHTS_OPTION, weights_record
 from misato.errors import MisatoError
 from misato.io import binarize_mask
 
@@ -50,17 +51,15 @@ class MATInpaint(InpaintingMethod):
 
     def __init__(self, weights: str | os.PathLike | None = None, noise_mode: str = "const",
                  img_resolution: int = 512, device: str = "cpu") -> None:
-        import torch
-
         from baselines.mat_net import load_generator, official_latent
         from misato.weights import resolve
 
         if noise_mode not in NOISE_MODES:
             raise MisatoError(f"--noise-mode {noise_mode!r}: choose one of {', '.join(NOISE_MODES)}")
+        self.device = check_device(device)
         self.weights = resolve(WEIGHTS_ENTRY, path=weights)
         self.noise_mode = noise_mode
         self.img_resolution = int(img_resolution)
-        self.device = torch.device(device)
         self.generator = load_generator(self.weights.path, self.img_resolution, device=str(self.device))
         self.z = official_latent(self.generator.z_dim).to(self.device)
 
@@ -104,7 +103,7 @@ class MATInpaint(InpaintingMethod):
         r = self.img_resolution
         return {
             "method": self.name,
-            "weights": {"file": str(self.weights.path), "sha256": self.weights.sha256, "origin": self.weights.origin},
+            **weights_record(self.weights.path, self.weights.origin, self.weights.sha256),
             "noise_mode": self.noise_mode,
             "noise_mode_beyond_network_size": self.effective_noise_mode(0, 0),
             "truncation_psi": 1,
@@ -122,10 +121,10 @@ register_method(
     "mat",
     MATInpaint,
     options=(
-        MethodOption("weights", str, "weight file to load (explicit: trusted, hashed for the record)"),
+        WEIGHTS_OPTION,
         MethodOption("noise_mode", str, "MAT noise: const (official generate_image.py), none (IOPaint), random",
                      NOISE_MODES, "const"),
-        MethodOption("device", str, "torch device: cpu (default), cuda[:N] or mps"),
+        DEVICE_OPTION,
     ),
     weights=(WEIGHTS_ENTRY,),
     description="MAT (mask-aware transformer, Places2 512), official Places_512_FullData_G.pth or .pkl; CC BY-NC",

@@ -21,6 +21,7 @@ COMMAND_MODULES = (
     "misato.cli_masks",
     "misato.cli_build",
     "misato.cli_inpaint",
+    "misato.cli_methods",
 )
 
 

@@ -403,6 +403,18 @@ CLIP_VIT_L_14_OPENAI = register(
     )
 )
 
+BIG_LAMA_TORCHSCRIPT = register(
+    WeightEntry(
+        name="big-lama-torchscript",
+        filename="big-lama.pt",
+        url="https://github.com/Sanster/models/releases/download/add_big_lama/big-lama.pt",
+        sha256="",  # not published; IOPaint checks md5 e3aa4aaa15225a33ec84f9f4bc47e500
+        description="LaMa big-lama traced by bin/to_jit.py, as IOPaint distributes it; Apache-2.0",
+        preprocessing="called as (image [1,3,H,W] in [0,1], mask [1,1,H,W] in {0,1}, 1 = hole) -> composited image; "
+        "sides padded to a multiple of 8",
+    )
+)
+
 MAT_PLACES_512 = register(
     WeightEntry(
         name="mat-places512",

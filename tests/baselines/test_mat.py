@@ -315,8 +315,8 @@ def test_runner_gives_image_seeds_and_records_the_inference(adapter, tmp_path):
 def test_describe_records_the_inference(adapter, state_file):
     record = adapter.describe()
     assert record["method"] == "mat" and record["noise_mode"] == "const" and record["truncation_psi"] == 1
-    assert record["weights"]["file"] == str(state_file) and record["weights"]["origin"] == "explicit"
-    assert len(record["weights"]["sha256"]) == 64
+    assert record["weights"] == str(state_file.resolve()) and record["weights_origin"] == "explicit"
+    assert len(record["weights_sha256"]) == 64
     assert "RandomState(240)" in record["latent"] and "image seed" in record["bottleneck_dropout_and_random_noise"]
 
 
