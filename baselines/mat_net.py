@@ -771,7 +771,9 @@ def read_stylegan_pickle(path: str | os.PathLike, network: str = "G_ema") -> dic
     """The state dict (parameters and persistent buffers) of ``network`` in an official MAT/StyleGAN2-ADA pickle.
 
     The pickle's persistent classes carry their module source code; it is never executed (see
-    :class:`_StyleGANUnpickler`). ``generate_image.py`` uses ``G_ema``.
+    :class:`_StyleGANUnpickler`). ``generate_image.py`` uses ``G_ema``. To keep a state-dict copy:
+    ``torch.save(read_stylegan_pickle("Places_512_FullData.pkl"), "mat_places512_G.pth")`` (loads with ``--weights``;
+    its bytes, hence its hash, differ from IOPaint's ``Places_512_FullData_G.pth``).
 
     Raises:
         MisatoError: unreadable file, a refused global (named), or no ``network`` in it.
