@@ -209,17 +209,24 @@ def test_end_to_end_through_misato_inpaint(files, tmp_path):
         np.testing.assert_array_equal(read_image(path)[~hole], image[~hole])
 
 
-def test_weights_found_in_the_searched_folders(files, tmp_path, monkeypatch):
-    from misato.cli import main as cli
+def lama_status(capsys):
+    assert main(["methods", "--json"]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    return next(row for row in rows if row["method"] == "lama")
 
+
+def test_weights_found_in_the_searched_folders(files, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("MISATO_WEIGHTS_DIR", str(tmp_path))
     with pytest.raises(MisatoError, match=r"big-lama/models/best.ckpt and big-lama.pt in .*smartywu/big-lama"):
         create_method("lama")
+    status = lama_status(capsys)
+    assert not status["ready"] and status["weights"] == ["big-lama.pt"] and "--weights" in status["flags"]
     (tmp_path / "big-lama" / "models").mkdir(parents=True)
     (tmp_path / "big-lama" / "models" / "best.ckpt").symlink_to(files["ckpt"])
     record = create_method("lama").describe()
     assert record["weights_origin"] == "found" and record["weights"].endswith("best.ckpt")
-    assert cli(["methods"]) == 0
+    status = lama_status(capsys)
+    assert status["ready"] and status["found"] == str(tmp_path / "big-lama" / "models" / "best.ckpt")
 
 
 def test_another_models_checkpoint_is_a_clear_strict_load_report(files, tmp_path):

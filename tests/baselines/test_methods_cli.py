@@ -164,3 +164,17 @@ def test_entry_point_plug_in(tmp_path):
         f"[misato.methods]\ntelea = {__name__}:make_flat\n")
     result = subprocess.run(command[:5] + command[7:], env=env, cwd=REPO, capture_output=True, text=True)
     assert result.returncode == 2 and "'telea' is registered twice" in result.stderr
+
+
+def test_methods_lists_needs_and_readiness(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("MISATO_WEIGHTS_DIR", str(tmp_path))
+    assert main(["methods", "--json"]) == 0
+    rows = {row["method"]: row for row in map(json.loads, capsys.readouterr().out.splitlines())}
+    assert set(rows) == set(method_specs())
+    assert rows["telea"]["ready"] and rows["telea"]["weights"] == [] and rows["telea"]["flags"] == ["--radius"]
+    assert rows["sd"]["gpu_advised"] and not rows["telea"]["gpu_advised"]
+    assert not rows["lama"]["ready"]
+    (tmp_path / "big-lama.pt").write_bytes(b"x")  # found where the registry looks (no published hash to check)
+    assert main(["methods"]) == 0
+    table = capsys.readouterr().out
+    assert f"found: {tmp_path / 'big-lama.pt'}" in table and "weights missing" not in table.split("navier")[0]
