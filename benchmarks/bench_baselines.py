@@ -6,6 +6,8 @@
 2. ``telea``: ``run_method`` on ``n`` images of a MISATO folder (reading, writing PNGs, run record) ÷ the bare
    ``inpaint_one`` calls on the same arrays held in memory. Target <= 1.10. The PNG read+write time alone is
    printed too, so what the runner adds beyond unavoidable I/O is visible.
+3. ``mat``: as 1. with the full-size MAT generator (random weights saved as ``Places_512_FullData_G.pth`` and loaded
+   through the adapter), noise mode const, one image per call (about a minute per forward on 2 busy cores).
 
     python benchmarks/bench_baselines.py [--size 512] [--repeats 2] [--n 200]
 """
@@ -51,14 +53,47 @@ def bench_lama(size: int, repeats: int) -> None:
             net(*tensors)
 
     bare()  # warm-up (allocations, FFT plans)
+    adapter_vs_bare("lama", size, bare, lambda: method.inpaint([image], [hole], [0]), repeats)
+
+
+def bench_mat(size: int, repeats: int) -> None:
+    import torch
+
+    from baselines.mat import MATInpaint
+    from baselines.mat_net import Generator
+    from tests.helpers import box_mask, smooth_image
+
+    torch.manual_seed(0)
+    with tempfile.TemporaryDirectory() as scratch:
+        path = Path(scratch) / "Places_512_FullData_G.pth"
+        torch.save(Generator(z_dim=512, c_dim=0, w_dim=512, img_resolution=512, img_channels=3).state_dict(), path)
+        method = MATInpaint(weights=str(path))
+    rng = np.random.default_rng(0)
+    image, hole = smooth_image(rng, size), box_mask(rng, size)
+    images_in, masks_in = method.network_inputs(image, hole)
+    noise_mode = method.effective_noise_mode(*masks_in.shape[-2:])
+
+    def bare():
+        with torch.no_grad():
+            method.generator(images_in, masks_in, method.z, truncation_psi=1, noise_mode=noise_mode,
+                             generator=torch.Generator().manual_seed(0))
+
+    adapter_vs_bare("mat", size, bare, lambda: method.inpaint([image], [hole], [0]), repeats)
+
+
+def adapter_vs_bare(label: str, size: int, bare, adapter, repeats: int) -> None:
+    """Time ``bare`` and ``adapter`` alternately ``repeats`` times; print the best of each and their ratio."""
+    import torch
+
     adapter_times, bare_times = [], []
     for _ in range(repeats):  # interleaved so that load changes hit both alike
         bare_times.append(best_of(1, bare))
-        adapter_times.append(best_of(1, lambda: method.inpaint([image], [hole], [0])))
-        print(f"  lama timing: bare {bare_times[-1]:.2f} s, adapter {adapter_times[-1]:.2f} s", flush=True)
-    adapter, forward = min(adapter_times), min(bare_times)
-    print(f"lama {size}x{size} CPU, {torch.get_num_threads()} threads: adapter {adapter:.2f} s "
-          f"({1 / adapter:.3f} images/s), bare forward {forward:.2f} s; ratio {adapter / forward:.3f} (target <= 1.10)")
+        adapter_times.append(best_of(1, adapter))
+        print(f"  {label} timing: bare {bare_times[-1]:.2f} s, adapter {adapter_times[-1]:.2f} s", flush=True)
+    adapter_time, forward = min(adapter_times), min(bare_times)
+    print(f"{label} {size}x{size} CPU, {torch.get_num_threads()} threads: adapter {adapter_time:.2f} s "
+          f"({1 / adapter_time:.3f} images/s), bare forward {forward:.2f} s; ratio {adapter_time / forward:.3f} "
+          "(target <= 1.10)")
 
 
 def bench_telea(n: int, size: int) -> None:
@@ -98,10 +133,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeats", type=int, default=2, help="lama timings per variant (the best is kept)")
     parser.add_argument("--n", type=int, default=200, help="telea images")
     parser.add_argument("--skip-lama", action="store_true")
+    parser.add_argument("--skip-mat", action="store_true")
     args = parser.parse_args(argv)
     bench_telea(args.n, args.size)
     if not args.skip_lama:
         bench_lama(args.size, args.repeats)
+    if not args.skip_mat:
+        bench_mat(args.size, args.repeats)
 
 
 if __name__ == "__main__":
