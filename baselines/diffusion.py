@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from baselines.base import InpaintingMethod, register_method
+from baselines.base import InpaintingMethod, MethodOption, check_device, register_method
 from misato.errors import MisatoError
 from misato.io import binarize_mask
 
@@ -94,11 +94,7 @@ class DiffusionInpaint(InpaintingMethod):
         self.steps = int(steps)
         self.paste_back = bool(paste_back)
         self.guidance_scale = float(guidance_scale)
-        if not device.startswith(("cpu", "cuda", "mps")):
-            raise MisatoError(f"--device must be cpu, cuda[:N] or mps, got {device!r}")
-        if device.startswith("cuda") and not torch.cuda.is_available():
-            raise MisatoError(f"--device {device}: no CUDA device is available here; use --device cpu")
-        self.device = torch.device(device)
+        self.device = check_device(device)
         if dtype not in ("float32", "float16"):
             raise MisatoError(f"dtype must be float32 or float16, got {dtype!r}")
         # only non-default dtypes are passed on (diffusers renamed the argument; float32 is its default anyway)
@@ -184,5 +180,20 @@ class DiffusionInpaint(InpaintingMethod):
         }
 
 
-for _name in ("asuka", "sd", "sd-text", "sd-prompt"):
-    register_method(_name, lambda _method=_name, **options: DiffusionInpaint(_method, **options))
+_COMMON = (
+    MethodOption("model", str, "model folder: assembled ASUKA folder (asuka) or diffusers SD-inpainting folder (sd*)"),
+    MethodOption("steps", int, "denoising steps (default 50)"),
+    MethodOption("paste_back", bool, "copy the known pixels from the input into the output (default on)"),
+    MethodOption("device", str, "torch device: cpu (default), cuda[:N] or mps"),
+)
+_GUIDANCE = MethodOption("guidance_scale", float, "classifier-free guidance, the empty prompt as negative (default off)")
+_PROMPT_EMBEDS = MethodOption("prompt_embeds", str, "learned prompt embeddings file (.safetensors/.pt)")
+_DESCRIPTIONS = {
+    "asuka": ("ASUKA: SD-inpainting conditioned on an aligned MAE prior, inpainting decoder", ()),
+    "sd": ("SD-1.5 inpainting, empty prompt", (_GUIDANCE,)),
+    "sd-text": ("SD-1.5 inpainting, prompt 'background'", (_GUIDANCE,)),
+    "sd-prompt": ("SD-1.5 inpainting with learned prompt embeddings", (_PROMPT_EMBEDS,)),
+}
+for _name, (_description, _extra) in _DESCRIPTIONS.items():
+    register_method(_name, lambda _method=_name, **options: DiffusionInpaint(_method, **options),
+                    options=_COMMON + _extra, description=_description, gpu_advised=True)

@@ -24,6 +24,7 @@ COMMAND_MODULES = (
     "misato.cli_masks",
     "misato.cli_build",
     "misato.cli_inpaint",
+    "misato.cli_methods",
 )
 EVALUATE_COMMANDS = frozenset({"evaluate", "compare", "demo"})
 """Subcommands that import the ``evaluate`` package: refused up front when Hugging Face's is installed."""

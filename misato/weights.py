@@ -350,3 +350,28 @@ CLIP_VIT_L_14_OPENAI = register(
         preprocessing="RGB; resize short side 224 (bicubic), centre crop 224, OpenAI CLIP mean/std",
     )
 )
+
+BIG_LAMA_TORCHSCRIPT = register(
+    WeightEntry(
+        name="big-lama-torchscript",
+        filename="big-lama.pt",
+        url="https://github.com/Sanster/models/releases/download/add_big_lama/big-lama.pt",
+        sha256="",  # not published; IOPaint checks md5 e3aa4aaa15225a33ec84f9f4bc47e500
+        description="LaMa big-lama traced by bin/to_jit.py, as IOPaint distributes it; Apache-2.0",
+        preprocessing="called as (image [1,3,H,W] in [0,1], mask [1,1,H,W] in {0,1}, 1 = hole) -> composited image; "
+        "sides padded to a multiple of 8",
+    )
+)
+
+MAT_PLACES_512 = register(
+    WeightEntry(
+        name="mat-places512",
+        filename="Places_512_FullData_G.pth",
+        url="https://github.com/Sanster/models/releases/download/add_mat/Places_512_FullData_G.pth",
+        sha256="",  # not published: IOPaint gives only the md5 8ca927835fa3f5e21d65ffcb165377ed
+        description="MAT generator trained on Places2 at 512 (fenglinglwb/MAT Places_512_FullData.pkl, G_ema), as "
+        "the plain state dict IOPaint distributes; CC BY-NC 4.0; the official .pkl loads too when passed explicitly",
+        preprocessing="RGB in [-1,1]; mask 1 = known; sides padded to a multiple of 512; z = "
+        "RandomState(240).randn(1, 512); truncation 1; noise mode const",
+    )
+)

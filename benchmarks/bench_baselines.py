@@ -1,0 +1,146 @@
+"""Adapter and runner overhead of the baselines, each against a reference measured in the same run.
+
+1. ``lama``: the adapter's ``inpaint`` (array → tensor, padding, forward, crop, quantise, paste-back) on one
+   ``size``² image with the full-size big-lama generator (random weights, CPU) ÷ the bare forward pass of the
+   same network on the same tensors. Target <= 1.10.
+2. ``telea``: ``run_method`` on ``n`` images of a MISATO folder (reading, writing PNGs, run record) ÷ the bare
+   ``inpaint_one`` calls on the same arrays held in memory. Target <= 1.10. The PNG read+write time alone is
+   printed too, so what the runner adds beyond unavoidable I/O is visible.
+3. ``mat``: as 1. with the full-size MAT generator (random weights saved as ``Places_512_FullData_G.pth`` and loaded
+   through the adapter), noise mode const, one image per call (about a minute per forward on 2 busy cores).
+
+    python benchmarks/bench_baselines.py [--size 512] [--repeats 2] [--n 200]
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np  # noqa: E402
+
+
+def best_of(repeats: int, function) -> float:
+    """The fastest of ``repeats`` timed calls (seconds)."""
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        function()
+        times.append(time.perf_counter() - started)
+    return min(times)
+
+
+def bench_lama(size: int, repeats: int) -> None:
+    import torch
+
+    from baselines.lama import _modules, build_generator
+    from baselines.torchscript import TensorInpainter
+    from tests.helpers import box_mask, smooth_image
+
+    torch.manual_seed(0)
+    net = _modules().LamaInpainter(build_generator()).eval()
+    method = TensorInpainter(net, "lama", pad_multiple=8)
+    rng = np.random.default_rng(0)
+    image, hole = smooth_image(rng, size), box_mask(rng, size)
+    tensors = method.to_tensors([image], [hole])
+
+    def bare():
+        with torch.inference_mode():
+            net(*tensors)
+
+    bare()  # warm-up (allocations, FFT plans)
+    adapter_vs_bare("lama", size, bare, lambda: method.inpaint([image], [hole], [0]), repeats)
+
+
+def bench_mat(size: int, repeats: int) -> None:
+    import torch
+
+    from baselines.mat import MATInpaint
+    from baselines.mat_net import Generator
+    from tests.helpers import box_mask, smooth_image
+
+    torch.manual_seed(0)
+    with tempfile.TemporaryDirectory() as scratch:
+        path = Path(scratch) / "Places_512_FullData_G.pth"
+        torch.save(Generator(z_dim=512, c_dim=0, w_dim=512, img_resolution=512, img_channels=3).state_dict(), path)
+        method = MATInpaint(weights=str(path))
+    rng = np.random.default_rng(0)
+    image, hole = smooth_image(rng, size), box_mask(rng, size)
+    images_in, masks_in = method.network_inputs(image, hole)
+    noise_mode = method.effective_noise_mode(*masks_in.shape[-2:])
+
+    def bare():
+        with torch.no_grad():
+            method.generator(images_in, masks_in, method.z, truncation_psi=1, noise_mode=noise_mode,
+                             generator=torch.Generator().manual_seed(0))
+
+    adapter_vs_bare("mat", size, bare, lambda: method.inpaint([image], [hole], [0]), repeats)
+
+
+def adapter_vs_bare(label: str, size: int, bare, adapter, repeats: int) -> None:
+    """Time ``bare`` and ``adapter`` alternately ``repeats`` times; print the best of each and their ratio."""
+    import torch
+
+    adapter_times, bare_times = [], []
+    for _ in range(repeats):  # interleaved so that load changes hit both alike
+        bare_times.append(best_of(1, bare))
+        adapter_times.append(best_of(1, adapter))
+        print(f"  {label} timing: bare {bare_times[-1]:.2f} s, adapter {adapter_times[-1]:.2f} s", flush=True)
+    adapter_time, forward = min(adapter_times), min(bare_times)
+    print(f"{label} {size}x{size} CPU, {torch.get_num_threads()} threads: adapter {adapter_time:.2f} s "
+          f"({1 / adapter_time:.3f} images/s), bare forward {forward:.2f} s; ratio {adapter_time / forward:.3f} "
+          "(target <= 1.10)")
+
+
+def bench_telea(n: int, size: int) -> None:
+    from baselines import create_method, run_method
+    from misato.io import read_image, read_mask, write_image
+    from tests.helpers import write_misato_folder
+
+    with tempfile.TemporaryDirectory() as scratch:
+        data = write_misato_folder(Path(scratch) / "data", n=n, size=size)
+        names = sorted(p.stem for p in (data / "image").glob("*.png"))
+        images = [read_image(data / "image" / f"{name}.png") for name in names]
+        masks = [read_mask(data / "mask" / f"{name}.png") for name in names]
+        method = create_method("telea")
+
+        def bare():
+            for index, (image, mask) in enumerate(zip(images, masks)):
+                method.inpaint_one(image, mask, index)
+
+        def io():
+            for name, image in zip(names, images):
+                read_image(data / "image" / f"{name}.png")
+                read_mask(data / "mask" / f"{name}.png")
+                write_image(Path(scratch) / "io" / f"{name}.png", image)
+
+        def runner():
+            run_method(method, data, Path(scratch) / "pred", overwrite=True, progress=False)
+
+        bare_time, runner_time, io_time = best_of(1, bare), best_of(1, runner), best_of(1, io)
+        print(f"telea {n} images at {size}x{size}: runner {runner_time:.2f} s, bare adapter {bare_time:.2f} s, "
+              f"PNG read+write alone {io_time:.2f} s; ratio {runner_time / bare_time:.3f} (target <= 1.10); "
+              f"runner beyond I/O {(runner_time - io_time) / bare_time:.3f}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size", type=int, default=512)
+    parser.add_argument("--repeats", type=int, default=2, help="lama timings per variant (the best is kept)")
+    parser.add_argument("--n", type=int, default=200, help="telea images")
+    parser.add_argument("--skip-lama", action="store_true")
+    parser.add_argument("--skip-mat", action="store_true")
+    args = parser.parse_args(argv)
+    bench_telea(args.n, args.size)
+    if not args.skip_lama:
+        bench_lama(args.size, args.repeats)
+    if not args.skip_mat:
+        bench_mat(args.size, args.repeats)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,61 @@
+"""``misato methods``: every inpainting method, what it needs, and whether it is ready on this machine."""
+from __future__ import annotations
+
+import argparse
+import json
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "methods",
+        help="list the inpainting methods, their flags and weights, and whether each is ready here",
+        description="A method is ready when its weights are found where the weights registry looks (explicit "
+        "--weights files are not checked here). Methods without weight files need none, or take a --model folder.",
+    )
+    parser.add_argument("--json", action="store_true", help="print one JSON object per method instead of a table")
+    parser.set_defaults(handler=methods)
+
+
+def method_status(spec) -> dict:
+    """What ``misato methods`` reports for one :class:`baselines.base.MethodSpec`."""
+    from misato.weights import find_local, get_entry
+
+    entries = [get_entry(name) for name in spec.weights]
+    if spec.locate is not None:
+        found = spec.locate()
+        ready, where = found is not None, str(found[0]) if found is not None else None
+    else:
+        located = [find_local(entry) for entry in entries]
+        ready = all(located)
+        where = ", ".join(str(found.path) for found in located if found) or None
+    return {
+        "method": spec.name,
+        "description": spec.description,
+        "flags": [option.flag for option in spec.options],
+        "weights": [entry.filename for entry in entries],
+        "gpu_advised": spec.gpu_advised,
+        "ready": ready,
+        "found": where,
+    }
+
+
+def methods(args: argparse.Namespace) -> int:
+    """Print :func:`method_status` for every registered method."""
+    from baselines.base import method_specs
+
+    rows = [method_status(spec) for spec in method_specs().values()]
+    if args.json:
+        for row in rows:
+            print(json.dumps(row))
+        return 0
+    for row in rows:
+        needs = ", ".join(row["weights"]) or "no weight file"
+        state = "ready" if row["ready"] else "weights missing"
+        gpu = "; GPU advised" if row["gpu_advised"] else ""
+        print(f"{row['method']:<14} {state:<16} needs {needs}{gpu}")
+        print(f"{'':<14} {row['description']}")
+        if row["flags"]:
+            print(f"{'':<14} flags: {' '.join(row['flags'])}")
+        if row["found"]:
+            print(f"{'':<14} found: {row['found']}")
+    return 0
