@@ -1,14 +1,28 @@
-"""The method contract and the name → factory table used by ``misato inpaint``."""
+"""The method contract, the name → method table used by ``misato inpaint``, and the options adapters declare.
+
+An adapter registers itself with :func:`register_method`, declaring its keyword options (:class:`MethodOption`),
+the weights-registry entries it needs and whether a GPU is advised; ``misato inpaint`` builds its flags from
+those declarations (option ``guidance_scale`` → flag ``--guidance-scale``), so adding an adapter touches one
+file. Third-party methods plug in without registering in this package: through the ``misato.methods``
+entry-point group (name → factory or :class:`MethodSpec`), or named on the command line as
+``package.module:factory``.
+"""
 from __future__ import annotations
 
 import abc
+import dataclasses
 import hashlib
+import importlib
+import inspect
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
 from misato.errors import MisatoError
+
+ENTRY_POINT_GROUP = "misato.methods"
+OPTION_TYPES = (str, int, float, bool)
 
 
 class InpaintingMethod(abc.ABC):
@@ -46,28 +60,173 @@ def image_seed(seed: int, name: str) -> int:
     return int.from_bytes(digest[:4], "little")
 
 
-_FACTORIES: dict[str, Callable[..., InpaintingMethod]] = {}
+@dataclasses.dataclass(frozen=True)
+class MethodOption:
+    """One keyword option of a method's factory, exposed by ``misato inpaint`` as ``--name-with-dashes``.
+
+    Attributes:
+        name: the factory's keyword (``guidance_scale``).
+        type: ``str``, ``int``, ``float`` or ``bool`` (a bool option gets ``--name`` / ``--no-name``).
+        help: one line for ``--help``.
+        choices: the accepted values, checked by the command line.
+        default: the value used when the flag is not given (None: the factory's own default).
+    """
+
+    name: str
+    type: type
+    help: str
+    choices: tuple | None = None
+    default: Any = None
+
+    def __post_init__(self) -> None:
+        if not self.name.isidentifier():
+            raise ValueError(f"option name {self.name!r} is not a Python keyword name")
+        if self.type not in OPTION_TYPES:
+            raise ValueError(f"option {self.name!r}: type must be one of str, int, float, bool")
+
+    @property
+    def flag(self) -> str:
+        """The command-line flag (``--guidance-scale``)."""
+        return "--" + self.name.replace("_", "-")
 
 
-def register_method(name: str, factory: Callable[..., InpaintingMethod]) -> None:
-    """Make ``factory(**options)`` available as method ``name``."""
-    _FACTORIES[name] = factory
+@dataclasses.dataclass(frozen=True)
+class MethodSpec:
+    """A registered method: how to build it and what it needs.
+
+    Attributes:
+        name: the ``--method`` name.
+        factory: ``factory(**options) -> InpaintingMethod``.
+        options: the keyword options the factory accepts from the command line.
+        weights: names of the weights-registry entries (:mod:`misato.weights`) the method loads.
+        description: one line for ``misato methods``.
+        gpu_advised: True when a CPU run is impractically slow at benchmark scale.
+    """
+
+    name: str
+    factory: Callable[..., InpaintingMethod]
+    options: tuple[MethodOption, ...] = ()
+    weights: tuple[str, ...] = ()
+    description: str = ""
+    gpu_advised: bool = False
+
+    def __post_init__(self) -> None:
+        names = [option.name for option in self.options]
+        duplicated = sorted({n for n in names if names.count(n) > 1})
+        if duplicated:
+            raise ValueError(f"method {self.name!r} declares option(s) {', '.join(duplicated)} twice")
+
+    def option(self, name: str) -> MethodOption | None:
+        """The declared option called ``name``, or None."""
+        return next((option for option in self.options if option.name == name), None)
 
 
-def _load_builtin_adapters() -> None:
-    import baselines.opencv  # noqa: F401  (registers its methods)
+_SPECS: dict[str, MethodSpec] = {}
+
+
+def register_method(
+    name: str,
+    factory: Callable[..., InpaintingMethod],
+    *,
+    options: tuple[MethodOption, ...] | list[MethodOption] = (),
+    weights: tuple[str, ...] | list[str] = (),
+    description: str = "",
+    gpu_advised: bool = False,
+) -> MethodSpec:
+    """Make ``factory(**options)`` available as method ``name``.
+
+    Raises:
+        MisatoError: ``name`` is already registered (a plug-in may not silently replace a method).
+    """
+    spec = MethodSpec(name, factory, tuple(options), tuple(weights), description, gpu_advised)
+    _add(spec)
+    return spec
+
+
+def _add(spec: MethodSpec) -> None:
+    if spec.name in _SPECS:
+        raise MisatoError(f"method {spec.name!r} is registered twice (second time by {_origin(spec.factory)})")
+    _SPECS[spec.name] = spec
+
+
+def _origin(obj: Any) -> str:
+    return f"{getattr(obj, '__module__', '?')}.{getattr(obj, '__qualname__', type(obj).__name__)}"
+
+
+def _as_spec(obj: Any, name: str) -> MethodSpec:
+    """A :class:`MethodSpec` for a plug-in object: a spec (renamed to ``name``) or a bare factory."""
+    if isinstance(obj, MethodSpec):
+        return dataclasses.replace(obj, name=name)
+    if callable(obj):
+        return MethodSpec(name, obj, description=(inspect.getdoc(obj) or "").split("\n")[0])
+    raise MisatoError(f"method {name!r}: {obj!r} is neither a factory nor a baselines.base.MethodSpec")
+
+
+_LOADED = False
+
+
+def _load_adapters() -> None:
+    """Import the built-in adapter modules (cheap: no torch at import) and the installed plug-ins, once."""
+    global _LOADED
+    if _LOADED:
+        return
+    _LOADED = True
+    import baselines.opencv  # noqa: F401  (telea, navier-stokes)
     import baselines.diffusion  # noqa: F401  (asuka, sd, sd-text, sd-prompt)
+    from importlib.metadata import entry_points
+
+    for entry_point in entry_points(group=ENTRY_POINT_GROUP):
+        try:
+            obj = entry_point.load()
+        except Exception as error:  # a broken plug-in must name itself, not crash with its own traceback
+            raise MisatoError(f"plug-in method {entry_point.name!r} ({entry_point.value}) failed to load: "
+                              f"{type(error).__name__}: {error}") from None
+        _add(_as_spec(obj, entry_point.name))
+
+
+def method_specs() -> dict[str, MethodSpec]:
+    """Every registered method (built-in and entry-point plug-ins), by name."""
+    _load_adapters()
+    return dict(sorted(_SPECS.items()))
 
 
 def available_methods() -> list[str]:
-    """Names accepted by :func:`create_method`."""
-    _load_builtin_adapters()
-    return sorted(_FACTORIES)
+    """Names accepted by :func:`create_method` (besides ``package.module:factory`` paths)."""
+    return list(method_specs())
+
+
+def get_spec(name: str) -> MethodSpec:
+    """The spec of method ``name``: a registered name, or ``package.module:factory`` imported on the spot.
+
+    Raises:
+        MisatoError: unknown name (the message lists the known ones) or a path that does not import.
+    """
+    specs = method_specs()
+    if name in specs:
+        return specs[name]
+    if ":" in name:
+        module_name, _, attribute = name.partition(":")
+        try:
+            obj = importlib.import_module(module_name)
+            for part in attribute.split("."):
+                obj = getattr(obj, part)
+        except (ImportError, AttributeError, ValueError) as error:
+            raise MisatoError(f"--method {name}: cannot import it ({type(error).__name__}: {error})") from None
+        return _as_spec(obj, name)
+    raise MisatoError(f"unknown method {name!r}; available: {', '.join(specs)} (or package.module:factory)")
 
 
 def create_method(name: str, **options: Any) -> InpaintingMethod:
-    """Instantiate method ``name`` with adapter-specific ``options``."""
-    _load_builtin_adapters()
-    if name not in _FACTORIES:
-        raise MisatoError(f"unknown method {name!r}; available: {', '.join(sorted(_FACTORIES))}")
-    return _FACTORIES[name](**options)
+    """Instantiate method ``name`` (see :func:`get_spec`) with adapter-specific keyword ``options``.
+
+    Raises:
+        MisatoError: unknown method, or the factory did not return an :class:`InpaintingMethod`.
+    """
+    spec = get_spec(name)
+    method = spec.factory(**options)
+    if not isinstance(method, InpaintingMethod):
+        raise MisatoError(f"method {name!r}: its factory returned {type(method).__name__}, "
+                          "not a baselines.InpaintingMethod")
+    if not method.name:
+        method.name = name
+    return method

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from baselines.base import InpaintingMethod, register_method
+from baselines.base import InpaintingMethod, MethodOption, register_method
 from misato.errors import MisatoError
 from misato.io import binarize_mask
 
@@ -184,5 +184,20 @@ class DiffusionInpaint(InpaintingMethod):
         }
 
 
-for _name in ("asuka", "sd", "sd-text", "sd-prompt"):
-    register_method(_name, lambda _method=_name, **options: DiffusionInpaint(_method, **options))
+_COMMON = (
+    MethodOption("model", str, "model folder: assembled ASUKA folder (asuka) or diffusers SD-inpainting folder (sd*)"),
+    MethodOption("steps", int, "denoising steps (default 50)"),
+    MethodOption("paste_back", bool, "copy the known pixels from the input into the output (default on)"),
+    MethodOption("device", str, "torch device: cpu (default), cuda[:N] or mps"),
+)
+_GUIDANCE = MethodOption("guidance_scale", float, "classifier-free guidance, the empty prompt as negative (default off)")
+_PROMPT_EMBEDS = MethodOption("prompt_embeds", str, "learned prompt embeddings file (.safetensors/.pt)")
+_DESCRIPTIONS = {
+    "asuka": ("ASUKA: SD-inpainting conditioned on an aligned MAE prior, inpainting decoder", ()),
+    "sd": ("SD-1.5 inpainting, empty prompt", (_GUIDANCE,)),
+    "sd-text": ("SD-1.5 inpainting, prompt 'background'", (_GUIDANCE,)),
+    "sd-prompt": ("SD-1.5 inpainting with learned prompt embeddings", (_PROMPT_EMBEDS,)),
+}
+for _name, (_description, _extra) in _DESCRIPTIONS.items():
+    register_method(_name, lambda _method=_name, **options: DiffusionInpaint(_method, **options),
+                    options=_COMMON + _extra, description=_description, gpu_advised=True)

@@ -6,32 +6,58 @@ import json
 
 from misato.errors import MisatoError
 
-DIFFUSION_METHODS = ("asuka", "sd", "sd-text", "sd-prompt")
+RUNNER_FLAGS = ("method", "data", "mask", "out", "seed", "limit", "batch_size", "resume", "overwrite", "help")
+
+
+def _shared_options(specs: dict) -> dict:
+    """Every option any registered method declares, by name (one flag each); clashing declarations refused."""
+    shared: dict = {}
+    for spec in specs.values():
+        for option in spec.options:
+            if option.name in RUNNER_FLAGS:
+                raise MisatoError(f"method {spec.name!r} declares option {option.flag}, which misato inpaint "
+                                  "itself uses; rename it")
+            first = shared.setdefault(option.name, option)
+            if first.type is not option.type:
+                raise MisatoError(f"option {option.flag} is {first.type.__name__} for one method and "
+                                  f"{option.type.__name__} for {spec.name!r}; one flag needs one type")
+    return shared
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
+    from baselines.base import method_specs
+
+    try:
+        specs = method_specs()
+        options = _shared_options(specs)
+        problem = None
+    except MisatoError as error:  # a broken plug-in: reported when `misato inpaint` runs, not at --help
+        specs, options, problem = {}, {}, error
     parser = subparsers.add_parser(
         "inpaint",
         help="inpaint every image of a MISATO folder with one method (resumable)",
         description="Write PRED_DIR/<name>.png for every image of --data and PRED_DIR/run.json (method, options, "
-        "seed, weight hashes, versions, timings). Methods: asuka, sd, sd-text, sd-prompt (need --model), "
-        "telea, navier-stokes.",
+        "seed, weight hashes, versions, timings). `misato methods` lists the methods, their flags and weights; "
+        "--method also takes package.module:factory (your own method).",
     )
-    parser.add_argument("--method", required=True, help="asuka | sd | sd-text | sd-prompt | telea | navier-stokes")
-    parser.add_argument("--model", help="model folder: assembled ASUKA folder (asuka) or SD-inpainting folder (sd*)")
+    parser.add_argument("--method", required=True, help=" | ".join(specs) + " | package.module:factory")
     parser.add_argument("--data", required=True, help="MISATO folder (image/, mask/) or an image folder with --mask")
     parser.add_argument("--mask", help="mask folder when --data is a plain image folder")
     parser.add_argument("--out", required=True, help="prediction folder to write")
-    parser.add_argument("--steps", type=int, help="denoising steps (diffusion methods; default 50)")
     parser.add_argument("--seed", type=int, default=0, help="run seed (per-image seeds derive from it and the name)")
-    parser.add_argument("--prompt-embeds", help="sd-prompt: learned prompt embeddings file (.safetensors/.pt)")
-    parser.add_argument("--guidance-scale", type=float, help="classifier-free guidance for sd/sd-text (default off)")
-    parser.add_argument("--no-paste-back", action="store_true", help="keep the decoder's pixels in the known region")
-    parser.add_argument("--device", help="torch device for diffusion methods (default cpu)")
     parser.add_argument("--limit", type=int, help="only the first N images (sorted by name)")
+    parser.add_argument("--batch-size", type=int, default=1, help="images handed to the method at once (default 1)")
     parser.add_argument("--resume", action="store_true", help="continue a stopped run in --out")
     parser.add_argument("--overwrite", action="store_true", help="replace a finished run in --out")
-    parser.set_defaults(handler=inpaint)
+    group = parser.add_argument_group("method options", "each applies to the methods named in brackets")
+    for name, option in options.items():
+        users = [spec.name for spec in specs.values() if spec.option(name) is not None]
+        kwargs = ({"action": argparse.BooleanOptionalAction} if option.type is bool
+                  else {"type": option.type, "metavar": option.name.upper()})
+        default = f"; default {option.default}" if option.default is not None else ""
+        group.add_argument(option.flag, dest=f"option_{name}", default=None,
+                           help=f"{option.help}{default} [{', '.join(users)}]", **kwargs)
+    parser.set_defaults(handler=inpaint, option_problem=problem)
 
     asuka = subparsers.add_parser("asuka", help="ASUKA model tools")
     actions = asuka.add_subparsers(dest="action", metavar="ACTION", required=True)
@@ -54,32 +80,39 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     assemble.set_defaults(handler=asuka_assemble)
 
 
-def _method_options(args: argparse.Namespace) -> dict:
-    """Options given on the command line, in the adapter's keyword names (unset ones left to its defaults)."""
-    options = {
-        "model": args.model,
-        "steps": args.steps,
-        "prompt_embeds": args.prompt_embeds,
-        "guidance_scale": args.guidance_scale,
-        "device": args.device,
-        "paste_back": False if args.no_paste_back else None,
-    }
-    options = {key: value for key, value in options.items() if value is not None}
-    if args.method not in DIFFUSION_METHODS and options:
-        flags = ", ".join("--" + key.replace("_", "-") for key in options)
-        raise MisatoError(f"method {args.method} takes no {flags}")
-    return options
+def _method_options(args: argparse.Namespace, spec) -> dict:
+    """The options given on the command line, as ``spec``'s keyword names; a flag the method does not declare is
+    refused, choices are checked, and declared defaults fill the flags not given."""
+    given = {key[len("option_"):]: value for key, value in vars(args).items()
+             if key.startswith("option_") and key != "option_problem" and value is not None}
+    foreign = [name for name in given if spec.option(name) is None]
+    if foreign:
+        flags = ", ".join("--" + name.replace("_", "-") for name in foreign)
+        raise MisatoError(f"method {spec.name} takes no {flags}")
+    for name, value in given.items():
+        option = spec.option(name)
+        if option.choices is not None and value not in option.choices:
+            raise MisatoError(f"{option.flag} must be one of {', '.join(map(str, option.choices))}, got {value!r}")
+    defaults = {option.name: option.default for option in spec.options if option.default is not None}
+    return {**defaults, **given}
 
 
 def inpaint(args: argparse.Namespace) -> int:
     """Run one method over ``--data`` into ``--out`` with :func:`baselines.run_method`."""
     from baselines import create_method, run_method
+    from baselines.base import get_spec
     from misato.layout import open_pairs
 
+    if args.option_problem is not None:
+        raise args.option_problem
+    if args.batch_size < 1:
+        raise MisatoError(f"--batch-size must be at least 1, got {args.batch_size}")
+    spec = get_spec(args.method)
+    options = _method_options(args, spec)
     open_pairs(args.data, args.mask)  # a mistyped --data fails here, before a (possibly multi-GB) model loads
-    method = create_method(args.method, **_method_options(args))
+    method = create_method(args.method, **options)
     record = run_method(method, args.data, args.out, seed=args.seed, mask=args.mask, resume=args.resume,
-                        overwrite=args.overwrite, limit=args.limit)
+                        overwrite=args.overwrite, limit=args.limit, batch_size=args.batch_size)
     print(f"{record['n_images']} images in {args.out} ({record['seconds_last_session']} s in this session)")
     return 0
 
