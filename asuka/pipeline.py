@@ -98,6 +98,27 @@ def mask_to_tensor(mask: ImageInput) -> torch.Tensor:
     return torch.from_numpy(np.stack([binarize_mask(a) for a in arrays]).astype(np.float32))[:, None]
 
 
+def run_inpainting_decoder(
+    decoder: InpaintingDecoder, unscaled: torch.Tensor, image: torch.Tensor, mask: torch.Tensor
+) -> torch.Tensor:
+    """``decoder(unscaled latents, image [B, 3, H, W] in [−1, 1], mask [B, 1, H, W])`` in the decoder's dtype
+    (shared by the SD and FLUX pipelines).
+
+    Channels-last convolutions run the full-resolution condition encoder and decoder ~1.4x faster on CPU (same
+    math, float rounding only); the module is switched back so saved weights keep the standard layout.
+    """
+    channels_last = torch.channels_last
+    decoder.to(memory_format=channels_last)
+    try:
+        return decoder(
+            unscaled.to(decoder.dtype).contiguous(memory_format=channels_last),
+            image.to(decoder.dtype).contiguous(memory_format=channels_last),
+            mask.to(decoder.dtype).contiguous(memory_format=channels_last),
+        ).contiguous()
+    finally:
+        decoder.to(memory_format=torch.contiguous_format)
+
+
 class ASUKAInpaintPipeline(DiffusionPipeline):
     """ASUKA inpainting (see the module docstring for the flow).
 
@@ -237,18 +258,7 @@ class ASUKAInpaintPipeline(DiffusionPipeline):
         unscaled = latents / self.vae.config.scaling_factor
         if self.decoder is None:
             return self.vae.decode(unscaled).sample
-        # Channels-last convolutions run the full-resolution condition encoder and decoder ~1.4x faster on CPU (same
-        # math, float rounding only); the module is switched back so saved weights keep the standard layout.
-        channels_last = torch.channels_last
-        self.decoder.to(memory_format=channels_last)
-        try:
-            return self.decoder(
-                unscaled.to(self.decoder.dtype).contiguous(memory_format=channels_last),
-                image.to(self.decoder.dtype).contiguous(memory_format=channels_last),
-                mask.to(self.decoder.dtype).contiguous(memory_format=channels_last),
-            ).contiguous()
-        finally:
-            self.decoder.to(memory_format=torch.contiguous_format)
+        return run_inpainting_decoder(self.decoder, unscaled, image, mask)
 
     # ------------------------------------------------------------------ call
 
@@ -351,12 +361,19 @@ class ASUKAInpaintPipeline(DiffusionPipeline):
             return ImagePipelineOutput(images=latents) if return_dict else (latents,)
 
         decoded = self.decode_latents(latents, pixels, mask)
+        result = self._compose(decoded, pixels01, mask, has_hole, paste_back)
+        self.maybe_free_model_hooks()
+        return self._output(result, output_type, return_dict)
+
+    @staticmethod
+    def _compose(decoded: torch.Tensor, pixels01: torch.Tensor, mask: torch.Tensor, has_hole: torch.Tensor,
+                 paste_back: bool) -> torch.Tensor:
+        """Decoded ``[B, 3, H, W]`` in [−1, 1] → [0, 1], known pixels pasted back (``paste_back``), samples
+        without hole (``has_hole [B]`` False) replaced by their input ``pixels01``."""
         result = (decoded.float() / 2 + 0.5).clamp(0, 1)
         if paste_back:
             result = result * mask + pixels01 * (1 - mask)
-        result = torch.where(has_hole[:, None, None, None], result, pixels01)
-        self.maybe_free_model_hooks()
-        return self._output(result, output_type, return_dict)
+        return torch.where(has_hole[:, None, None, None], result, pixels01)
 
     @staticmethod
     def _output(images01: torch.Tensor, output_type: str, return_dict: bool):
