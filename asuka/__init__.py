@@ -14,7 +14,7 @@ _EXPORTS = {
     "InpaintingDecoder": "asuka.models.decoder",
     "ASUKAInpaintPipeline": "asuka.pipeline",
     "FluxPriorAlignment": "asuka.models.flux_alignment",
-    "NoneFeatures": "asuka.flux.pipeline",
+    "NoneFeatures": "asuka.models.flux_alignment",
     "ASUKAFluxFillPipeline": "asuka.flux.pipeline",
 }
 

@@ -140,7 +140,7 @@ def get_dummy_flux_components(seed: int = 0, decoder: bool = True, prior_tokens:
     ``alignment_clip``, ``none_features``, ``decoder``), deterministic per seed; 64 × 64 inputs run in seconds."""
     from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, FluxTransformer2DModel
 
-    from asuka.flux.pipeline import NoneFeatures
+    from asuka.models.flux_alignment import NoneFeatures
     from asuka.models import InpaintingDecoder, MAEPrior
     from asuka.models.flux_alignment import FluxPriorAlignment
 
@@ -159,3 +159,12 @@ def get_dummy_flux_components(seed: int = 0, decoder: bool = True, prior_tokens:
     if decoder:
         components["decoder"] = InpaintingDecoder.from_vae(vae).eval()
     return components
+
+
+def write_dummy_flux_fill_folder(folder: Path, seed: int = 0) -> Path:
+    """A diffusers FLUX.1-Fill folder (``transformer/``, ``vae/``, ``scheduler/``; no text encoders) with the tiny
+    random components of :func:`get_dummy_flux_components`."""
+    components = get_dummy_flux_components(seed=seed, decoder=False)
+    for name in ("transformer", "vae", "scheduler"):
+        components[name].save_pretrained(Path(folder) / name)
+    return Path(folder)

@@ -53,9 +53,10 @@ def read_release_state(path: str | os.PathLike, keys: tuple[str, ...] = ("state_
 # --------------------------------------------------------------------------------------------------- alignment
 
 
-def load_flux_alignment(path: str | os.PathLike, num_heads: int | None = None):
+def load_flux_alignment(path: str | os.PathLike):
     """A :class:`~asuka.models.flux_alignment.FluxPriorAlignment` built from and strictly loaded with a released
-    ``nn.Sequential`` state dict; widths and block count are read off the shapes, heads default to ``dim // 64``.
+    ``nn.Sequential`` state dict; widths, block count and heads (``dim`` ÷ the QK-norm width) are read off the
+    shapes.
 
     Returns:
         ``(module, report)``.
@@ -64,11 +65,12 @@ def load_flux_alignment(path: str | os.PathLike, num_heads: int | None = None):
 
     state = read_release_state(path, keys=())
     blocks = sorted({int(k.split(".")[0]) for k in state if re.match(r"^\d+\.linear1\.weight$", k)})
-    if "0.weight" not in state or state["0.weight"].ndim != 2 or not blocks:
+    if "0.weight" not in state or state["0.weight"].ndim != 2 or not blocks or "1.norm.query_norm.scale" not in state:
         raise MisatoError(f"{path}: not an ASUKA-FLUX alignment module (expected nn.Sequential keys 0.weight, "
-                          "1.linear1.weight, …)")
+                          "1.linear1.weight, 1.norm.query_norm.scale, …)")
     dim, prior_dim = state["0.weight"].shape
-    module = FluxPriorAlignment(prior_dim=prior_dim, dim=dim, num_layers=len(blocks), num_heads=num_heads)
+    heads = dim // state["1.norm.query_norm.scale"].shape[0]
+    module = FluxPriorAlignment(prior_dim=prior_dim, dim=dim, num_layers=len(blocks), num_heads=heads)
     return module, load_strict(module, state, str(path))
 
 
@@ -91,9 +93,9 @@ def _read_tensor(path: str | os.PathLike) -> torch.Tensor:
 
 def load_none_features(txt_path: str | os.PathLike, vec_path: str | os.PathLike, txt_dim: int | None = None,
                        vec_dim: int | None = None):
-    """:class:`~asuka.flux.pipeline.NoneFeatures` from ``txt_256.pt`` ``[1, L, txt_dim]`` and ``vec.pt``
+    """:class:`~asuka.models.flux_alignment.NoneFeatures` from ``txt_256.pt`` ``[1, L, txt_dim]`` and ``vec.pt``
     ``[1, vec_dim]``; the widths are checked against the alignment modules' when given."""
-    from asuka.flux.pipeline import NoneFeatures
+    from asuka.models.flux_alignment import NoneFeatures
 
     txt, vec = _read_tensor(txt_path), _read_tensor(vec_path)
     if txt.ndim != 3 or txt.shape[0] != 1 or (txt_dim is not None and txt.shape[2] != txt_dim):

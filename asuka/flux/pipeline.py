@@ -27,57 +27,21 @@ No text encoder is part of this pipeline.
 """
 from __future__ import annotations
 
-import argparse
-import os
-from pathlib import Path
-from typing import Any
-
 import numpy as np
 import torch
 from diffusers import AutoencoderKL, DiffusionPipeline, FlowMatchEulerDiscreteScheduler, FluxTransformer2DModel
-from diffusers.configuration_utils import ConfigMixin, register_to_config
-from diffusers.models.modeling_utils import ModelMixin
 from diffusers.pipelines.flux.pipeline_flux_fill import calculate_shift
 from diffusers.pipelines.pipeline_utils import ImagePipelineOutput
 from diffusers.utils.torch_utils import randn_tensor
-from torch import nn
 
 from asuka.models.decoder import InpaintingDecoder
-from asuka.models.flux_alignment import FluxPriorAlignment
+from asuka.models.flux_alignment import FluxPriorAlignment, NoneFeatures
 from asuka.models.mae import MAEPrior
 from asuka.pipeline import (OUTPUT_TYPES, ASUKAInpaintPipeline, ImageInput, image_to_tensor, mask_to_tensor,
                             run_inpainting_decoder)
-from misato.errors import MisatoError
 
 DEFAULT_CONDITION_WEIGHT = 0.5
 DEFAULT_GUIDANCE = 30.0
-
-
-class NoneFeatures(ModelMixin, ConfigMixin):
-    """The released "none" condition: ``txt [1, tokens, txt_dim]`` (``txt_256.pt``) and ``vec [1, vec_dim]``
-    (``vec.pt``), the points the condition weight interpolates from. Stored as frozen parameters so that
-    ``save_pretrained`` keeps them with the pipeline."""
-
-    @register_to_config
-    def __init__(self, tokens: int = 256, txt_dim: int = 4096, vec_dim: int = 768) -> None:
-        super().__init__()
-        self.txt = nn.Parameter(torch.zeros(1, tokens, txt_dim), requires_grad=False)
-        self.vec = nn.Parameter(torch.zeros(1, vec_dim), requires_grad=False)
-
-    @classmethod
-    def from_tensors(cls, txt: torch.Tensor, vec: torch.Tensor) -> "NoneFeatures":
-        """From ``txt [1, tokens, txt_dim]`` and ``vec [1, vec_dim]`` (a leading batch axis is added if absent),
-        stored in float32."""
-        txt = txt[None] if txt.ndim == 2 else txt
-        vec = vec[None] if vec.ndim == 1 else vec
-        if txt.ndim != 3 or vec.ndim != 2 or txt.shape[0] != 1 or vec.shape[0] != 1:
-            raise ValueError(f"none features must be txt [1, L, D] and vec [1, D], got {tuple(txt.shape)} and "
-                             f"{tuple(vec.shape)}")
-        features = cls(tokens=txt.shape[1], txt_dim=txt.shape[2], vec_dim=vec.shape[1])
-        with torch.no_grad():
-            features.txt.copy_(txt)
-            features.vec.copy_(vec)
-        return features
 
 
 def fill_input_width(latent_channels: int, vae_scale_factor: int) -> int:

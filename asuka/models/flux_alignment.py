@@ -12,6 +12,9 @@ so the state-dict keys are ``0.weight``, ``1.linear1.weight``, …, ``1.norm.que
 Every block also holds ``modulation.lin`` (``dim → 3·dim``), as FLUX's block does; the released forward never uses
 it. It is kept so the released files load strictly, and it is never used here either.
 
+:class:`NoneFeatures` holds the released "none" condition (``txt_256.pt``, ``vec.pt``) that the condition weight
+interpolates from.
+
 Parameters per block: ``linear1`` 7d² + 7d, ``linear2`` 5d² + d, ``modulation.lin`` 3d² + 3d, QK norms 2·64 →
 15d² + 11d + 128; at d = 4096 (the T5 module) 4 blocks + input projection + LayerNorm = 1,008,923,136 parameters (4.04 GB in float32)
 (checked in ``tests/asuka/test_flux_alignment.py``).
@@ -93,7 +96,7 @@ class FluxPriorAlignment(ModelMixin, ConfigMixin):
         dim: output width: 4096 for the T5 stream, 768 for the CLIP pooled vector (pooled by the pipeline as the
             mean over tokens).
         num_layers: single-stream blocks (4).
-        num_heads: attention heads (default ``dim // 64``, as released).
+        num_heads: attention heads (default ``dim // 64``, as released; at least one).
         mlp_ratio: MLP hidden width ÷ width (4, FLUX's).
     """
 
@@ -103,9 +106,7 @@ class FluxPriorAlignment(ModelMixin, ConfigMixin):
         mlp_ratio: float = 4.0,
     ) -> None:
         super().__init__()
-        heads = num_heads if num_heads is not None else dim // HEAD_DIM
-        if heads < 1:
-            raise ValueError(f"dim {dim} gives no 64-channel head; pass num_heads")
+        heads = num_heads if num_heads is not None else max(1, dim // HEAD_DIM)
         self.add_module("0", nn.Linear(prior_dim, dim))
         for index in range(1, num_layers + 1):
             self.add_module(str(index), SingleStreamBlock(dim, heads, mlp_ratio))
@@ -117,3 +118,30 @@ class FluxPriorAlignment(ModelMixin, ConfigMixin):
         for module in self.children():
             x = module(x)
         return x
+
+
+class NoneFeatures(ModelMixin, ConfigMixin):
+    """The released "none" condition: ``txt [1, tokens, txt_dim]`` (``txt_256.pt``) and ``vec [1, vec_dim]``
+    (``vec.pt``), the points the condition weight interpolates from. Stored as frozen parameters so that
+    ``save_pretrained`` keeps them with the pipeline."""
+
+    @register_to_config
+    def __init__(self, tokens: int = 256, txt_dim: int = 4096, vec_dim: int = 768) -> None:
+        super().__init__()
+        self.txt = nn.Parameter(torch.zeros(1, tokens, txt_dim), requires_grad=False)
+        self.vec = nn.Parameter(torch.zeros(1, vec_dim), requires_grad=False)
+
+    @classmethod
+    def from_tensors(cls, txt: torch.Tensor, vec: torch.Tensor) -> "NoneFeatures":
+        """From ``txt [1, tokens, txt_dim]`` and ``vec [1, vec_dim]`` (a leading batch axis is added if absent),
+        stored in float32."""
+        txt = txt[None] if txt.ndim == 2 else txt
+        vec = vec[None] if vec.ndim == 1 else vec
+        if txt.ndim != 3 or vec.ndim != 2 or txt.shape[0] != 1 or vec.shape[0] != 1:
+            raise ValueError(f"none features must be txt [1, L, D] and vec [1, D], got {tuple(txt.shape)} and "
+                             f"{tuple(vec.shape)}")
+        features = cls(tokens=txt.shape[1], txt_dim=txt.shape[2], vec_dim=vec.shape[1])
+        with torch.no_grad():
+            features.txt.copy_(txt)
+            features.vec.copy_(vec)
+        return features

@@ -65,8 +65,8 @@ def test_released_sequential_file_loads_strictly(tmp_path):
     assert keys[:2] == ["0.weight", "0.bias"] and "1.linear1.weight" in keys and "4.modulation.lin.weight" in keys
     assert keys[-2:] == ["5.weight", "5.bias"]
     torch.save(released.state_dict(), tmp_path / "asuka_alignment_t5.pt")
-    loaded, report = load_flux_alignment(tmp_path / "asuka_alignment_t5.pt", num_heads=2)
-    assert report.ok and loaded.config.dim == 32 and loaded.config.num_layers == 4
+    loaded, report = load_flux_alignment(tmp_path / "asuka_alignment_t5.pt")
+    assert report.ok and loaded.config.dim == 32 and loaded.config.num_layers == 4 and loaded.config.num_heads == 2
     for key, value in released.state_dict().items():
         assert torch.equal(loaded.state_dict()[key], value)
     prior = torch.randn(1, 5, 16)
@@ -77,7 +77,7 @@ def test_released_sequential_file_loads_strictly(tmp_path):
     broken.pop("2.modulation.lin.bias")
     torch.save(broken, tmp_path / "broken.pt")
     with pytest.raises(MisatoError, match=r"missing from the file \(1\): 2\.modulation\.lin\.bias"):
-        load_flux_alignment(tmp_path / "broken.pt", num_heads=2)
+        load_flux_alignment(tmp_path / "broken.pt")
 
 
 @pytest.mark.parametrize("dim, expected", [(4096, 1_008_923_136), (768, 35_819_264)])
