@@ -173,6 +173,7 @@ def _load_adapters() -> None:
     _LOADED = True
     import baselines.opencv  # noqa: F401  (telea, navier-stokes)
     import baselines.diffusion  # noqa: F401  (asuka, sd, sd-text, sd-prompt)
+    import baselines.flux  # noqa: F401  (asuka-flux, flux-fill)
     from importlib.metadata import entry_points
 
     for entry_point in entry_points(group=ENTRY_POINT_GROUP):

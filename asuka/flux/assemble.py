@@ -19,20 +19,23 @@ from misato.errors import MisatoError
 REGISTRY_PREFIX = "asuka-flux-"
 
 
-def _load_backbone(flux: Path):
+def load_flux_fill_parts(flux: Path, option: str = "--flux", torch_dtype=None):
+    """``(transformer, vae, scheduler)`` of a diffusers FLUX.1-Fill folder, offline; text encoders are not read."""
     from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, FluxTransformer2DModel
 
     missing = [p for p in ("transformer", "vae", "scheduler") if not (flux / p).is_dir()]
     if missing:
-        raise MisatoError(f"--flux {flux}: not a diffusers FLUX.1-Fill folder, missing "
+        raise MisatoError(f"{option} {flux}: not a diffusers FLUX.1-Fill folder, missing "
                           f"{', '.join(p + '/' for p in missing)}")
     try:
-        transformer = FluxTransformer2DModel.from_pretrained(flux, subfolder="transformer", local_files_only=True)
-        vae = AutoencoderKL.from_pretrained(flux, subfolder="vae", local_files_only=True)
+        dtype = {} if torch_dtype is None else {"dtype": torch_dtype}
+        transformer = FluxTransformer2DModel.from_pretrained(flux, subfolder="transformer", local_files_only=True,
+                                                             **dtype)
+        vae = AutoencoderKL.from_pretrained(flux, subfolder="vae", local_files_only=True, **dtype)
         scheduler = FlowMatchEulerDiscreteScheduler.from_pretrained(flux, subfolder="scheduler",
                                                                     local_files_only=True)
     except (OSError, ValueError) as error:
-        raise MisatoError(f"--flux {flux}: cannot load the FLUX.1-Fill parts: {error}") from None
+        raise MisatoError(f"{option} {flux}: cannot load the FLUX.1-Fill parts: {error}") from None
     return transformer, vae, scheduler
 
 
@@ -61,7 +64,7 @@ def assemble_flux(
         raise MisatoError(f"{out} exists and is not empty; choose another folder or pass --overwrite")
     files = {component: resolve(REGISTRY_PREFIX + component.replace("_", "-"), weights_dir=asuka_flux)
              for component in loaders.RELEASE_FILES}
-    transformer, vae, scheduler = _load_backbone(flux)
+    transformer, vae, scheduler = load_flux_fill_parts(flux)
 
     alignment_t5, t5_report = loaders.load_flux_alignment(files["alignment_t5"].path)
     alignment_clip, clip_report = loaders.load_flux_alignment(files["alignment_clip"].path)
