@@ -78,6 +78,7 @@ class ASUKAFluxFillPipeline(DiffusionPipeline):
 
     model_cpu_offload_seq = "mae->alignment_t5->alignment_clip->vae->transformer->decoder"
     _optional_components = ["mae", "alignment_t5", "alignment_clip", "none_features", "decoder"]
+    _exclude_from_cpu_offload = ["none_features"]  # read directly, never called: kept on the execution device
 
     def __init__(
         self,
