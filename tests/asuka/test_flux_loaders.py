@@ -107,3 +107,74 @@ def test_none_features_and_mae_in_release_formats(tmp_path):
     mask[..., :20, :30] = 1
     with torch.no_grad():
         assert torch.equal(loaded(image, mask), mae(image, mask))
+
+
+def hand_wired_ldm_decoder(state: dict, z: torch.Tensor, image: torch.Tensor, mask: torch.Tensor,
+                           groups: int) -> torch.Tensor:
+    """The official LDM ``Decoder.forward`` (asuka_decoder.py) written out on the checkpoint's own key names."""
+    import torch.nn.functional as F
+
+    def p(name):
+        return state[f"decoder.{name}"]
+
+    def conv(x, name, **kw):
+        return F.conv2d(x, p(f"{name}.weight"), p(f"{name}.bias"), **kw)
+
+    def norm(x, name):
+        return F.group_norm(x, groups, p(f"{name}.weight"), p(f"{name}.bias"), eps=1e-6)
+
+    def resnet(x, name):
+        h = conv(F.silu(norm(x, f"{name}.norm1")), f"{name}.conv1", padding=1)
+        h = conv(F.silu(norm(h, f"{name}.norm2")), f"{name}.conv2", padding=1)
+        shortcut = f"decoder.{name}.nin_shortcut.weight"
+        return (conv(x, f"{name}.nin_shortcut") if shortcut in state else x) + h
+
+    def attention(x):
+        h = norm(x, "mid.attn_1.norm")
+        q, k, v = (conv(h, f"mid.attn_1.{n}") for n in "qkv")
+        b, c, height, width = q.shape
+        weights = torch.softmax(torch.bmm(q.reshape(b, c, -1).permute(0, 2, 1), k.reshape(b, c, -1)) * c ** -0.5, 2)
+        h = torch.bmm(v.reshape(b, c, -1), weights.permute(0, 2, 1)).reshape(b, c, height, width)
+        return x + conv(h, "mid.attn_1.proj_out")
+
+    levels = 1 + max(int(k.split(".")[2]) for k in state if k.startswith("decoder.up."))
+    blocks = 1 + max(int(k.split(".")[4]) for k in state if k.startswith("decoder.up.0.block."))
+    h = resnet(attention(resnet(conv(z, "conv_in", padding=1), "mid.block_1")), "mid.block_2")
+    features, x = {}, torch.cat([(1 - mask) * image, mask], dim=1)
+    layer = 0
+    while f"decoder.encoder.layers.{layer}.weight" in state:
+        kw = {"padding": 1} if layer < 2 else {"stride": 2, "padding": 1}
+        x = conv(x, f"encoder.layers.{layer}", **kw)
+        features[tuple(x.shape)] = x
+        x, layer = F.relu(x), layer + 1
+    for level in reversed(range(levels)):
+        m = F.interpolate(mask, size=h.shape[-2:], mode="area")
+        m[m > 0] = 1
+        h = h * m + features[tuple(h.shape)] * (1 - m)
+        for block in range(blocks):
+            h = resnet(h, f"up.{level}.block.{block}")
+        if level != 0:
+            h = conv(F.interpolate(h, scale_factor=2.0, mode="nearest"), f"up.{level}.upsample.conv", padding=1)
+    h = h * mask + features[tuple(h.shape)] * (1 - mask)
+    return conv(F.silu(norm(h, "norm_out")), "conv_out", padding=1)
+
+
+def test_loaded_decoder_equals_the_hand_wired_ldm_decoder(tmp_path):
+    torch.manual_seed(4)
+    source = InpaintingDecoder(latent_channels=16, block_out_channels=(16, 24, 32, 32), layers_per_block=1,
+                               norm_num_groups=8, use_post_quant_conv=False)
+    with torch.no_grad():
+        for parameter in source.parameters():
+            parameter.normal_(0, 0.2)
+    state = to_ldm_layout(source)
+    torch.save({"state_dict": state}, tmp_path / "asuka_decoder.ckpt")
+    decoder, report, encoder_report = load_flux_decoder_checkpoint(tmp_path / "asuka_decoder.ckpt",
+                                                                   AutoencoderKL(**TINY_FLUX_VAE))
+    assert report.ok and encoder_report is None
+    z, image = torch.randn(2, 16, 8, 8), torch.rand(2, 3, 64, 64) * 2 - 1
+    mask = torch.zeros(2, 1, 64, 64)
+    mask[0, :, 10:40, 21:50] = 1
+    mask[1, :, 3:7, 3:60] = 1
+    with torch.no_grad():
+        torch.testing.assert_close(decoder(z, image, mask), hand_wired_ldm_decoder(state, z, image, mask, 8),
+                                   rtol=1e-4, atol=1e-4)
