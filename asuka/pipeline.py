@@ -98,6 +98,22 @@ def mask_to_tensor(mask: ImageInput) -> torch.Tensor:
     return torch.from_numpy(np.stack([binarize_mask(a) for a in arrays]).astype(np.float32))[:, None]
 
 
+def official_mae_inputs(image: torch.Tensor, mask: torch.Tensor, size: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
+    """The MAE input as the ASUKA-FLUX release prepares it (``datas/misato_dataset.py``): ``image [B, 3, H, W]``
+    in [0, 1] → uint8 (rounded) → cv2 ``INTER_AREA`` to ``size × size`` → /255; ``mask [B, 1, H, W]`` → cv2
+    ``INTER_NEAREST`` → hole = value ≥ 0.5. Returns ``[B, 3, size, size]`` in [0, 1] and ``[B, 1, size, size]``
+    in {0, 1}, on the inputs' devices; fed to :class:`~asuka.models.MAEPrior`, whose own resize is then the
+    identity."""
+    import cv2
+
+    pixels = (image.detach().float().clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+    holes = mask.detach().float().cpu().numpy()[:, 0]
+    resized = np.stack([cv2.resize(p, (size, size), interpolation=cv2.INTER_AREA) for p in pixels])
+    resized_holes = np.stack([cv2.resize(h, (size, size), interpolation=cv2.INTER_NEAREST) for h in holes]) >= 0.5
+    return (torch.from_numpy(resized.astype(np.float32) / 255).permute(0, 3, 1, 2).to(image.device),
+            torch.from_numpy(resized_holes.astype(np.float32))[:, None].to(mask.device))
+
+
 def run_inpainting_decoder(
     decoder: InpaintingDecoder, unscaled: torch.Tensor, image: torch.Tensor, mask: torch.Tensor
 ) -> torch.Tensor:

@@ -186,6 +186,7 @@ class FluxFillInpaint(InpaintingMethod):
             "guidance": self.guidance,
             "noise_seed": self.noise_seed,
             "condition_weight": self.condition_weight if self.name == "asuka-flux" else None,
+            "mae_preprocessing": "official" if self.name == "asuka-flux" else None,
             "paste_back": self.paste_back,
             "official_quantisation": self.official_quantisation,
             "padding": f"symmetric to a multiple of {SIDE_MULTIPLE}, cropped back",

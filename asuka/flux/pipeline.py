@@ -38,10 +38,11 @@ from asuka.models.decoder import InpaintingDecoder
 from asuka.models.flux_alignment import FluxPriorAlignment, NoneFeatures
 from asuka.models.mae import MAEPrior
 from asuka.pipeline import (OUTPUT_TYPES, ASUKAInpaintPipeline, ImageInput, image_to_tensor, mask_to_tensor,
-                            run_inpainting_decoder)
+                            official_mae_inputs, run_inpainting_decoder)
 
 DEFAULT_CONDITION_WEIGHT = 0.5
 DEFAULT_GUIDANCE = 30.0
+MAE_PREPROCESSING = ("official", "area")
 
 
 def fill_input_width(latent_channels: int, vae_scale_factor: int) -> int:
@@ -112,7 +113,8 @@ class ASUKAFluxFillPipeline(DiffusionPipeline):
                              f"VAE has {channels}")
 
     def check_inputs(self, image: torch.Tensor, mask: torch.Tensor, num_inference_steps: int, output_type: str,
-                     prompt_embeds: torch.Tensor | None, pooled_prompt_embeds: torch.Tensor | None) -> None:
+                     prompt_embeds: torch.Tensor | None, pooled_prompt_embeds: torch.Tensor | None,
+                     mae_preprocessing: str = "official") -> None:
         """Raise ``ValueError`` for inputs the pipeline cannot process (tensors already converted)."""
         self.check_components()
         if image.shape[-2:] != mask.shape[-2:] or image.shape[0] != mask.shape[0]:
@@ -128,6 +130,8 @@ class ASUKAFluxFillPipeline(DiffusionPipeline):
             raise ValueError(f"num_inference_steps must be a positive integer, got {num_inference_steps!r}")
         if output_type not in OUTPUT_TYPES:
             raise ValueError(f"output_type must be one of {OUTPUT_TYPES}, got {output_type!r}")
+        if mae_preprocessing not in MAE_PREPROCESSING:
+            raise ValueError(f"mae_preprocessing must be one of {MAE_PREPROCESSING}, got {mae_preprocessing!r}")
         if (prompt_embeds is None) != (pooled_prompt_embeds is None):
             raise ValueError("pass prompt_embeds and pooled_prompt_embeds together")
         if prompt_embeds is None:
@@ -139,10 +143,17 @@ class ASUKAFluxFillPipeline(DiffusionPipeline):
 
     # ------------------------------------------------------------------ stages
 
-    def encode_prior(self, image: torch.Tensor, mask: torch.Tensor,
-                     condition_weight: float = DEFAULT_CONDITION_WEIGHT) -> tuple[torch.Tensor, torch.Tensor]:
+    def encode_prior(self, image: torch.Tensor, mask: torch.Tensor, condition_weight: float = DEFAULT_CONDITION_WEIGHT,
+                     mae_preprocessing: str = "official") -> tuple[torch.Tensor, torch.Tensor]:
         """ASUKA's condition: ``image [B, 3, H, W]`` in [0, 1], ``mask [B, 1, H, W]`` → ``txt [B, L, d_t5]`` and
-        ``vec [B, d_clip]``, each ``none + w·(feat − none)`` with the shipped none features."""
+        ``vec [B, d_clip]``, each ``none + w·(feat − none)`` with the shipped none features.
+
+        ``mae_preprocessing``: ``"official"`` resizes to the MAE size as the release does
+        (:func:`~asuka.pipeline.official_mae_inputs`: cv2 area on uint8, nearest mask with hole ≥ 0.5);
+        ``"area"`` leaves it to :class:`~asuka.models.MAEPrior` (torch area on floats, hole if any source pixel is).
+        """
+        if mae_preprocessing == "official":
+            image, mask = official_mae_inputs(image, mask, self.mae.config.image_size)
         prior = self.mae(image.to(self.mae.device, self.mae.dtype), mask.to(self.mae.device, self.mae.dtype))
         txt = self.alignment_t5(prior.to(self.alignment_t5.device, self.alignment_t5.dtype))
         vec = self.alignment_clip(prior.to(self.alignment_clip.device, self.alignment_clip.dtype)).mean(dim=1)
@@ -203,6 +214,7 @@ class ASUKAFluxFillPipeline(DiffusionPipeline):
         pooled_prompt_embeds: torch.Tensor | None = None,
         condition_weight: float = DEFAULT_CONDITION_WEIGHT,
         paste_back: bool = True,
+        mae_preprocessing: str = "official",
         return_dict: bool = True,
     ) -> ImagePipelineOutput | tuple:
         """Inpaint.
@@ -220,13 +232,16 @@ class ASUKAFluxFillPipeline(DiffusionPipeline):
             condition_weight: w in ``none + w·(feat − none)`` (0.5 as released; 1 = the aligned prior as is,
                 0 = the none features exactly). Ignored with ``prompt_embeds``.
             paste_back: replace known pixels of the output by the input (exact in the known region).
+            mae_preprocessing: ``"official"`` (the release's cv2 resizing of the MAE input, default) or ``"area"``
+                (see :meth:`encode_prior`).
             return_dict: return an ``ImagePipelineOutput`` rather than a tuple.
 
         Samples whose mask has no hole are returned unchanged; a full-image hole is valid.
         """
         device = self._execution_device
         pixels01, mask = image_to_tensor(image), mask_to_tensor(mask_image)
-        self.check_inputs(pixels01, mask, num_inference_steps, output_type, prompt_embeds, pooled_prompt_embeds)
+        self.check_inputs(pixels01, mask, num_inference_steps, output_type, prompt_embeds, pooled_prompt_embeds,
+                          mae_preprocessing)
         batch, (height, width) = pixels01.shape[0], pixels01.shape[-2:]
         pixels01, mask = pixels01.to(device), mask.to(device)
         has_hole = mask.flatten(1).amax(dim=1) > 0
@@ -234,7 +249,7 @@ class ASUKAFluxFillPipeline(DiffusionPipeline):
             return ASUKAInpaintPipeline._output(pixels01, output_type, return_dict)
 
         if prompt_embeds is None:
-            txt, vec = self.encode_prior(pixels01, mask, condition_weight)
+            txt, vec = self.encode_prior(pixels01, mask, condition_weight, mae_preprocessing)
             dtype = self.transformer.dtype
         else:
             txt, vec = prompt_embeds.to(device), pooled_prompt_embeds.to(device)

@@ -81,7 +81,7 @@ def test_condition_mixing_formula(pipe, components, example):
         prior = components["mae"](image, mask)
         txt = components["alignment_t5"](prior)
         vec = components["alignment_clip"](prior).mean(dim=1)
-        got_txt, got_vec = pipe.encode_prior(image, mask, condition_weight=0.5)
+        got_txt, got_vec = pipe.encode_prior(image, mask, condition_weight=0.5, mae_preprocessing="area")
     torch.testing.assert_close(got_txt, none.txt + 0.5 * (txt - none.txt))
     torch.testing.assert_close(got_vec, none.vec + 0.5 * (vec - none.vec))
     assert got_txt.shape == (2, 16, 32) and got_vec.shape == (2, 16)
@@ -123,3 +123,25 @@ def test_bad_components_and_inputs(components, example):
         run(bad_pipe(components), image[..., :56], mask[..., :56])
     with pytest.raises(ValueError, match="together"):
         run(bad_pipe(components), image, mask, prompt_embeds=torch.zeros(1, 4, 32))
+
+
+def test_official_mae_preprocessing_is_the_releases_cv2_resize(pipe, components):
+    import cv2
+
+    rng = np.random.default_rng(1)
+    pixels = rng.integers(0, 256, (1, 128, 128, 3), dtype=np.uint8)
+    hole = np.zeros((128, 128), np.float32)
+    hole[13:77, 37:101] = 1  # edges off the 2-pixel grid: nearest and "any hole" disagree there
+    small = cv2.resize(pixels[0], (64, 64), interpolation=cv2.INTER_AREA).astype(np.float32) / 255
+    small_hole = (cv2.resize(hole, (64, 64), interpolation=cv2.INTER_NEAREST) >= 0.5).astype(np.float32)
+    image = torch.from_numpy(pixels).permute(0, 3, 1, 2).float() / 255
+    mask = torch.from_numpy(hole)[None, None]
+    with torch.no_grad():
+        prior = components["mae"](torch.from_numpy(small).permute(2, 0, 1)[None], torch.from_numpy(small_hole)[None, None])
+        expected = components["alignment_t5"](prior)
+        txt, _ = pipe.encode_prior(image, mask, condition_weight=1.0)
+        area, _ = pipe.encode_prior(image, mask, condition_weight=1.0, mae_preprocessing="area")
+    torch.testing.assert_close(txt, expected)
+    assert not torch.allclose(txt, area)
+    with pytest.raises(ValueError, match="mae_preprocessing must be one of"):
+        run(pipe, image[..., :64, :64], mask[..., :64, :64], mae_preprocessing="bicubic")
