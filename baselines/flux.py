@@ -124,6 +124,8 @@ class FluxFillInpaint(InpaintingMethod):
                 pipe = ASUKAFluxFillPipeline(scheduler=scheduler, vae=vae, transformer=transformer)
                 self.prompt = tuple(t.to(torch_dtype) for t in read_prompt_embeds(prompt_embeds))
             pipe.check_components()
+            if pipe.mae is not None:  # MAEPrior normalises its input in float32: it runs in float32 (0.45 GB)
+                pipe.mae.to(torch.float32)
         except (OSError, ValueError) as error:
             raise MisatoError(f"cannot load {method} from {self.model}: {error}") from None
         if self.cpu_offload:

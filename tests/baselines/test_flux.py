@@ -99,3 +99,12 @@ def test_bad_options(models):
         create_method("asuka-flux", model=models / "asuka-flux", dtype="float64")
     with pytest.raises(MisatoError, match="needs --device cuda"):
         create_method("asuka-flux", model=models / "asuka-flux", cpu_offload=True)
+
+
+def test_release_dtype_bf16_runs(models):
+    method = create_method("asuka-flux", model=models / "asuka-flux", steps=1)
+    assert method.describe()["dtype"] == "bf16" and method.pipe.transformer.dtype == torch.bfloat16
+    assert method.pipe.mae.dtype == torch.float32  # MAEPrior normalises in float32
+    image, mask = case()
+    out = method.inpaint_one(image, mask, seed=0)
+    np.testing.assert_array_equal(out[~mask], image[~mask])
