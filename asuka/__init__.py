@@ -13,6 +13,9 @@ _EXPORTS = {
     "PriorAlignment": "asuka.models.alignment",
     "InpaintingDecoder": "asuka.models.decoder",
     "ASUKAInpaintPipeline": "asuka.pipeline",
+    "FluxPriorAlignment": "asuka.models.flux_alignment",
+    "NoneFeatures": "asuka.models.flux_alignment",
+    "ASUKAFluxFillPipeline": "asuka.flux.pipeline",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -98,6 +98,43 @@ def mask_to_tensor(mask: ImageInput) -> torch.Tensor:
     return torch.from_numpy(np.stack([binarize_mask(a) for a in arrays]).astype(np.float32))[:, None]
 
 
+def official_mae_inputs(image: torch.Tensor, mask: torch.Tensor, size: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
+    """The MAE input as the ASUKA-FLUX release prepares it (``datas/misato_dataset.py``): ``image [B, 3, H, W]``
+    in [0, 1] → uint8 (rounded) → cv2 ``INTER_AREA`` to ``size × size`` → /255; ``mask [B, 1, H, W]`` → cv2
+    ``INTER_NEAREST`` → hole = value ≥ 0.5. Returns ``[B, 3, size, size]`` in [0, 1] and ``[B, 1, size, size]``
+    in {0, 1}, on the inputs' devices; fed to :class:`~asuka.models.MAEPrior`, whose own resize is then the
+    identity."""
+    import cv2
+
+    pixels = (image.detach().float().clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+    holes = mask.detach().float().cpu().numpy()[:, 0]
+    resized = np.stack([cv2.resize(p, (size, size), interpolation=cv2.INTER_AREA) for p in pixels])
+    resized_holes = np.stack([cv2.resize(h, (size, size), interpolation=cv2.INTER_NEAREST) for h in holes]) >= 0.5
+    return (torch.from_numpy(resized.astype(np.float32) / 255).permute(0, 3, 1, 2).to(image.device),
+            torch.from_numpy(resized_holes.astype(np.float32))[:, None].to(mask.device))
+
+
+def run_inpainting_decoder(
+    decoder: InpaintingDecoder, unscaled: torch.Tensor, image: torch.Tensor, mask: torch.Tensor
+) -> torch.Tensor:
+    """``decoder(unscaled latents, image [B, 3, H, W] in [−1, 1], mask [B, 1, H, W])`` in the decoder's dtype
+    (shared by the SD and FLUX pipelines).
+
+    Channels-last convolutions run the full-resolution condition encoder and decoder ~1.4x faster on CPU (same
+    math, float rounding only); the module is switched back so saved weights keep the standard layout.
+    """
+    channels_last = torch.channels_last
+    decoder.to(memory_format=channels_last)
+    try:
+        return decoder(
+            unscaled.to(decoder.dtype).contiguous(memory_format=channels_last),
+            image.to(decoder.dtype).contiguous(memory_format=channels_last),
+            mask.to(decoder.dtype).contiguous(memory_format=channels_last),
+        ).contiguous()
+    finally:
+        decoder.to(memory_format=torch.contiguous_format)
+
+
 class ASUKAInpaintPipeline(DiffusionPipeline):
     """ASUKA inpainting (see the module docstring for the flow).
 
@@ -237,18 +274,7 @@ class ASUKAInpaintPipeline(DiffusionPipeline):
         unscaled = latents / self.vae.config.scaling_factor
         if self.decoder is None:
             return self.vae.decode(unscaled).sample
-        # Channels-last convolutions run the full-resolution condition encoder and decoder ~1.4x faster on CPU (same
-        # math, float rounding only); the module is switched back so saved weights keep the standard layout.
-        channels_last = torch.channels_last
-        self.decoder.to(memory_format=channels_last)
-        try:
-            return self.decoder(
-                unscaled.to(self.decoder.dtype).contiguous(memory_format=channels_last),
-                image.to(self.decoder.dtype).contiguous(memory_format=channels_last),
-                mask.to(self.decoder.dtype).contiguous(memory_format=channels_last),
-            ).contiguous()
-        finally:
-            self.decoder.to(memory_format=torch.contiguous_format)
+        return run_inpainting_decoder(self.decoder, unscaled, image, mask)
 
     # ------------------------------------------------------------------ call
 
@@ -351,12 +377,19 @@ class ASUKAInpaintPipeline(DiffusionPipeline):
             return ImagePipelineOutput(images=latents) if return_dict else (latents,)
 
         decoded = self.decode_latents(latents, pixels, mask)
+        result = self._compose(decoded, pixels01, mask, has_hole, paste_back)
+        self.maybe_free_model_hooks()
+        return self._output(result, output_type, return_dict)
+
+    @staticmethod
+    def _compose(decoded: torch.Tensor, pixels01: torch.Tensor, mask: torch.Tensor, has_hole: torch.Tensor,
+                 paste_back: bool) -> torch.Tensor:
+        """Decoded ``[B, 3, H, W]`` in [−1, 1] → [0, 1], known pixels pasted back (``paste_back``), samples
+        without hole (``has_hole [B]`` False) replaced by their input ``pixels01``."""
         result = (decoded.float() / 2 + 0.5).clamp(0, 1)
         if paste_back:
             result = result * mask + pixels01 * (1 - mask)
-        result = torch.where(has_hole[:, None, None, None], result, pixels01)
-        self.maybe_free_model_hooks()
-        return self._output(result, output_type, return_dict)
+        return torch.where(has_hole[:, None, None, None], result, pixels01)
 
     @staticmethod
     def _output(images01: torch.Tensor, output_type: str, return_dict: bool):

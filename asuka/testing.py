@@ -103,3 +103,66 @@ def write_dummy_sd_inpaint_folder(folder: Path, seed: int = 0, text_encoder: boo
                                           requires_safety_checker=False)
     pipe.save_pretrained(folder, safe_serialization=True)
     return folder
+
+
+# ------------------------------------------------------------------------------------------------ ASUKA-FLUX
+
+FLUX_SCHEDULER = {
+    "base_image_seq_len": 256, "base_shift": 0.5, "max_image_seq_len": 4096, "max_shift": 1.15,
+    "num_train_timesteps": 1000, "shift": 3.0, "use_dynamic_shifting": True,
+}
+FLUX_FILL_TRANSFORMER = {
+    "patch_size": 1, "in_channels": 384, "out_channels": 64, "num_layers": 19, "num_single_layers": 38,
+    "attention_head_dim": 128, "num_attention_heads": 24, "joint_attention_dim": 4096,
+    "pooled_projection_dim": 768, "guidance_embeds": True, "axes_dims_rope": (16, 56, 56),
+}
+FLUX_VAE = {
+    "block_out_channels": (128, 256, 512, 512), "layers_per_block": 2, "latent_channels": 16,
+    "down_block_types": ("DownEncoderBlock2D",) * 4, "up_block_types": ("UpDecoderBlock2D",) * 4,
+    "scaling_factor": 0.3611, "shift_factor": 0.1159, "use_quant_conv": False, "use_post_quant_conv": False,
+    "sample_size": 1024,
+}
+# 16 latent channels and the 8x VAE keep the Fill input width 4·16 + 4·16 + 4·64 = 384 at toy sizes
+TINY_FLUX_TRANSFORMER = {
+    **FLUX_FILL_TRANSFORMER, "num_layers": 1, "num_single_layers": 1, "attention_head_dim": 16,
+    "num_attention_heads": 2, "joint_attention_dim": 32, "pooled_projection_dim": 16, "axes_dims_rope": (4, 4, 8),
+}
+TINY_FLUX_VAE = {**TINY_VAE, "latent_channels": 16, "scaling_factor": 0.3611, "shift_factor": 0.1159,
+                 "use_quant_conv": False, "use_post_quant_conv": False}
+TINY_FLUX_ALIGNMENT_T5 = {"prior_dim": 16, "dim": 32, "num_layers": 2, "num_heads": 2}
+TINY_FLUX_ALIGNMENT_CLIP = {"prior_dim": 16, "dim": 16, "num_layers": 2, "num_heads": 2}
+
+
+def get_dummy_flux_components(seed: int = 0, decoder: bool = True, prior_tokens: int = 16) -> dict[str, Any]:
+    """Tiny random ASUKA-FLUX components (``scheduler``, ``vae``, ``transformer``, ``mae``, ``alignment_t5``,
+    ``alignment_clip``, ``none_features``, ``decoder``), deterministic per seed; 64 × 64 inputs run in seconds."""
+    from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, FluxTransformer2DModel
+
+    from asuka.models.flux_alignment import NoneFeatures
+    from asuka.models import InpaintingDecoder, MAEPrior
+    from asuka.models.flux_alignment import FluxPriorAlignment
+
+    torch.manual_seed(seed)
+    vae = AutoencoderKL(**TINY_FLUX_VAE)
+    components: dict[str, Any] = {
+        "scheduler": FlowMatchEulerDiscreteScheduler(**FLUX_SCHEDULER),
+        "vae": vae.eval(),
+        "transformer": FluxTransformer2DModel(**TINY_FLUX_TRANSFORMER).eval(),
+        "mae": MAEPrior(**TINY_MAE).eval(),
+        "alignment_t5": FluxPriorAlignment(**TINY_FLUX_ALIGNMENT_T5).eval(),
+        "alignment_clip": FluxPriorAlignment(**TINY_FLUX_ALIGNMENT_CLIP).eval(),
+        "none_features": NoneFeatures.from_tensors(torch.randn(1, prior_tokens, 32), torch.randn(1, 16)).eval(),
+        "decoder": None,
+    }
+    if decoder:
+        components["decoder"] = InpaintingDecoder.from_vae(vae).eval()
+    return components
+
+
+def write_dummy_flux_fill_folder(folder: Path, seed: int = 0) -> Path:
+    """A diffusers FLUX.1-Fill folder (``transformer/``, ``vae/``, ``scheduler/``; no text encoders) with the tiny
+    random components of :func:`get_dummy_flux_components`."""
+    components = get_dummy_flux_components(seed=seed, decoder=False)
+    for name in ("transformer", "vae", "scheduler"):
+        components[name].save_pretrained(Path(folder) / name)
+    return Path(folder)

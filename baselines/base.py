@@ -191,6 +191,7 @@ def _load_adapters() -> None:
     import baselines.torchscript  # noqa: F401  (torchscript)
     import baselines.lama  # noqa: F401  (lama)
     import baselines.mat  # noqa: F401  (mat)
+    import baselines.flux  # noqa: F401  (asuka-flux, flux-fill)
     from importlib.metadata import entry_points
 
     for entry_point in entry_points(group=ENTRY_POINT_GROUP):

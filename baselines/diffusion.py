@@ -181,13 +181,15 @@ class DiffusionInpaint(InpaintingMethod):
 
 
 _COMMON = (
-    MethodOption("model", str, "model folder: assembled ASUKA folder (asuka) or diffusers SD-inpainting folder (sd*)"),
+    MethodOption("model", str, "model folder: assembled ASUKA folder (asuka), diffusers SD-inpainting folder (sd*), "
+                 "assembled ASUKA-FLUX folder (asuka-flux) or diffusers FLUX.1-Fill folder (flux-fill)"),
     MethodOption("steps", int, "denoising steps (default 50)"),
     MethodOption("paste_back", bool, "copy the known pixels from the input into the output (default on)"),
     MethodOption("device", str, "torch device: cpu (default), cuda[:N] or mps"),
 )
 _GUIDANCE = MethodOption("guidance_scale", float, "classifier-free guidance, the empty prompt as negative (default off)")
-_PROMPT_EMBEDS = MethodOption("prompt_embeds", str, "learned prompt embeddings file (.safetensors/.pt)")
+_PROMPT_EMBEDS = MethodOption("prompt_embeds", str, "prompt embeddings file (.safetensors/.pt): learned tokens "
+                              "(sd-prompt) or the empty prompt's T5/CLIP features (flux-fill)")
 _DESCRIPTIONS = {
     "asuka": ("ASUKA: SD-inpainting conditioned on an aligned MAE prior, inpainting decoder", ()),
     "sd": ("SD-1.5 inpainting, empty prompt", (_GUIDANCE,)),

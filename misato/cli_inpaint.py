@@ -68,7 +68,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "strict key check. 'none' = fresh initialisation (for training or tests); --decoder kl-vae = plain SD "
         "decoding.",
     )
-    assemble.add_argument("--sd", required=True, help="diffusers SD-inpainting folder (unet/, vae/, scheduler/)")
+    assemble.add_argument("--sd", help="diffusers SD-inpainting folder (unet/, vae/, scheduler/)")
+    assemble.add_argument("--flux", help="ASUKA-FLUX: diffusers FLUX.1-Fill folder (transformer/, vae/, scheduler/)")
+    assemble.add_argument("--asuka-flux", help="ASUKA-FLUX: folder with the released files (docs/asuka-flux.md)")
     assemble.add_argument("--out", required=True, help="new ASUKA folder")
     assemble.add_argument("--mae", default="none", help="MAE-FAR checkpoint (mae_300.pth) or none (default)")
     assemble.add_argument("--alignment", default="none", help="alignment state-dict file or none (default)")
@@ -121,6 +123,13 @@ def asuka_assemble(args: argparse.Namespace) -> int:
     """Assemble an ASUKA folder with :func:`asuka.assemble.assemble`."""
     from asuka.assemble import assemble
 
+    if (args.sd is None) == (args.flux is None) or (args.flux is None) != (args.asuka_flux is None):
+        raise MisatoError("give --sd (ASUKA on SD) or --flux with --asuka-flux (ASUKA-FLUX)")
+    if args.flux is not None:
+        from asuka.flux.assemble import assemble_flux
+
+        print(json.dumps(assemble_flux(args.flux, args.asuka_flux, args.out, overwrite=args.overwrite), indent=2))
+        return 0
     record = assemble(args.sd, args.out, mae=args.mae, alignment=args.alignment, decoder=args.decoder,
                       seed=args.seed, overwrite=args.overwrite)
     fresh = [name for name, entry in record["components"].items() if entry["source"] == "none"]

@@ -375,3 +375,48 @@ MAT_PLACES_512 = register(
         "RandomState(240).randn(1, 512); truncation 1; noise mode const",
     )
 )
+
+
+def _asuka_flux_entry(component: str, filename: str, description: str, preprocessing: str) -> WeightEntry:
+    """The released ASUKA-FLUX.1-Fill files (Hugging Face ``yikaiwang/ASUKA-FLUX.1-Fill``); their sha256 is not
+    published, so the entries accept any content and ``misato asuka assemble`` records each file's digest."""
+    return register(
+        WeightEntry(
+            name=f"asuka-flux-{component}",
+            filename=filename,
+            url=f"https://huggingface.co/yikaiwang/ASUKA-FLUX.1-Fill/resolve/main/{filename}",
+            sha256="",
+            description=description,
+            preprocessing=preprocessing,
+        )
+    )
+
+
+ASUKA_FLUX_DECODER = _asuka_flux_entry(
+    "decoder", "asuka_decoder.ckpt",
+    "ASUKA-FLUX conditional decoder (Lightning state_dict: decoder.* LDM keys, z = 16, concat_mask) and the "
+    "FLUX AE encoder (encoder.*)",
+    "latents z / 0.3611 + 0.1159; masked image in [-1,1] and mask (1 = hole) at full resolution",
+)
+ASUKA_FLUX_ALIGNMENT_T5 = _asuka_flux_entry(
+    "alignment-t5", "asuka_alignment_t5.pt",
+    "ASUKA-FLUX alignment MAE prior -> T5 stream (nn.Sequential: Linear(512, 4096), 4 single-stream blocks, LayerNorm)",
+    "MAE prior [B, 256, 512] from the first 6 decoder blocks of mae_300.pth",
+)
+ASUKA_FLUX_ALIGNMENT_CLIP = _asuka_flux_entry(
+    "alignment-clip", "asuka_alignment_clip.pt",
+    "ASUKA-FLUX alignment MAE prior -> CLIP pooled vector (nn.Sequential, d = 768; mean over tokens)",
+    "MAE prior [B, 256, 512] from the first 6 decoder blocks of mae_300.pth",
+)
+ASUKA_FLUX_NONE_TXT = _asuka_flux_entry(
+    "none-txt", "txt_256.pt", "ASUKA-FLUX 'none' T5 feature [1, 256, 4096] (condition weight reference)",
+    "none + w * (feat - none)",
+)
+ASUKA_FLUX_NONE_VEC = _asuka_flux_entry(
+    "none-vec", "vec.pt", "ASUKA-FLUX 'none' CLIP pooled feature [1, 768] (condition weight reference)",
+    "none + w * (feat - none)",
+)
+ASUKA_FLUX_MAE = _asuka_flux_entry(
+    "mae", "mae_300.pth", "MAE-FAR ViT-B fine-tuned for ASUKA ({'model': state_dict, 'args': Namespace})",
+    "RGB resized to 256 (area), ImageNet mean/std, holes zeroed; mask 1 = hole",
+)
