@@ -35,9 +35,9 @@ SIDE_MULTIPLE = 16
 def read_prompt_embeds(path: str | os.PathLike) -> tuple[Any, Any]:
     """``prompt_embeds [1, L, 4096]`` and ``pooled_prompt_embeds [1, 768]`` from a ``.safetensors``/``.pt`` file
     holding both names (see docs/asuka-flux.md for how to write it from the empty prompt)."""
-    from asuka.convert import read_state_file
+    from misato.checkpoint import read_state_dict
 
-    state = read_state_file(path, keys=())
+    state = read_state_dict(path, "FLUX prompt embeddings", wrappers=())
     missing = [k for k in ("prompt_embeds", "pooled_prompt_embeds") if k not in state]
     if missing:
         raise MisatoError(f"--prompt-embeds {path}: missing {', '.join(missing)}")

@@ -795,18 +795,18 @@ def read_mat_weights(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """A MAT generator state dict from either official file: the ``torch.save`` state dict
     (``Places_512_FullData_G.pth``, read with ``weights_only=True``) or the network pickle (``*.pkl``, ``G_ema``),
     told apart by content (zip archive or raw pickle)."""
-    from asuka.convert import read_state_file
+    from misato.checkpoint import read_state_dict
 
     with open(path, "rb") as handle:
         magic = handle.read(2)
     if magic == b"PK":
-        return read_state_file(path)
+        return read_state_dict(path, "the MAT generator")
     return read_stylegan_pickle(path)
 
 
 def load_generator(path: str | os.PathLike, img_resolution: int = 512, device: str = "cpu") -> Generator:
     """Build the MAT generator and load ``path`` strictly (a report naming missing/unexpected keys otherwise)."""
-    from asuka.convert import load_strict
+    from misato.checkpoint import load_strict
 
     generator = Generator(z_dim=512, c_dim=0, w_dim=512, img_resolution=img_resolution, img_channels=3)
     load_strict(generator, read_mat_weights(path), str(path))

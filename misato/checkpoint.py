@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import _compat_pickle
+import argparse
 import collections
 import os
 import pickle
@@ -28,6 +29,9 @@ from misato.io import preview_names
 
 DEFAULT_WRAPPERS = ("state_dict", "model")
 """Keys a checkpoint's tensors are often nested under (Lightning's ``state_dict``, MAE's ``model``)."""
+SAFE_RECORD_CLASSES = [argparse.Namespace]
+"""Plain attribute records safe loading admits besides tensors: MAE's and MAE-FAR's checkpoints (``mae_300.pth``)
+store their training arguments as an ``argparse.Namespace`` (unpickling one only sets attributes)."""
 _BN_COUNTER = "num_batches_tracked"  # BatchNorm's step counter: absent from old files, meaningless at inference
 _REFUSED_GLOBAL = re.compile(r"Unsupported global: GLOBAL ([\w.]+)")
 
@@ -59,7 +63,8 @@ def read_checkpoint(path: str | os.PathLike, what: str = "this network") -> Any:
             from safetensors.torch import load_file
 
             return load_file(str(path), device="cpu")
-        return torch.load(path, map_location="cpu", weights_only=True)
+        with torch.serialization.safe_globals(SAFE_RECORD_CLASSES):
+            return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
         refused = _REFUSED_GLOBAL.search(str(error))
         if refused is None:

@@ -53,6 +53,7 @@ def assemble_flux(
         The assembly record (also written to ``out/assembly.json``).
     """
     from asuka.assemble import ASSEMBLY_FILE
+    from asuka import convert
     from asuka.flux import loaders
     from asuka.flux.pipeline import ASUKAFluxFillPipeline
     from misato.weights import resolve
@@ -74,7 +75,7 @@ def assemble_flux(
         if module.config.dim != width:
             raise MisatoError(f"{files[component].path}: outputs {module.config.dim} channels but the transformer "
                               f"expects {width}")
-    mae = loaders.load_release_mae(files["mae"].path)
+    mae = convert.load_mae_checkpoint(files["mae"].path)
     if mae.config.decoder_embed_dim != alignment_t5.config.prior_dim:
         raise MisatoError(f"{files['mae'].path}: prior width {mae.config.decoder_embed_dim} but the alignment "
                           f"modules take {alignment_t5.config.prior_dim}")

@@ -6,17 +6,15 @@
   ``decoder.*`` (original LDM names, z = 16, ``concat_mask``) and the FLUX AE encoder under ``encoder.*`` (BFL's
   names), which the official code loads into the autoencoder too → :func:`load_flux_decoder_checkpoint`.
 - ``txt_256.pt`` ``[1, 256, 4096]`` and ``vec.pt`` ``[1, 768]``: the "none" features → :func:`load_none_features`.
-- ``mae_300.pth``: MAE-FAR's ``{"model": …, "args": argparse.Namespace}`` → :func:`load_release_mae`.
+- ``mae_300.pth``: MAE-FAR's ``{"model": …, "args": argparse.Namespace}`` → :func:`asuka.convert.load_mae_checkpoint`.
 
-Every file is read with ``torch.load(weights_only=True)``; the only class admitted besides tensors and
-containers is ``argparse.Namespace`` (MAE's and Lightning's argument record), through
-``torch.serialization.safe_globals``. Loading is strict: every name and shape must match, and a
-:class:`~asuka.convert.LoadReport` says what was ignored.
+Every file is read by :func:`misato.checkpoint.read_lightning_checkpoint`: tensors and containers are rebuilt,
+any other pickled object (``argparse.Namespace``, OmegaConf hyper-parameters) becomes an inert placeholder and
+nothing it names is run. Loading is strict: every name and shape must match, and a
+:class:`~misato.checkpoint.LoadReport` says what was ignored.
 """
 from __future__ import annotations
 
-import argparse
-import contextlib
 import os
 import re
 from pathlib import Path
@@ -24,7 +22,8 @@ from pathlib import Path
 import torch
 
 from asuka import convert
-from asuka.convert import LoadReport, StateDict, load_strict
+from asuka.convert import StateDict
+from misato.checkpoint import LoadReport, load_strict, read_checkpoint, read_lightning_checkpoint
 from misato.errors import MisatoError
 
 RELEASE_REPO = "yikaiwang/ASUKA-FLUX.1-Fill"
@@ -39,15 +38,9 @@ RELEASE_FILES = {
 """Component → official file name of the release (also the weights-registry entries ``asuka-flux-<component>``)."""
 
 
-def released_globals() -> contextlib.AbstractContextManager:
-    """``torch.load(weights_only=True)`` also admits ``argparse.Namespace`` inside this context (and nothing else)."""
-    return torch.serialization.safe_globals([argparse.Namespace])
-
-
 def read_release_state(path: str | os.PathLike, keys: tuple[str, ...] = ("state_dict", "model")) -> StateDict:
-    """The state dict of a released file (see the module docstring for what may be pickled besides tensors)."""
-    with released_globals():
-        return convert.read_state_file(path, keys=keys)
+    """The state dict of a released file, found under the first of ``keys`` (``()`` = the top level)."""
+    return read_lightning_checkpoint(path, "the ASUKA-FLUX release", wrappers=keys).state_dict
 
 
 # --------------------------------------------------------------------------------------------------- alignment
@@ -78,14 +71,7 @@ def load_flux_alignment(path: str | os.PathLike):
 
 
 def _read_tensor(path: str | os.PathLike) -> torch.Tensor:
-    path = Path(path)
-    if not path.is_file():
-        raise MisatoError(f"none-feature file not found: {path}")
-    try:
-        with released_globals():
-            content = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # noqa: BLE001 - any unreadable file is a user problem
-        raise MisatoError(f"{path}: cannot read the tensor ({type(error).__name__}: {error})") from None
+    content = read_checkpoint(path, "an ASUKA-FLUX none feature")
     if not isinstance(content, torch.Tensor):
         raise MisatoError(f"{path}: expected one tensor, found {type(content).__name__}")
     return content
@@ -166,17 +152,10 @@ def load_flux_decoder_checkpoint(path: str | os.PathLike, vae) -> tuple[object, 
     decoder = InpaintingDecoder(**config)
     encoder_state, unmapped = convert_ldm_encoder_state_dict(state)
     decoder_skipped = [k for k in skipped if not k.startswith("encoder.")]
-    decoder_report = load_strict(decoder, converted, f"{path} (decoder)", decoder_skipped)
+    decoder_report = load_strict(decoder, converted, f"{path} (decoder)", skipped=decoder_skipped)
     encoder_report = None
     if encoder_state or unmapped:
         if unmapped:
             raise MisatoError(f"{path}: encoder keys with no FLUX AE counterpart: {', '.join(unmapped[:6])}")
         encoder_report = load_strict(vae.encoder, encoder_state, f"{path} (AE encoder)")
     return decoder, decoder_report, encoder_report
-
-
-def load_release_mae(path: str | os.PathLike, **overrides):
-    """:class:`~asuka.models.MAEPrior` from ``mae_300.pth`` (MAE-FAR's save format, ``args`` admitted);
-    ``overrides`` as in :func:`asuka.convert.load_mae_checkpoint`."""
-    with released_globals():
-        return convert.load_mae_checkpoint(path, **overrides)

@@ -5,7 +5,8 @@ import pytest
 import torch
 from diffusers import AutoencoderKL
 
-from asuka.flux.loaders import load_flux_decoder_checkpoint, load_none_features, load_release_mae
+from asuka.convert import load_mae_checkpoint
+from asuka.flux.loaders import load_flux_decoder_checkpoint, load_none_features
 from asuka.models import InpaintingDecoder, MAEPrior
 from asuka.testing import TINY_FLUX_VAE, TINY_MAE, TINY_VAE
 from misato.errors import MisatoError
@@ -96,13 +97,13 @@ def test_none_features_and_mae_in_release_formats(tmp_path):
     assert features.txt.shape == (1, 256, 64) and torch.equal(features.vec, torch.load(tmp_path / "vec.pt"))
     with pytest.raises(MisatoError, match=r"vec.pt: expected the CLIP none feature \[1, 768\]"):
         load_none_features(tmp_path / "txt_256.pt", tmp_path / "vec.pt", vec_dim=768)
-    with pytest.raises(MisatoError, match="none-feature file not found"):
+    with pytest.raises(MisatoError, match="ASUKA-FLUX none feature not found"):
         load_none_features(tmp_path / "txt_256.pt", tmp_path / "missing.pt")
     torch.manual_seed(0)
     mae = MAEPrior(**TINY_MAE)
     torch.save({"model": mae.state_dict(), "epoch": 300, "args": argparse.Namespace(model="mae_vit_base_patch16")},
                tmp_path / "mae_300.pth")
-    loaded = load_release_mae(tmp_path / "mae_300.pth", num_heads=2, decoder_num_heads=2, prior_layers=2)
+    loaded = load_mae_checkpoint(tmp_path / "mae_300.pth", num_heads=2, decoder_num_heads=2, prior_layers=2)
     image, mask = torch.rand(1, 3, 64, 64), torch.zeros(1, 1, 64, 64)
     mask[..., :20, :30] = 1
     with torch.no_grad():

@@ -36,7 +36,8 @@ def test_released_alignment_files_load_strictly_at_their_published_sizes():
 def test_released_decoder_and_mae_load_strictly():
     from diffusers import AutoencoderKL
 
-    from asuka.flux.loaders import load_flux_decoder_checkpoint, load_release_mae
+    from asuka.convert import load_mae_checkpoint
+    from asuka.flux.loaders import load_flux_decoder_checkpoint
     from asuka.testing import FLUX_VAE
 
     release = env_path("MISATO_ASUKA_FLUX_RELEASE")
@@ -45,7 +46,7 @@ def test_released_decoder_and_mae_load_strictly():
     assert report.ok and decoder.config.latent_channels == 16
     assert tuple(decoder.config.block_out_channels) == (128, 256, 512, 512) and decoder.config.layers_per_block == 2
     assert encoder_report is None or encoder_report.ok
-    assert load_release_mae(release / "mae_300.pth").config.decoder_embed_dim == 512
+    assert load_mae_checkpoint(release / "mae_300.pth").config.decoder_embed_dim == 512
 
 
 def test_assembled_model_inpaints_one_image():
