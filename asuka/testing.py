@@ -136,26 +136,26 @@ TINY_FLUX_ALIGNMENT_CLIP = {"prior_dim": 16, "dim": 16, "num_layers": 2, "num_he
 def get_dummy_flux_components(seed: int = 0, decoder: bool = True, prior_tokens: int = 16) -> dict[str, Any]:
     """Tiny random ASUKA-FLUX components (``scheduler``, ``vae``, ``transformer``, ``mae``, ``alignment_t5``,
     ``alignment_clip``, ``none_features``, ``decoder``), deterministic per seed; 64 × 64 inputs run in seconds."""
+    import torch
     from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, FluxTransformer2DModel
 
-    from asuka.models.flux_alignment import NoneFeatures
     from asuka.models import InpaintingDecoder, MAEPrior
-    from asuka.models.flux_alignment import FluxPriorAlignment
+    from asuka.models.flux_alignment import FluxPriorAlignment, NoneFeatures
 
-    torch.manual_seed(seed)
-    vae = AutoencoderKL(**TINY_FLUX_VAE)
-    components: dict[str, Any] = {
-        "scheduler": FlowMatchEulerDiscreteScheduler(**FLUX_SCHEDULER),
-        "vae": vae.eval(),
-        "transformer": FluxTransformer2DModel(**TINY_FLUX_TRANSFORMER).eval(),
-        "mae": MAEPrior(**TINY_MAE).eval(),
-        "alignment_t5": FluxPriorAlignment(**TINY_FLUX_ALIGNMENT_T5).eval(),
-        "alignment_clip": FluxPriorAlignment(**TINY_FLUX_ALIGNMENT_CLIP).eval(),
-        "none_features": NoneFeatures.from_tensors(torch.randn(1, prior_tokens, 32), torch.randn(1, 16)).eval(),
-        "decoder": None,
-    }
-    if decoder:
-        components["decoder"] = InpaintingDecoder.from_vae(vae).eval()
+    with seeded(seed):
+        vae = AutoencoderKL(**TINY_FLUX_VAE)
+        components: dict[str, Any] = {
+            "scheduler": FlowMatchEulerDiscreteScheduler(**FLUX_SCHEDULER),
+            "vae": vae.eval(),
+            "transformer": FluxTransformer2DModel(**TINY_FLUX_TRANSFORMER).eval(),
+            "mae": MAEPrior(**TINY_MAE).eval(),
+            "alignment_t5": FluxPriorAlignment(**TINY_FLUX_ALIGNMENT_T5).eval(),
+            "alignment_clip": FluxPriorAlignment(**TINY_FLUX_ALIGNMENT_CLIP).eval(),
+            "none_features": NoneFeatures.from_tensors(torch.randn(1, prior_tokens, 32), torch.randn(1, 16)).eval(),
+            "decoder": None,
+        }
+        if decoder:
+            components["decoder"] = InpaintingDecoder.from_vae(vae).eval()
     return components
 
 
