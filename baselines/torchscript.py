@@ -66,7 +66,7 @@ class TensorInpainter(InpaintingMethod):
         pad = ((0, -height % self.pad_multiple), (0, -width % self.pad_multiple))
         image = np.stack([np.pad(i, pad + ((0, 0),), mode="symmetric") for i in images])
         hole = np.stack([np.pad(h, pad, mode="symmetric") for h in holes])
-        image = torch.from_numpy(image).to(self.device).permute(0, 3, 1, 2).float() / 255
+        image = torch.from_numpy(image).to(self.device).permute(0, 3, 1, 2).contiguous().float() / 255
         if self.input_range == "-1,1":
             image = image * 2 - 1
         mask = torch.from_numpy(hole if self.mask_polarity == "hole" else ~hole)[:, None].to(self.device).float()

@@ -86,9 +86,12 @@ def adapter_vs_bare(label: str, size: int, bare, adapter, repeats: int) -> None:
     import torch
 
     adapter_times, bare_times = [], []
-    for _ in range(repeats):  # interleaved so that load changes hit both alike
-        bare_times.append(best_of(1, bare))
-        adapter_times.append(best_of(1, adapter))
+    for repeat in range(repeats):  # interleaved, order alternating, so that load changes hit both alike
+        for variant in ("bare", "adapter") if repeat % 2 == 0 else ("adapter", "bare"):
+            if variant == "bare":
+                bare_times.append(best_of(1, bare))
+            else:
+                adapter_times.append(best_of(1, adapter))
         print(f"  {label} timing: bare {bare_times[-1]:.2f} s, adapter {adapter_times[-1]:.2f} s", flush=True)
     adapter_time, forward = min(adapter_times), min(bare_times)
     print(f"{label} {size}x{size} CPU, {torch.get_num_threads()} threads: adapter {adapter_time:.2f} s "
@@ -134,8 +137,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--n", type=int, default=200, help="telea images")
     parser.add_argument("--skip-lama", action="store_true")
     parser.add_argument("--skip-mat", action="store_true")
+    parser.add_argument("--skip-telea", action="store_true")
     args = parser.parse_args(argv)
-    bench_telea(args.n, args.size)
+    if not args.skip_telea:
+        bench_telea(args.n, args.size)
     if not args.skip_lama:
         bench_lama(args.size, args.repeats)
     if not args.skip_mat:
