@@ -121,6 +121,10 @@ class MethodSpec:
         return next((option for option in self.options if option.name == name), None)
 
 
+WEIGHTS_OPTION = MethodOption("weights", str, "weight file to load (explicit: trusted, hashed for the record)")
+DEVICE_OPTION = MethodOption("device", str, "torch device: cpu (default), cuda[:N] or mps")
+"""The ``--weights`` and ``--device`` options every native adapter declares."""
+
 _SPECS: dict[str, MethodSpec] = {}
 
 
@@ -174,6 +178,7 @@ def _load_adapters() -> None:
     import baselines.opencv  # noqa: F401  (telea, navier-stokes)
     import baselines.diffusion  # noqa: F401  (asuka, sd, sd-text, sd-prompt)
     import baselines.mat  # noqa: F401  (mat)
+    import baselines.comod  # noqa: F401  (comod)
     from importlib.metadata import entry_points
 
     for entry_point in entry_points(group=ENTRY_POINT_GROUP):
