@@ -411,7 +411,8 @@ def _is_tensorflow_pickle(path) -> bool:
 
 def load_generator(path, device: str = "cpu") -> Generator:
     """Build the generator a port checkpoint describes and load it strictly (a report naming missing/unexpected
-    keys and shape mismatches otherwise). The file is read with ``weights_only=True``.
+    keys and shape mismatches otherwise). The file is read with ``weights_only=True``; a ``module.`` prefix
+    (a ``DataParallel`` save) is dropped, as the port's ``util.load_network`` does.
 
     Raises:
         MisatoError: unreadable file, the official TF1 pickle (not supported: see docs/baselines.md), another
@@ -423,7 +424,7 @@ def load_generator(path, device: str = "cpu") -> Generator:
         raise MisatoError(f"{path}: this is an official TensorFlow 1 Co-Mod-GAN pickle (dnnlib/tflib networks), "
                           "which comod does not read; use the PyTorch port's converted *_net_G_ema.pth "
                           "(e.g. co-mod-gan-places2-050000_net_G_ema.pth, see `misato weights`)")
-    state = read_state_file(path)
+    state = {key.removeprefix("module."): value for key, value in read_state_file(path).items()}
     generator = Generator(config_from_state_dict(state, str(path)))
     load_strict(generator, state, str(path))
     return generator.to(device).eval().requires_grad_(False)

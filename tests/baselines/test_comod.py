@@ -236,6 +236,14 @@ def test_checkpoint_loads_strictly_with_every_value(adapter, tiny_file):
     assert adapter.resolution == 16 and adapter.generator.config == TINY
 
 
+def test_data_parallel_prefix_is_dropped_as_the_port_does(tiny_file, tmp_path):
+    state = torch.load(tiny_file, weights_only=True)
+    path = tmp_path / "parallel_net_G_ema.pth"
+    torch.save({f"module.{k}": v for k, v in state.items()}, path)
+    loaded = comod_net.load_generator(path).state_dict()
+    assert all(torch.equal(loaded[k], v) for k, v in state.items())
+
+
 def test_known_pixels_untouched_and_same_seed_same_bytes(adapter, sample):
     image, hole = sample
     first = adapter.inpaint_one(image, hole, 7)
