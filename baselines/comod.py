@@ -139,8 +139,9 @@ register_method(
     CoModInpaint,
     options=(
         WEIGHTS_OPTION,
-        MethodOption("noise_mode", str, "Co-Mod-GAN noise: random (upstream, seeded by the image seed) or none",
-                     NOISE_MODES, "random"),
+        # one --noise-mode flag serves comod and mat (the first declaration's help is shown): say both, no default
+        MethodOption("noise_mode", str, "noise of the GAN methods: comod random (default; seeded by the image seed) "
+                     "or none; mat const (default), none or random", NOISE_MODES),
         MethodOption("truncation", float, "Co-Mod-GAN truncation psi in [0, 1] (1 = none, upstream default)",
                      default=1.0),
         DEVICE_OPTION,

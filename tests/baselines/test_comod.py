@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import json
 import pickle
 
 import numpy as np
@@ -339,9 +340,22 @@ def test_registered_with_its_options(tiny_file):
     spec = get_spec("comod")
     assert spec.weights == ("comod-places512",) and spec.gpu_advised
     assert {o.name for o in spec.options} == {"weights", "noise_mode", "truncation", "device"}
-    assert spec.option("noise_mode").default == "random"
+    assert spec.option("noise_mode").choices == ("random", "none")
     method = create_method("comod", weights=str(tiny_file), noise_mode="none")
     assert isinstance(method, CoModInpaint) and method.noise_mode == "none"
+
+
+def test_runner_writes_every_image_and_the_record(tiny_file, tmp_path):
+    from baselines import run_method
+    from tests.helpers import write_misato_folder
+
+    data = write_misato_folder(tmp_path / "data", n=2, size=16)
+    method = create_method("comod", weights=str(tiny_file))
+    run_method(method, data, tmp_path / "pred", progress=False)
+    record = json.loads((tmp_path / "pred" / "run.json").read_text())
+    assert sorted(p.name for p in (tmp_path / "pred").glob("*.png")) == ["0000.png", "0001.png"]
+    described = json.loads(json.dumps(method.describe()))
+    assert {key: record[key] for key in described} == described  # truncation, noise mode, weight sha256, ...
 
 
 def test_missing_weights_name_the_file_and_url(tmp_path, monkeypatch):
