@@ -135,6 +135,10 @@ class MethodSpec:
         return next((option for option in self.options if option.name == name), None)
 
 
+WEIGHTS_OPTION = MethodOption("weights", str, "weight file to load (explicit: trusted, hashed for the record)")
+DEVICE_OPTION = MethodOption("device", str, "torch device: cpu (default), cuda[:N] or mps")
+"""The ``--weights`` and ``--device`` options every native adapter declares."""
+
 _SPECS: dict[str, MethodSpec] = {}
 
 
@@ -191,6 +195,7 @@ def _load_adapters() -> None:
     import baselines.torchscript  # noqa: F401  (torchscript)
     import baselines.lama  # noqa: F401  (lama)
     import baselines.mat  # noqa: F401  (mat)
+    import baselines.comod  # noqa: F401  (comod)
     import baselines.flux  # noqa: F401  (asuka-flux, flux-fill)
     from importlib.metadata import entry_points
 

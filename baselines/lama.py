@@ -28,9 +28,8 @@ from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
-from baselines.base import register_method
-from baselines.torchscript import (DEVICE_OPTION, WEIGHTS_OPTION, TensorInpainter, load_torchscript,
-                                   weights_record)
+from baselines.base import DEVICE_OPTION, WEIGHTS_OPTION, register_method
+from baselines.torchscript import TensorInpainter, load_torchscript, weights_record
 from misato.errors import MisatoError
 
 LIGHTNING_PREFIX = "generator."

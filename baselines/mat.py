@@ -26,8 +26,9 @@ from typing import Any
 
 import numpy as np
 
-from baselines.base import InpaintingMethod, MethodOption, check_device, register_method
-from baselines.torchscript import DEVICE_OPTION, WEIGHTS_OPTION, weights_record
+from baselines.base import DEVICE_OPTION, WEIGHTS_OPTION, InpaintingMethod, MethodOption, check_device, register_method
+from baselines.signed_io import paste_back, signed_inputs
+from baselines.torchscript import weights_record
 from misato.errors import MisatoError
 from misato.io import binarize_mask
 
@@ -71,13 +72,7 @@ class MATInpaint(InpaintingMethod):
 
     def network_inputs(self, image: np.ndarray, hole: np.ndarray):
         """``(images_in [1, 3, H', W'] in [-1, 1], masks_in [1, 1, H', W'] with 1 = known)``, padded (see above)."""
-        import torch
-
-        pad_h, pad_w = -hole.shape[0] % self.img_resolution, -hole.shape[1] % self.img_resolution
-        padded = np.pad(image, ((0, pad_h), (0, pad_w), (0, 0)), mode="symmetric")
-        known = np.pad(~hole, ((0, pad_h), (0, pad_w)), constant_values=True)
-        images_in = torch.from_numpy(padded).to(self.device).permute(2, 0, 1)[None].float() / 127.5 - 1
-        return images_in, torch.from_numpy(known).to(self.device)[None, None].float()
+        return signed_inputs(image, hole, self.img_resolution, self.device)
 
     def inpaint_one(self, image: np.ndarray, mask: np.ndarray, seed: int) -> np.ndarray:
         import torch
@@ -91,9 +86,7 @@ class MATInpaint(InpaintingMethod):
             output = self.generator(images_in, masks_in, self.z, truncation_psi=1,
                                     noise_mode=self.effective_noise_mode(*masks_in.shape[-2:]), generator=generator)
         output = (output.permute(0, 2, 3, 1) * 127.5 + 127.5).round().clamp(0, 255).to(torch.uint8)
-        result = output[0, : hole.shape[0], : hole.shape[1]].cpu().numpy()
-        result[~hole] = image[~hole]
-        return result
+        return paste_back(output[0].cpu().numpy(), image, hole)
 
     def describe(self) -> dict[str, Any]:
         import torch

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from baselines.base import InpaintingMethod, MethodOption, check_device, register_method
+from baselines.base import DEVICE_OPTION, WEIGHTS_OPTION, InpaintingMethod, MethodOption, check_device, register_method
 from misato.errors import MisatoError
 from misato.io import binarize_mask
 
@@ -169,8 +169,6 @@ def torchscript_method(weights: str | None = None, input_range: str = "0,1", mas
                            record=weights_record(Path(weights).expanduser(), "explicit"))
 
 
-WEIGHTS_OPTION = MethodOption("weights", str, "weight file to load (explicit: trusted, hashed for the record)")
-DEVICE_OPTION = MethodOption("device", str, "torch device: cpu (default), cuda[:N] or mps")
 register_method(
     "torchscript",
     torchscript_method,

@@ -8,6 +8,9 @@
    printed too, so what the runner adds beyond unavoidable I/O is visible.
 3. ``mat``: as 1. with the full-size MAT generator (random weights saved as ``Places_512_FullData_G.pth`` and loaded
    through the adapter), noise mode const, one image per call (about a minute per forward on 2 busy cores).
+4. ``comod``: as 1. with the full-size Places2 512 Co-Mod-GAN generator (random weights saved in the port's
+   ``*_net_G_ema.pth`` format and loaded through the adapter); the adapter's own steps are also timed with the
+   network replaced by the identity (a load-independent bound on the overhead).
 
     python benchmarks/bench_baselines.py [--size 512] [--repeats 2] [--n 200]
 """
@@ -81,6 +84,36 @@ def bench_mat(size: int, repeats: int) -> None:
     adapter_vs_bare("mat", size, bare, lambda: method.inpaint([image], [hole], [0]), repeats)
 
 
+def bench_comod(size: int, repeats: int) -> None:
+    import torch
+
+    from baselines.comod import CoModInpaint
+    from baselines.comod_net import Generator
+    from tests.helpers import box_mask, smooth_image
+
+    torch.manual_seed(0)
+    with tempfile.TemporaryDirectory() as scratch:
+        path = Path(scratch) / "co-mod-gan-places2-050000_net_G_ema.pth"
+        torch.save(Generator().state_dict(), path)
+        method = CoModInpaint(weights=str(path))
+    rng = np.random.default_rng(0)
+    image, hole = smooth_image(rng, size), box_mask(rng, size)
+    images_in, masks_in = method.network_inputs(image, hole)
+
+    def bare():
+        z, generator = method.latent(0)
+        with torch.no_grad():
+            method.generator(images_in, masks_in, z, noise_mode="random", generator=generator)
+
+    bare()  # warm-up (allocations)
+    adapter_vs_bare("comod", size, bare, lambda: method.inpaint_one(image, hole, 0), repeats)
+    network = method.generator
+    method.generator = lambda images_in, masks_in, *args, **kwargs: images_in  # the adapter's own steps alone
+    steps = best_of(5, lambda: method.inpaint_one(image, hole, 0))
+    method.generator = network
+    print(f"comod adapter steps without the network: {steps * 1000:.1f} ms")
+
+
 def adapter_vs_bare(label: str, size: int, bare, adapter, repeats: int) -> None:
     """Time ``bare`` and ``adapter`` alternately ``repeats`` times; print the best of each and their ratio."""
     import torch
@@ -137,6 +170,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--n", type=int, default=200, help="telea images")
     parser.add_argument("--skip-lama", action="store_true")
     parser.add_argument("--skip-mat", action="store_true")
+    parser.add_argument("--skip-comod", action="store_true")
     parser.add_argument("--skip-telea", action="store_true")
     args = parser.parse_args(argv)
     if not args.skip_telea:
@@ -145,6 +179,8 @@ def main(argv: list[str] | None = None) -> None:
         bench_lama(args.size, args.repeats)
     if not args.skip_mat:
         bench_mat(args.size, args.repeats)
+    if not args.skip_comod:
+        bench_comod(args.size, args.repeats)
 
 
 if __name__ == "__main__":

@@ -420,3 +420,28 @@ ASUKA_FLUX_MAE = _asuka_flux_entry(
     "mae", "mae_300.pth", "MAE-FAR ViT-B fine-tuned for ASUKA ({'model': state_dict, 'args': Namespace})",
     "RGB resized to 256 (area), ImageNet mean/std, holes zeroed; mask 1 = hole",
 )
+
+
+def _comod_port_entry(name: str, stem: str, share_id: str, script: str, resolution: int) -> WeightEntry:
+    """A converted Co-Mod-GAN file of the PyTorch port (README and ``download/<script>``; no hash published)."""
+    return register(
+        WeightEntry(
+            name=name,
+            filename=f"{stem}_net_G_ema.pth",
+            url=f"https://maildluteducn-my.sharepoint.com/:u:/g/personal/zengyu_mail_dlut_edu_cn/{share_id}?download=1",
+            sha256="",
+            description=f"Co-Mod-GAN generator (EMA) converted from the official TF1 zsyzzsoft/co-mod-gan {stem}.pkl "
+            f"by the PyTorch port zengxianyu/co-mod-gan-pytorch (download/{script}); StyleGAN2-derived: NVIDIA "
+            "non-commercial licence, downloaded on demand, never redistributed",
+            preprocessing=f"RGB in [-1,1] at exactly {resolution}x{resolution}; mask 1 = hole (port convention); "
+            "z ~ N(0,1) [1,512]; truncation 1",
+        )
+    )
+
+
+COMOD_PLACES_512 = _comod_port_entry("comod-places512", "co-mod-gan-places2-050000",
+                                     "EQG9jJzkFLJDsOWmVJJSoqQB2jRDkXlYt3wnt9Fb9dJDsQ", "places512.sh", 512)
+COMOD_FFHQ_512 = _comod_port_entry("comod-ffhq512", "co-mod-gan-ffhq-9-025000",
+                                   "Ee1YPJG2Y7NDnUjJBf-SipoBBSlbv8QfFy6K7lsiiiiFHg", "ffhq512.sh", 512)
+COMOD_FFHQ_1024 = _comod_port_entry("comod-ffhq1024", "co-mod-gan-ffhq-10-025000",
+                                    "EXcZ9OHEFQFAqhe1GQVFZ_4BwWoTvWyDM429gP5XrPAdaQ", "ffhq1024.sh", 1024)
