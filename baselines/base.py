@@ -190,6 +190,7 @@ def _load_adapters() -> None:
     import baselines.diffusion  # noqa: F401  (asuka, sd, sd-text, sd-prompt)
     import baselines.torchscript  # noqa: F401  (torchscript)
     import baselines.lama  # noqa: F401  (lama)
+    import baselines.maefar  # noqa: F401  (maefar)
     from importlib.metadata import entry_points
 
     for entry_point in entry_points(group=ENTRY_POINT_GROUP):
