@@ -9,8 +9,8 @@ Inference as ``test_custom.py`` (``ACR/base/dataset.py``, ``DynamicFARDataset`` 
 
 - the image is resized to ``size × size`` (256 or 512) with LANCZOS; the mask with nearest neighbour, ``> 127``
   = hole (when shrinking, a square pixel is a hole if any pixel it covers is one, so no hole vanishes);
-- the MAE branch (:meth:`asuka.models.mae.MAEPrior.features_and_scores`) always sees the image at 256, ImageNet
-  normalisation; it returns the 512-d decoder features ``[B, 512, 16, 16]`` and the decoder attention scores
+- the MAE branch (:meth:`asuka.models.mae.MAEPrior.features_and_scores`) always sees the image at 256 (area
+  means of the ``uint8`` levels, rounded, as OpenCV's ``INTER_AREA``), ImageNet normalisation; it returns the 512-d decoder features ``[B, 512, 16, 16]`` and the decoder attention scores
   ``[B, 256, 256]``;
 - the masked positional encoding (:func:`masked_position_encoding`) is computed from the mask at 32 × 32;
 - the generator takes the masked image ⊕ mask, adds the upsampled MAE features at four scales, transfers the
@@ -268,7 +268,11 @@ def _modules():  # noqa: C901  (one namespace of small classes)
             encodings = [masked_position_encoding(h) for h in hole[:, 0].bool().cpu().numpy()]
             rel_pos = torch.from_numpy(np.stack([e[0] for e in encodings])).to(image.device)
             direct = torch.from_numpy(np.stack([e[1] for e in encodings])).to(image.device)
-            features, scores = self.mae.features_and_scores(image, hole)
+            mae_image = image
+            if size != MAE_SIZE:  # as upstream's cv2.resize(INTER_AREA) of the uint8 image: area means, rounded
+                mae_image = F.interpolate(torch.round(image * 255), size=(MAE_SIZE, MAE_SIZE), mode="area")
+                mae_image = torch.floor(mae_image + 0.5) / 255
+            features, scores = self.mae.features_and_scores(mae_image, hole)
             prior, position = self.acr.GCs(features, rel_pos, direct, size)
             predicted = self.acr.G(torch.cat([image * (1 - hole), hole], dim=1), prior, position, scores,
                                    self.acr.GCs.alpha_att1, self.acr.GCs.alpha_att2)
@@ -360,7 +364,7 @@ class MAEFARMethod(TensorInpainter):
             "size": self.size,
             "resize": f"image LANCZOS, mask nearest (> 127 = hole; area, any hole, when shrinking) to {self.size}²; "
             "result LANCZOS back to the input size",
-            "mae_input": f"{MAE_SIZE}² (area from {self.size}²), ImageNet mean/std",
+            "mae_input": f"{MAE_SIZE}² (area from {self.size}², rounded to uint8 levels), ImageNet mean/std",
             "padding": "none",
         }
 

@@ -3,11 +3,14 @@
 1. ``lama``: the adapter's ``inpaint`` (array → tensor, padding, forward, crop, quantise, paste-back) on one
    ``size``² image with the full-size big-lama generator (random weights, CPU) ÷ the bare forward pass of the
    same network on the same tensors. Target <= 1.10.
-2. ``telea``: ``run_method`` on ``n`` images of a MISATO folder (reading, writing PNGs, run record) ÷ the bare
+2. ``maefar``: the same for the full-size MAE-FAR network at ``--maefar-size`` (the adapter adds resizing when the
+   image is not that size; here it is). Target <= 1.10.
+3. ``telea``: ``run_method`` on ``n`` images of a MISATO folder (reading, writing PNGs, run record) ÷ the bare
    ``inpaint_one`` calls on the same arrays held in memory. Target <= 1.10. The PNG read+write time alone is
    printed too, so what the runner adds beyond unavoidable I/O is visible.
 
-    python benchmarks/bench_baselines.py [--size 512] [--repeats 2] [--n 200]
+    python benchmarks/bench_baselines.py [--size 512] [--repeats 2] [--n 200] [--maefar-size 512]
+        [--skip-telea] [--skip-lama] [--skip-maefar]
 """
 from __future__ import annotations
 
@@ -32,16 +35,12 @@ def best_of(repeats: int, function) -> float:
     return min(times)
 
 
-def bench_lama(size: int, repeats: int) -> None:
+def adapter_ratio(name: str, net, method, size: int, repeats: int) -> None:
+    """Print ``method.inpaint`` on one ``size``² image ÷ the bare ``net`` forward on the same tensors."""
     import torch
 
-    from baselines.lama import _modules, build_generator
-    from baselines.torchscript import TensorInpainter
     from tests.helpers import box_mask, smooth_image
 
-    torch.manual_seed(0)
-    net = _modules().LamaInpainter(build_generator()).eval()
-    method = TensorInpainter(net, "lama", pad_multiple=8)
     rng = np.random.default_rng(0)
     image, hole = smooth_image(rng, size), box_mask(rng, size)
     tensors = method.to_tensors([image], [hole])
@@ -55,10 +54,32 @@ def bench_lama(size: int, repeats: int) -> None:
     for _ in range(repeats):  # interleaved so that load changes hit both alike
         bare_times.append(best_of(1, bare))
         adapter_times.append(best_of(1, lambda: method.inpaint([image], [hole], [0])))
-        print(f"  lama timing: bare {bare_times[-1]:.2f} s, adapter {adapter_times[-1]:.2f} s", flush=True)
+        print(f"  {name} timing: bare {bare_times[-1]:.2f} s, adapter {adapter_times[-1]:.2f} s", flush=True)
     adapter, forward = min(adapter_times), min(bare_times)
-    print(f"lama {size}x{size} CPU, {torch.get_num_threads()} threads: adapter {adapter:.2f} s "
+    print(f"{name} {size}x{size} CPU, {torch.get_num_threads()} threads: adapter {adapter:.2f} s "
           f"({1 / adapter:.3f} images/s), bare forward {forward:.2f} s; ratio {adapter / forward:.3f} (target <= 1.10)")
+
+
+def bench_lama(size: int, repeats: int) -> None:
+    import torch
+
+    from baselines.lama import _modules, build_generator
+    from baselines.torchscript import TensorInpainter
+
+    torch.manual_seed(0)
+    net = _modules().LamaInpainter(build_generator()).eval()
+    adapter_ratio("lama", net, TensorInpainter(net, "lama", pad_multiple=8), size, repeats)
+
+
+def bench_maefar(size: int, repeats: int) -> None:
+    """Full-size MAE-FAR (random weights); its bare forward includes the MAE branch and the positional encoding."""
+    import torch
+
+    from baselines.maefar import MAEFARMethod, build_network
+
+    torch.manual_seed(0)
+    net = build_network().eval()
+    adapter_ratio("maefar", net, MAEFARMethod(net, size), size, repeats)
 
 
 def bench_telea(n: int, size: int) -> None:
@@ -98,10 +119,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeats", type=int, default=2, help="lama timings per variant (the best is kept)")
     parser.add_argument("--n", type=int, default=200, help="telea images")
     parser.add_argument("--skip-lama", action="store_true")
+    parser.add_argument("--skip-telea", action="store_true")
+    parser.add_argument("--maefar-size", type=int, default=512, choices=(256, 512), help="MAE-FAR's --size")
+    parser.add_argument("--skip-maefar", action="store_true")
     args = parser.parse_args(argv)
-    bench_telea(args.n, args.size)
+    if not args.skip_telea:
+        bench_telea(args.n, args.size)
     if not args.skip_lama:
         bench_lama(args.size, args.repeats)
+    if not args.skip_maefar:
+        bench_maefar(args.maefar_size, args.repeats)
 
 
 if __name__ == "__main__":

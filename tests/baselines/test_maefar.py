@@ -241,8 +241,14 @@ def _hole(size, box):
     return hole
 
 
-def test_lightning_file_runs_end_to_end_at_256_and_512(lightning_file, tiny):
+def test_lightning_file_runs_end_to_end_at_256_and_512(lightning_file, tiny, monkeypatch):
+    import cv2
+
     path, net = lightning_file
+    mae_inputs = []
+    features_and_scores = net.mae.features_and_scores
+    monkeypatch.setattr(net.mae, "features_and_scores",
+                        lambda image, mask: mae_inputs.append(image) or features_and_scores(image, mask))
     for size in (256, 512):
         method = create_method("maefar", weights=str(path), size=size)
         image = smooth_image(np.random.default_rng(size), size)
@@ -257,6 +263,9 @@ def test_lightning_file_runs_end_to_end_at_256_and_512(lightning_file, tiny):
             bare = net(tensor, torch.from_numpy(hole)[None, None].float())
         expected = (bare[0].permute(1, 2, 0) * 255).clamp(0, 255).to(torch.uint8).numpy()
         np.testing.assert_array_equal(out, expected)
+        # the MAE branch sees the image at 256 as upstream's cv2.resize(INTER_AREA) of the uint8 image gives it
+        seen = (mae_inputs.pop()[0].permute(1, 2, 0) * 255).round().to(torch.uint8).numpy()
+        np.testing.assert_array_equal(seen, cv2.resize(image, (256, 256), interpolation=cv2.INTER_AREA))
     record = method.describe()
     assert TRIPWIRE == []
     assert record["size"] == 512 and record["weights_sha256"] == file_sha256(path)
