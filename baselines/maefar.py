@@ -297,7 +297,7 @@ def lightning_state_dict(checkpoint: Any, source: str) -> tuple[dict, list[str]]
     return selected, ignored
 
 
-def load_maefar(path: str | os.PathLike, device: str = "cpu") -> tuple[Any, dict[str, Any]]:
+def load_maefar(path: str | os.PathLike) -> tuple[Any, dict[str, Any]]:
     """The network from the official Lightning file (strict ``mae.*``/``acr.*`` load) and what to record."""
     path = Path(path).expanduser()
     checkpoint, refused = read_checkpoint(path)
@@ -385,7 +385,7 @@ def maefar_method(weights: str | None = None, size: int = 512, device: str = "cp
             raise MisatoError(f"maefar: no weights found (looked for {entry.filename} in {folders}); download the "
                               f"Lightning checkpoint from {entry.url} (CC BY-NC 4.0), save it as {entry.filename} in "
                               "one of those folders, or pass --weights FILE")
-    net, record = load_maefar(found[0], device)
+    net, record = load_maefar(found[0])
     return MAEFARMethod(net, size, device, record={**weights_record(*found), **record})
 
 

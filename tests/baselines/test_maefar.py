@@ -1,5 +1,6 @@
 """MAE-FAR: the network against the upstream config, its MAE and attention pieces against independent references,
 the official Lightning file end to end through the adapter at 256 and 512, polarity, paste-back, bad files."""
+import json
 import pickle
 
 import numpy as np
@@ -10,10 +11,12 @@ import torch.nn.functional as F
 import baselines.maefar as maefar
 from baselines import create_method
 from baselines.maefar import build_network, masked_position_encoding
+from misato.cli import main
 from misato.errors import MisatoError
+from misato.io import list_images, read_image, read_mask
 from misato.weights import file_sha256
 from tests.baselines.test_lama import TRIPWIRE, HyperParameters
-from tests.helpers import smooth_image
+from tests.helpers import smooth_image, write_misato_folder
 
 # MAE/util/misc.py mae_vit_base_patch16 + generators.py / ffc.py / layers.py with g_args of config_FAR_places2.yml
 EMBED, DEPTH, DEC, DEC_DEPTH, PATCH, TOKENS, MLP = 768, 12, 512, 8, 16, 256, 4
@@ -297,6 +300,40 @@ def test_polarity_both_ways_and_determinism(lightning_file, tiny):
     again = method.inpaint([image, image], [one_hole, ~one_hole], [5, 6])
     np.testing.assert_array_equal(again[0], out[0])
     np.testing.assert_array_equal(again[1], out[1])
+
+
+def test_end_to_end_through_misato_inpaint_with_the_registry_file(lightning_file, tiny, tmp_path, monkeypatch,
+                                                                   capsys):
+    monkeypatch.setenv("MISATO_WEIGHTS_DIR", str(lightning_file[0].parent))  # found under its registry name
+    assert main(["methods", "--json"]) == 0
+    row = next(r for r in map(json.loads, capsys.readouterr().out.splitlines()) if r["method"] == "maefar")
+    assert row["ready"] and row["weights"] == ["maefar_places2.ckpt"] and row["gpu_advised"]
+    data = write_misato_folder(tmp_path / "data", n=2, size=48)
+    out = tmp_path / "pred"
+    assert main(["inpaint", "--method", "maefar", "--size", "256", "--data", str(data), "--out", str(out),
+                 "--batch-size", "2"]) == 0
+    record = json.loads((out / "run.json").read_text())
+    assert record["complete"] and record["method"] == "maefar" and record["size"] == 256
+    assert record["weights_sha256"] == file_sha256(lightning_file[0]) and record["weights_origin"] == "official"
+    for name, path in list_images(out).items():
+        image, hole = read_image(data / "image" / f"{name}.png"), read_mask(data / "mask" / f"{name}.png")
+        np.testing.assert_array_equal(read_image(path)[~hole], image[~hole])
+
+
+@pytest.mark.slow
+def test_full_size_network_in_the_lightning_format(tmp_path):
+    """The released architecture itself (ViT-B MAE + ACR, ~612 MB file): strict load and one 256 image."""
+    net = build_network().eval()
+    state = {**{f"mae.{k}": v for k, v in net.mae.state_dict().items()},
+             **{f"acr.{k}": v for k, v in net.acr.state_dict().items()}}
+    path = _save_lightning(tmp_path / "maefar_places2.ckpt", state)
+    del net, state
+    method = create_method("maefar", weights=str(path), size=256)
+    image = smooth_image(np.random.default_rng(3), 256)
+    hole = _hole(256, (60, 140, 90, 200))
+    out = method.inpaint([image], [hole], [0])[0]
+    np.testing.assert_array_equal(out[~hole], image[~hole])
+    assert (out[hole] != image[hole]).mean() > 0.5
 
 
 def test_checkpoints_of_other_models_are_refused_with_a_report(tmp_path, lightning_file, tiny):
