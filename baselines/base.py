@@ -194,6 +194,7 @@ def _load_adapters() -> None:
     import baselines.diffusion  # noqa: F401  (asuka, sd, sd-text, sd-prompt)
     import baselines.torchscript  # noqa: F401  (torchscript)
     import baselines.lama  # noqa: F401  (lama)
+    import baselines.maefar  # noqa: F401  (maefar)
     import baselines.mat  # noqa: F401  (mat)
     import baselines.comod  # noqa: F401  (comod)
     import baselines.flux  # noqa: F401  (asuka-flux, flux-fill)

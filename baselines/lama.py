@@ -49,7 +49,7 @@ def build_generator(ngf: int = 64, n_downsampling: int = 3, n_blocks: int = 18, 
 
 
 def _modules():
-    """The torch module classes, defined on first use."""
+    """The torch module classes, defined on first use (``FFC_BN_ACT`` is shared with :mod:`baselines.maefar`)."""
     global _MODULES
     if _MODULES is None:
         _MODULES = _define_modules()
@@ -190,7 +190,8 @@ def _define_modules():  # noqa: C901  (one namespace of small classes)
             predicted = self.generator(torch.cat([image * (1 - mask), mask], dim=1))
             return mask * predicted + (1 - mask) * image
 
-    return types.SimpleNamespace(FFCResNetGenerator=FFCResNetGenerator, LamaInpainter=LamaInpainter)
+    return types.SimpleNamespace(FFC_BN_ACT=FFC_BN_ACT, FFCResNetGenerator=FFCResNetGenerator,
+                                 LamaInpainter=LamaInpainter)
 
 
 # --- reading checkpoints without running pickled code -------------------------------------------------------

@@ -1,18 +1,23 @@
 """Adapter and runner overhead of the baselines, each against a reference measured in the same run.
 
-1. ``lama``: the adapter's ``inpaint`` (array → tensor, padding, forward, crop, quantise, paste-back) on one
-   ``size``² image with the full-size big-lama generator (random weights, CPU) ÷ the bare forward pass of the
-   same network on the same tensors. Target <= 1.10.
-2. ``telea``: ``run_method`` on ``n`` images of a MISATO folder (reading, writing PNGs, run record) ÷ the bare
+1. ``telea``: ``run_method`` on ``n`` images of a MISATO folder (reading, writing PNGs, run record) ÷ the bare
    ``inpaint_one`` calls on the same arrays held in memory. Target <= 1.10. The PNG read+write time alone is
    printed too, so what the runner adds beyond unavoidable I/O is visible.
-3. ``mat``: as 1. with the full-size MAT generator (random weights saved as ``Places_512_FullData_G.pth`` and loaded
+2. ``lama``: the adapter's ``inpaint`` (array → tensor, padding, forward, crop, quantise, paste-back) on one
+   ``size``² image with the full-size big-lama generator (random weights, CPU) ÷ the bare forward pass of the
+   same network on the same tensors. Target <= 1.10.
+3. ``maefar``: the same for the full-size MAE-FAR network at ``--maefar-size`` (its bare forward includes the MAE
+   branch and the positional encoding).
+4. ``mat``: as 2. with the full-size MAT generator (random weights saved as ``Places_512_FullData_G.pth`` and loaded
    through the adapter), noise mode const, one image per call (about a minute per forward on 2 busy cores).
-4. ``comod``: as 1. with the full-size Places2 512 Co-Mod-GAN generator (random weights saved in the port's
+5. ``comod``: as 2. with the full-size Places2 512 Co-Mod-GAN generator (random weights saved in the port's
    ``*_net_G_ema.pth`` format and loaded through the adapter); the adapter's own steps are also timed with the
    network replaced by the identity (a load-independent bound on the overhead).
 
-    python benchmarks/bench_baselines.py [--size 512] [--repeats 2] [--n 200]
+Timings are interleaved with alternating order, so that load changes hit both sides alike.
+
+    python benchmarks/bench_baselines.py [--size 512] [--repeats 2] [--n 200] [--maefar-size 512]
+        [--skip-telea] [--skip-lama] [--skip-maefar] [--skip-mat] [--skip-comod]
 """
 from __future__ import annotations
 
@@ -37,16 +42,12 @@ def best_of(repeats: int, function) -> float:
     return min(times)
 
 
-def bench_lama(size: int, repeats: int) -> None:
+def tensor_adapter_vs_bare(label: str, net, method, size: int, repeats: int) -> None:
+    """``method.inpaint`` on one ``size``² image ÷ the bare ``net`` forward on the same tensors."""
     import torch
 
-    from baselines.lama import _modules, build_generator
-    from baselines.torchscript import TensorInpainter
     from tests.helpers import box_mask, smooth_image
 
-    torch.manual_seed(0)
-    net = _modules().LamaInpainter(build_generator()).eval()
-    method = TensorInpainter(net, "lama", pad_multiple=8)
     rng = np.random.default_rng(0)
     image, hole = smooth_image(rng, size), box_mask(rng, size)
     tensors = method.to_tensors([image], [hole])
@@ -56,7 +57,28 @@ def bench_lama(size: int, repeats: int) -> None:
             net(*tensors)
 
     bare()  # warm-up (allocations, FFT plans)
-    adapter_vs_bare("lama", size, bare, lambda: method.inpaint([image], [hole], [0]), repeats)
+    adapter_vs_bare(label, size, bare, lambda: method.inpaint([image], [hole], [0]), repeats)
+
+
+def bench_lama(size: int, repeats: int) -> None:
+    import torch
+
+    from baselines.lama import _modules, build_generator
+    from baselines.torchscript import TensorInpainter
+
+    torch.manual_seed(0)
+    net = _modules().LamaInpainter(build_generator()).eval()
+    tensor_adapter_vs_bare("lama", net, TensorInpainter(net, "lama", pad_multiple=8), size, repeats)
+
+
+def bench_maefar(size: int, repeats: int) -> None:
+    import torch
+
+    from baselines.maefar import MAEFARMethod, build_network
+
+    torch.manual_seed(0)
+    net = build_network().eval()
+    tensor_adapter_vs_bare("maefar", net, MAEFARMethod(net, size), size, repeats)
 
 
 def bench_mat(size: int, repeats: int) -> None:
@@ -172,11 +194,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--skip-mat", action="store_true")
     parser.add_argument("--skip-comod", action="store_true")
     parser.add_argument("--skip-telea", action="store_true")
+    parser.add_argument("--maefar-size", type=int, default=512, choices=(256, 512), help="MAE-FAR's --size")
+    parser.add_argument("--skip-maefar", action="store_true")
     args = parser.parse_args(argv)
     if not args.skip_telea:
         bench_telea(args.n, args.size)
     if not args.skip_lama:
         bench_lama(args.size, args.repeats)
+    if not args.skip_maefar:
+        bench_maefar(args.maefar_size, args.repeats)
     if not args.skip_mat:
         bench_mat(args.size, args.repeats)
     if not args.skip_comod:

@@ -445,3 +445,17 @@ COMOD_FFHQ_512 = _comod_port_entry("comod-ffhq512", "co-mod-gan-ffhq-9-025000",
                                    "Ee1YPJG2Y7NDnUjJBf-SipoBBSlbv8QfFy6K7lsiiiiFHg", "ffhq512.sh", 512)
 COMOD_FFHQ_1024 = _comod_port_entry("comod-ffhq1024", "co-mod-gan-ffhq-10-025000",
                                     "EXcZ9OHEFQFAqhe1GQVFZ_4BwWoTvWyDM429gP5XrPAdaQ", "ffhq1024.sh", 1024)
+MAEFAR_PLACES2 = register(
+    WeightEntry(
+        name="maefar-places2",
+        filename="maefar_places2.ckpt",
+        url="https://drive.google.com/file/d/1y48XPao7ImANGq1wu7C9ngquvGcXV284/view?usp=sharing",
+        sha256="",  # not published
+        description="MAE-FAR (ewrfcas/MAE-FAR README, 'Testing': the Places2 model re-trained by the new code), the "
+        "PyTorch Lightning checkpoint test_custom.py reads with --load_pl (mae.* ViT-B MAE, acr.* ACR generator); "
+        "the README does not name the file: save it under this name. CC BY-NC 4.0: download it yourself (Google "
+        "Drive asks for a confirmation, so it is never fetched automatically), never redistributed",
+        preprocessing="image resized to 256 or 512 square (LANCZOS) in [0,1], mask > 127 = hole (nearest); the MAE "
+        "branch at 256 with ImageNet mean/std",
+    )
+)

@@ -55,12 +55,29 @@ class Attention(nn.Module):
         self.qkv = nn.Linear(dim, dim * 3)
         self.proj = nn.Linear(dim, dim)
 
+    def _heads(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``q, k, v``, each ``[B, heads, L, D / heads]``."""
+        batch, length, dim = x.shape
+        return self.qkv(x).reshape(batch, length, 3, self.num_heads, dim // self.num_heads).permute(2, 0, 3, 1, 4)
+
+    def _merge(self, out: torch.Tensor) -> torch.Tensor:
+        """``[B, heads, L, D / heads]`` → output projection ``[B, L, D]``."""
+        batch, _, length, _ = out.shape
+        return self.proj(out.transpose(1, 2).reshape(batch, length, -1))
+
     def forward(self, x: torch.Tensor, key_bias: torch.Tensor | None = None) -> torch.Tensor:
         """``x [B, L, D]``; ``key_bias [B, 1, 1, L]`` added to the attention logits (0 or −inf)."""
-        batch, length, dim = x.shape
-        q, k, v = self.qkv(x).reshape(batch, length, 3, self.num_heads, dim // self.num_heads).permute(2, 0, 3, 1, 4)
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=key_bias)
-        return self.proj(out.transpose(1, 2).reshape(batch, length, dim))
+        q, k, v = self._heads(x)
+        return self._merge(F.scaled_dot_product_attention(q, k, v, attn_mask=key_bias))
+
+    def forward_with_scores(self, x: torch.Tensor, score_bias: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Unbiased attention over ``x [B, L, D]`` as :meth:`forward`, plus MAE-FAR's ``mask_decoder`` scores: the
+        softmax of the same logits with ``score_bias [B, 1, 1, L]`` (0 or −inf) added, averaged over heads,
+        ``[B, L (queries), L (keys)]``, rows summing to 1."""
+        q, k, v = self._heads(x)
+        logits = (q @ k.transpose(-2, -1)) * q.shape[-1] ** -0.5
+        scores = (logits + score_bias).softmax(dim=-1).mean(dim=1)
+        return self._merge(logits.softmax(dim=-1) @ v), scores
 
 
 class Mlp(nn.Module):
@@ -87,6 +104,12 @@ class Block(nn.Module):
     def forward(self, x: torch.Tensor, key_bias: torch.Tensor | None = None) -> torch.Tensor:
         x = x + self.attn(self.norm1(x), key_bias)
         return x + self.mlp(self.norm2(x))
+
+    def forward_with_scores(self, x: torch.Tensor, score_bias: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`forward` without key bias, and the attention scores of :meth:`Attention.forward_with_scores`."""
+        attended, scores = self.attn.forward_with_scores(self.norm1(x), score_bias)
+        x = x + attended
+        return x + self.mlp(self.norm2(x)), scores
 
 
 class MAEPrior(ModelMixin, ConfigMixin):
@@ -221,6 +244,31 @@ class MAEPrior(ModelMixin, ConfigMixin):
         for block in self.decoder_blocks[:layers]:
             x = block(x)
         return x
+
+    def features_and_scores(self, image: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """MAE-FAR's ``forward_return_feature`` with ``mask_decoder`` (what its ACR generator is conditioned on).
+
+        Same inputs as :meth:`forward`; every decoder block runs (unmasked attention) and ``decoder_norm`` follows.
+
+        Returns:
+            ``features [B, decoder_embed_dim, grid, grid]`` (token ``i`` at row ``i // grid``, column ``i % grid``)
+            and ``scores [B, L, L]``: each decoder block's attention probabilities recomputed with the keys of
+            tokens lying entirely in the hole left out, averaged over heads and blocks (rows sum to 1). A sample
+            whose every token lies in the hole keeps all keys (upstream would give NaN).
+        """
+        normalized, hole = self.prepare_inputs(image, mask)
+        masked, partial = self.token_masks(hole)
+        x = self.decoder_input(self.encode(normalized, masked), normalized, hole)
+        inside = masked & ~partial
+        inside = inside & ~inside.all(dim=1, keepdim=True)
+        score_bias = torch.zeros(inside.shape, dtype=x.dtype, device=x.device).masked_fill(inside, float("-inf"))
+        score_bias = score_bias[:, None, None, :]
+        total = torch.zeros(x.shape[0], x.shape[1], x.shape[1], dtype=x.dtype, device=x.device)
+        for block in self.decoder_blocks:
+            x, scores = block.forward_with_scores(x, score_bias)
+            total = total + scores
+        features = self.decoder_norm(x).transpose(1, 2).reshape(x.shape[0], x.shape[2], self.grid, self.grid)
+        return features, total / len(self.decoder_blocks)
 
     def reconstruct(self, image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """MAE's own output: all decoder blocks, norm and pixel head, un-normalised → ``[B, 3, S, S]`` in [0, 1]

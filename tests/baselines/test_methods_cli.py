@@ -177,4 +177,5 @@ def test_methods_lists_needs_and_readiness(tmp_path, monkeypatch, capsys):
     (tmp_path / "big-lama.pt").write_bytes(b"x")  # found where the registry looks (no published hash to check)
     assert main(["methods"]) == 0
     table = capsys.readouterr().out
-    assert f"found: {tmp_path / 'big-lama.pt'}" in table and "weights missing" not in table.split("navier")[0]
+    lama_row = next(line for line in table.splitlines() if line.startswith("lama "))
+    assert f"found: {tmp_path / 'big-lama.pt'}" in table and "weights missing" not in lama_row
