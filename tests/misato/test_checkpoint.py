@@ -58,11 +58,17 @@ def test_state_dicts_are_read_from_torch_and_safetensors_files_and_unwrapped(tmp
 
 
 def test_pickled_objects_are_refused_by_the_safe_reader_in_one_line(tmp_path):
-    torch.save({"state_dict": {"w": torch.ones(1)}, "hyper_parameters": argparse.Namespace(lr=1)}, tmp_path / "l.ckpt")
+    torch.save({"state_dict": {"w": torch.ones(1)}, "hyper_parameters": _Hyper(64)}, tmp_path / "l.ckpt")
     with pytest.raises(MisatoError) as error:
         read_state_dict(tmp_path / "l.ckpt")
-    assert "argparse.Namespace" in str(error.value) and "\n" not in str(error.value)
+    assert "_Hyper" in str(error.value) and "\n" not in str(error.value)
     assert "weights_only" not in str(error.value)
+
+
+def test_the_safe_reader_admits_argparse_namespace_records(tmp_path):
+    """MAE / MAE-FAR checkpoints (mae_300.pth) store their training arguments as an argparse.Namespace."""
+    torch.save({"model": {"w": torch.ones(2)}, "args": argparse.Namespace(lr=1, input_size=256)}, tmp_path / "m.pth")
+    assert torch.equal(read_state_dict(tmp_path / "m.pth")["w"], torch.ones(2))
 
 
 def test_lightning_checkpoint_reader_keeps_tensors_and_data_and_refuses_code(tmp_path):
