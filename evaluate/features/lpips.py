@@ -13,10 +13,8 @@ import torch
 from torch import Tensor, nn
 
 from evaluate.features.common import check_images, load_strict, read_state_dict
+from evaluate.protocols import LPIPS_WEIGHTS as LPIPS_NETS
 from misato.weights import ResolvedWeights
-
-# net -> (backbone registry name, linear-layer registry name)
-LPIPS_NETS = {"alex": ("alexnet", "lpips-alex-v0.1"), "vgg": ("vgg16", "lpips-vgg-v0.1")}
 BACKBONE_IGNORED = ("classifier.",)  # torchvision's ImageNet classifier; LPIPS uses the conv trunk only
 
 

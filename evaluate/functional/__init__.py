@@ -1,4 +1,15 @@
-"""Pure metric functions (no state, no I/O): per-image metrics on uint8 arrays, set metrics on features."""
+"""Pure metric functions (no state, no I/O): per-image metrics on uint8 arrays, their batched tensor wrappers,
+set metrics on features."""
+from evaluate.functional.batched import (
+    composite_batch,
+    grad_batch,
+    mask_ratio_batch,
+    psnr_batch,
+    quantize,
+    ssim_batch,
+    to_uint8_images,
+    to_uint8_masks,
+)
 from evaluate.functional.distribution_metrics import (
     check_ids_pca,
     feature_statistics,
@@ -11,13 +22,21 @@ from evaluate.functional.image_metrics import composite, grad_error, mask_ratio,
 __all__ = [
     "check_ids_pca",
     "composite",
+    "composite_batch",
     "feature_statistics",
     "fid",
     "frechet_distance",
+    "grad_batch",
     "grad_error",
     "inception_discriminative_scores",
     "mask_ratio",
+    "mask_ratio_batch",
     "psnr",
+    "psnr_batch",
+    "quantize",
     "ssim",
+    "ssim_batch",
     "to_gray",
+    "to_uint8_images",
+    "to_uint8_masks",
 ]
