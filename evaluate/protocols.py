@@ -18,6 +18,7 @@ class Protocol:
         name: ``asuka`` or ``comod``.
         feature_network: the extractor kind for FID/IDS (see ``evaluate.features.build_feature_extractor``).
         feature_weights: the weights registry entry of that network.
+        preprocess: the route from a uint8 image to the network's input (``evaluate.features.PREPROCESSORS``).
         ids_pca: ``"resolution"`` (PCA to the image side length, e.g. 512) or None (no PCA).
         lpips_net: LPIPS backbone.
         description: one line for humans.
@@ -26,12 +27,22 @@ class Protocol:
     name: str
     feature_network: str
     feature_weights: str
+    preprocess: str
     ids_pca: str | None
     lpips_net: str
     description: str
 
     def as_dict(self) -> dict:
         return asdict(self)
+
+    @property
+    def lpips_weights(self) -> tuple[str, str]:
+        """Registry entries of the LPIPS backbone and of its v0.1 linear layers."""
+        return LPIPS_WEIGHTS[self.lpips_net]
+
+
+LPIPS_WEIGHTS = {"alex": ("alexnet", "lpips-alex-v0.1"), "vgg": ("vgg16", "lpips-vgg-v0.1")}
+"""LPIPS net → (backbone registry name, linear-layer registry name)."""
 
 
 PROTOCOLS: dict[str, Protocol] = {
@@ -41,15 +52,17 @@ PROTOCOLS: dict[str, Protocol] = {
             name="asuka",
             feature_network="torchvision-inception",
             feature_weights="inception-v3-imagenet",
+            preprocess="pil-bilinear-342-crop-299",
             ids_pca="resolution",
             lpips_net="alex",
-            description="official MISATO scripts: torchvision Inception-v3 (342→299 crop), PCA to the resolution "
+            description="official MISATO scripts: torchvision Inception-v3, PIL uint8 bilinear 342 + crop 299, PCA to the resolution "
             "before the IDS SVM",
         ),
         Protocol(
             name="comod",
             feature_network="fid-inception",
             feature_weights="fid-inception",
+            preprocess="tf1-bilinear-299",
             ids_pca=None,
             lpips_net="alex",
             description="Co-Mod-GAN / pytorch-fid convention: TF 2015-12-05 FID Inception, TF1 resize to 299, no PCA",

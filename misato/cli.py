@@ -19,6 +19,7 @@ from misato.errors import MisatoError
 COMMAND_MODULES = (
     "misato.cli_weights",
     "misato.cli_evaluate",
+    "misato.cli_fid",
     "misato.cli_compare",
     "misato.cli_demo",
     "misato.cli_masks",
@@ -26,7 +27,7 @@ COMMAND_MODULES = (
     "misato.cli_inpaint",
     "misato.cli_methods",
 )
-EVALUATE_COMMANDS = frozenset({"evaluate", "compare", "demo"})
+EVALUATE_COMMANDS = frozenset({"evaluate", "fid", "compare", "demo"})
 """Subcommands that import the ``evaluate`` package: refused up front when Hugging Face's is installed."""
 
 

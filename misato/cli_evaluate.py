@@ -4,6 +4,9 @@ from __future__ import annotations
 import argparse
 
 
+from misato.cli_choices import METRIC_NAMES, PROTOCOL_CHOICES, PROTOCOL_HELP
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "evaluate",
@@ -15,9 +18,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--gt", required=True, help="MISATO root (image/, mask/) or a folder of ground-truth images")
     parser.add_argument("--out", required=True, help="run folder to write (must not lie inside an input folder)")
     parser.add_argument("--mask", help="mask folder (default: GT/mask when GT is a MISATO root)")
-    parser.add_argument("--protocol", default="asuka", choices=["asuka", "comod"],
-                        help="asuka = official MISATO scripts (default); comod = pytorch-fid / Co-Mod-GAN convention")
-    parser.add_argument("--metrics", default=None, help="comma-separated subset of psnr,ssim,lpips,fid,uids,pids,grad")
+    parser.add_argument("--protocol", default="asuka", choices=PROTOCOL_CHOICES,
+                        help=PROTOCOL_HELP + " (default asuka)")
+    parser.add_argument("--metrics", default=None, help=f"comma-separated subset of {','.join(METRIC_NAMES)}")
     parser.add_argument("--inception-weights", help="Inception weight file (default: found through the registry)")
     parser.add_argument("--alexnet-weights", help="AlexNet weight file for LPIPS (default: through the registry)")
     parser.add_argument("--weights-dir", help="folder searched first for weight files ($MISATO_WEIGHTS_DIR)")
@@ -29,13 +32,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--no-cache", action="store_true", help="neither read nor write cached ground-truth features")
     parser.add_argument("--overwrite", action="store_true", help="replace a finished run in OUT")
     parser.add_argument("--method", help="label for this run in tables (default: the prediction folder's name)")
+    parser.add_argument("--skip-missing-weights", action="store_true",
+                        help="compute the metrics whose weight files are here and say which were skipped and why")
     parser.set_defaults(handler=evaluate)
 
 
 def evaluate(args: argparse.Namespace) -> int:
     from misato.compat import import_evaluator
 
+    from misato.distributed import init_from_env
+
     evaluator = import_evaluator()
+    device = init_from_env(args.device)  # joins the process group torchrun/accelerate describe, if any
     result = evaluator.evaluate_folder(
         pred=args.pred,
         gt=args.gt,
@@ -48,12 +56,19 @@ def evaluate(args: argparse.Namespace) -> int:
         weights_dir=args.weights_dir,
         ids_pca=args.ids_pca,
         batch_size=args.batch_size,
-        device=args.device,
+        device=device,
         workers=args.workers,
         cache_dir=args.cache_dir,
         use_cache=not args.no_cache,
         overwrite=args.overwrite,
         method=args.method,
+        skip_missing_weights=args.skip_missing_weights,
     )
     print(evaluator.format_summary(result.summary))
+    for metric, reason in result.summary.get("skipped", {}).items():
+        print(f"Skipped {metric}: {reason}")
+    if result.summary.get("skipped"):
+        from evaluate.evaluator import PYPI_ROUTE_HINT
+
+        print(f"Note: {PYPI_ROUTE_HINT}.")
     return 0

@@ -5,13 +5,15 @@ padding (``count_include_pad=False``), and the last block (``Mixed_7c``) max-poo
 keys are those of pytorch-fid's ``pt_inception-2015-12-05-6726825d.pth`` (torch-fidelity's file has the same
 weights); its 1008-way ``fc`` classifier is not used here and is ignored when present.
 
-Input pipeline (as torch-fidelity and the TF graph): RGB scaled to 0–255, TF1 bilinear resize to 299, then
-``(x - 128) / 128``. Outputs are the pool3 2048-d vector, or the earlier taps torch-fidelity exposes
+Input pipeline (as torch-fidelity and the TF graph), route :data:`PREPROCESS` of the protocol table: RGB on the
+0–255 scale, TF1 bilinear resize to 299 (:func:`prepare_tf1`, on the CPU from the uint8 image), then on the
+network's device ``(x - 128) / 128``. Outputs are the pool3 2048-d vector, or the earlier taps torch-fidelity exposes
 (``"64"``, ``"192"``, ``"768"``: spatial means of the feature maps after the first two max pools and after
 ``Mixed_6e``).
 """
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -21,12 +23,22 @@ from evaluate.features.common import check_images, fold_batch_norms
 from evaluate.features.tf_resize import resize_bilinear_tf1
 from misato.checkpoint import load_strict, read_state_dict
 
+PREPROCESS = "tf1-bilinear-299"
+"""Name of this preprocessing route in the protocol table."""
 INPUT_SIZE = 299
 TAPS = ("64", "192", "768", "2048")
 CLASSIFIER_PREFIX = "fc."  # the official file's 1008-way logits; no protocol uses them
 CLASSIFIER_SHAPES = {"fc.weight": (1008, 2048), "fc.bias": (1008,)}
 
 BasicConv2d = tv_inception.BasicConv2d  # conv (no bias) + BatchNorm(eps=0.001) + ReLU
+
+
+def prepare_tf1(image: np.ndarray) -> Tensor:
+    """``uint8 [H, W, 3]`` RGB → float32 ``[3, 299, 299]`` on the 0–255 scale, TF1 bilinear resize (CPU)."""
+    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+        raise ValueError(f"expected a uint8 [H, W, 3] image, got {image.dtype} {image.shape}")
+    pixels = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))[None].float()
+    return resize_bilinear_tf1(pixels, (INPUT_SIZE, INPUT_SIZE))[0].contiguous()
 
 
 def _avg_pool_3x3(x: Tensor) -> Tensor:
@@ -76,7 +88,8 @@ class FIDInceptionV3(nn.Module):
     """The FID Inception up to pool3 (no classifier), with pytorch-fid's parameter names.
 
     ``forward(x)`` / ``features(x, tap)``: x float32 [N, 3, H, W] RGB in [0, 1], any H, W ->
-    float32 [N, int(tap)] (default tap ``"2048"``, pool3).
+    float32 [N, int(tap)] (default tap ``"2048"``, pool3). ``forward_prepared(x)``: x float32 [N, 3, 299, 299]
+    on the 0–255 scale from :func:`prepare_tf1` -> float32 [N, 2048] (the evaluator's route).
 
     Attributes:
         weights: {registry name: sha256} of the loaded file (empty until :func:`load_fid_inception` fills it).
@@ -102,6 +115,8 @@ class FIDInceptionV3(nn.Module):
         self.Mixed_7c = FIDInceptionE(2048, max_pool_branch=True)
         self.weights: dict[str, str] = {}
 
+    preprocess_route = PREPROCESS
+
     def preprocess(self, images: Tensor) -> Tensor:
         """[N, 3, H, W] in [0, 1] -> [N, 3, 299, 299] in [-1, 1) as the TF graph sees it."""
         images = resize_bilinear_tf1(images * 255.0, (INPUT_SIZE, INPUT_SIZE))
@@ -112,7 +127,16 @@ class FIDInceptionV3(nn.Module):
         if tap not in TAPS:
             raise ValueError(f"unknown tap {tap!r}; choose one of {TAPS}")
         check_images(images)
-        x = self.preprocess(images)
+        return self._tapped(self.preprocess(images), tap)
+
+    def forward_prepared(self, prepared: Tensor) -> Tensor:
+        if prepared.dtype != torch.float32 or prepared.shape[1:] != (3, INPUT_SIZE, INPUT_SIZE):
+            raise ValueError(f"expected float32 [N, 3, 299, 299], got {prepared.dtype} {tuple(prepared.shape)}")
+        x = prepared.to(self.Conv2d_1a_3x3.conv.weight.device).sub(128.0).div_(128.0)
+        return self._tapped(x.contiguous(memory_format=torch.channels_last), "2048")
+
+    def _tapped(self, x: Tensor, tap: str) -> Tensor:
+        """Run the preprocessed input [N, 3, 299, 299] in [-1, 1) up to ``tap``."""
         x = self.Conv2d_2b_3x3(self.Conv2d_2a_3x3(self.Conv2d_1a_3x3(x)))
         x = F.max_pool2d(x, kernel_size=3, stride=2)
         if tap == "64":

@@ -13,11 +13,9 @@ import torch
 from torch import Tensor, nn
 
 from evaluate.features.common import check_images
+from evaluate.protocols import LPIPS_WEIGHTS as LPIPS_NETS
 from misato.checkpoint import load_strict, read_state_dict
 from misato.weights import ResolvedWeights
-
-# net -> (backbone registry name, linear-layer registry name)
-LPIPS_NETS = {"alex": ("alexnet", "lpips-alex-v0.1"), "vgg": ("vgg16", "lpips-vgg-v0.1")}
 BACKBONE_IGNORED = ("classifier.",)  # torchvision's ImageNet classifier; LPIPS uses the conv trunk only
 
 
@@ -77,7 +75,7 @@ def build_lpips(
     weights_dir: str | os.PathLike | None = None,
     device: str | torch.device = "cpu",
 ) -> LPIPSDistance:
-    """LPIPS v0.1 with ``net`` in ``{"alex", "vgg"}``; files from explicit paths or the weights registry.
+    """LPIPS v0.1 with ``net`` in ``{"alex", "vgg"}`` (channels-last); files from explicit paths or the registry.
 
     Raises:
         MisatoError: a file is missing (offline), fails its hash check, or has the wrong keys/shapes.
@@ -89,4 +87,4 @@ def build_lpips(
     backbone_name, linear_name = LPIPS_NETS[net]
     backbone = resolve(backbone_name, backbone_path, weights_dir)
     linear = resolve(linear_name, lin_path, weights_dir)
-    return LPIPSDistance(net, backbone, linear).to(device)
+    return LPIPSDistance(net, backbone, linear).to(device=device, memory_format=torch.channels_last)

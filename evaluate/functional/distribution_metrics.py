@@ -11,10 +11,8 @@ import numpy as np
 from sklearn.decomposition import PCA
 from sklearn.svm import LinearSVC
 
+from evaluate.metric_info import IDS_MIN_SAMPLES
 from misato.errors import MisatoError
-
-IDS_OPTIMISM_THRESHOLD = 5 * 2048
-"""Below this many real+fake samples the training-set accuracy behind U-IDS is noticeably optimistic."""
 
 
 def _feature_matrix(features: np.ndarray) -> np.ndarray:
@@ -115,9 +113,9 @@ def inception_discriminative_scores(
     if pca_dim is not None:
         check_ids_pca(pca_dim, n, stacked.shape[1])
         stacked = PCA(n_components=pca_dim, svd_solver="full").fit_transform(stacked)
-    if 2 * n < IDS_OPTIMISM_THRESHOLD:
+    if 2 * n < IDS_MIN_SAMPLES:
         warnings.warn(
-            f"IDS on {n} image pairs ({2 * n} samples, fewer than {IDS_OPTIMISM_THRESHOLD}): U-IDS is measured on the "
+            f"IDS on {n} image pairs ({2 * n} samples, fewer than {IDS_MIN_SAMPLES}): U-IDS is measured on the "
             "SVM's own training data and is optimistic at this size; report N with it.",
             stacklevel=2,
         )

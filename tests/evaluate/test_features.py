@@ -49,8 +49,20 @@ def images(n: int, height: int, width: int, seed: int = 0) -> torch.Tensor:
 # --- torchvision Inception-v3 (protocol asuka) ---------------------------------------------------------------
 
 
-def test_torchvision_inception_equals_torchvision_with_its_own_transforms(random_files):
+def _skimage_photos() -> list[np.ndarray]:
+    """Real photographs of several shapes (portrait, landscape, square) shipped with scikit-image."""
+    from skimage import data
+
+    return [data.astronaut(), data.chelsea(), data.coffee(), np.ascontiguousarray(data.rocket().transpose(1, 0, 2))]
+
+
+def test_torchvision_inception_equals_torchvision_transforms_on_pil_images(random_files):
+    """The official cal_ids.py route: torchvision's own transforms applied to PIL uint8 images."""
+    from PIL import Image
     from torchvision.models import Inception_V3_Weights, inception_v3
+
+    from evaluate.features import PREPROCESSORS
+    from evaluate.protocols import get_protocol
 
     path = random_files["inception-v3-imagenet"]
     reference = inception_v3(weights=None, aux_logits=True, init_weights=False, transform_input=True)
@@ -60,14 +72,58 @@ def test_torchvision_inception_equals_torchvision_with_its_own_transforms(random
     transforms = Inception_V3_Weights.IMAGENET1K_V1.transforms()
 
     extractor = build_feature_extractor("torchvision-inception", weights_path=path)
-    x = images(2, 240, 320)
+    prepare = PREPROCESSORS[get_protocol("asuka").preprocess]
+    photos = _skimage_photos()
     with torch.no_grad():
-        expected = reference(transforms(x))
-        got = extractor(x)
-    assert got.shape == (2, 2048) and got.dtype == torch.float32
+        expected = reference(torch.stack([transforms(Image.fromarray(photo)) for photo in photos]))
+        got = extractor.forward_prepared(torch.stack([prepare(photo) for photo in photos]))
+        from_floats = extractor(torch.stack([torch.from_numpy(p).permute(2, 0, 1).float() / 255 for p in photos[:1]]))
+    assert got.shape == (4, 2048) and got.dtype == torch.float32
     assert expected.abs().mean() > 0.1  # the random network carries signal to the output
     torch.testing.assert_close(got, expected, rtol=0, atol=1e-5)
+    torch.testing.assert_close(from_floats, expected[:1], rtol=0, atol=1e-5)  # floats are quantised to 8 bits first
     assert not extractor.training
+
+
+def test_pil_preprocessing_equals_torchvision_pixels_exactly():
+    from PIL import Image
+    from torchvision.transforms import CenterCrop, PILToTensor, Resize
+
+    from evaluate.features.inception import prepare_pil
+
+    for photo in _skimage_photos() + [np.zeros((342, 400, 3), np.uint8) + 7]:
+        reference = PILToTensor()(CenterCrop(299)(Resize(342)(Image.fromarray(photo))))
+        assert torch.equal(prepare_pil(photo), reference)
+
+
+def test_pil_route_differs_from_resizing_floats():
+    """Why the route matters: torch's float resize gives other pixels than PIL on the uint8 image."""
+    import torchvision.transforms.v2.functional as TF
+
+    from evaluate.features.inception import prepare_pil
+
+    photo = _skimage_photos()[1]
+    floats = TF.center_crop(TF.resize(torch.from_numpy(photo).permute(2, 0, 1)[None].float() / 255, [342],
+                                      antialias=True), [299, 299])[0]
+    differing = (prepare_pil(photo) != floats.mul(255).round().to(torch.uint8)).float().mean()
+    assert differing > 0.01  # even rounded back to 8 bits, a few % of the values differ
+
+
+@pytest.mark.parametrize("kind", ["torchvision-inception", "fid-inception"])
+def test_prepared_features_do_not_depend_on_the_rest_of_the_batch(request, kind):
+    """Bit for bit: the evaluator runs composites and uncached ground truths in one forward, so a cached and a
+    freshly computed feature vector must be the same bits whatever else is in the batch."""
+    from evaluate.features import PREPROCESSORS
+
+    extractor = request.getfixturevalue("tv_inception" if kind == "torchvision-inception" else "fid")
+    pictures = (images(5, 96, 128, seed=4) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    prepared = torch.stack([PREPROCESSORS[extractor.preprocess_route](p) for p in pictures])
+    with torch.no_grad():
+        together = extractor.forward_prepared(prepared)
+        alone = torch.cat([extractor.forward_prepared(prepared[i : i + 1]) for i in range(5)])
+        mixed = extractor.forward_prepared(prepared[[4, 1, 2]])
+    assert torch.equal(together, alone)
+    assert torch.equal(mixed, together[[4, 1, 2]])
 
 
 def test_official_format_files_have_the_official_keys(random_files):

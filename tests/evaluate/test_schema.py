@@ -38,7 +38,6 @@ def test_the_evaluator_writes_what_compare_reads(tmp_path):
     from evaluate import evaluate_folder, evaluator
 
     assert evaluator.PER_IMAGE_COLUMNS == schema.PER_IMAGE_COLUMNS
-    assert evaluator.MASK_RATIO_BINS == schema.MASK_RATIO_BINS
     gt = write_misato_folder(tmp_path / "gt", n=3, size=32)
     pred = write_predictions(gt, tmp_path / "pred")
     out = tmp_path / "run"
@@ -66,3 +65,15 @@ def test_the_evaluator_writes_what_compare_reads(tmp_path):
     run = load_run(out)
     assert run.n == 3 and list(run.per_image.index) == [row["name"] for row in result.rows]
     assert run.metrics == pytest.approx({m: result.summary["metrics"][m] for m in ("psnr", "ssim", "grad")})
+    assert run.image_sizes == ((32, 32),)
+
+
+def test_cli_choices_are_the_sources_spelled_out():
+    """misato/cli_choices.py repeats these so that building the parser imports nothing from evaluate."""
+    from evaluate.metric_info import ALL_METRICS
+    from evaluate.protocols import PROTOCOLS
+    from misato import cli_choices
+
+    assert cli_choices.PROTOCOL_CHOICES == tuple(PROTOCOLS)
+    assert cli_choices.METRIC_NAMES == ALL_METRICS
+    assert all(f"{name}:" in cli_choices.PROTOCOL_HELP for name in PROTOCOLS)

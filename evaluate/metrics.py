@@ -1,0 +1,295 @@
+"""Stateful inpainting metrics for a training or evaluation loop (torchmetrics-style), and the per-pair
+preparation the folder evaluator shares with it.
+
+    metrics = InpaintingMetrics(protocol="asuka", metrics=["psnr", "lpips", "fid"], device="cuda")
+    for pred, gt, mask in loader:            # float32 NCHW in [0, 1] (or uint8), mask [N, 1, H, W]
+        metrics.update(pred, gt, mask)
+    result = metrics.compute()               # EvaluationResult: rows + summary, as evaluate_folder
+    metrics.reset()
+
+Every pair goes through :func:`prepare_pair` (composite, cheap per-image metrics, the protocol's preprocessing
+of composite and ground truth for the feature network) and then through the networks in
+:meth:`InpaintingMetrics.update_prepared`; :func:`evaluate.evaluate_folder` runs :func:`prepare_pair` in its
+DataLoader workers and feeds the same entry, so both give the same numbers bit for bit.
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from evaluate.functional import composite, grad_error, mask_ratio, psnr, ssim, to_uint8_images, to_uint8_masks
+from evaluate.metric_info import METRICS, metrics_needing, parse_metrics
+from evaluate.protocols import get_protocol
+from misato import distributed
+from misato.cache import FeatureCache
+from misato.errors import MisatoError
+from misato.layout import domain_of_name
+
+CPU_METRICS = {"psnr": psnr, "ssim": ssim}
+
+
+@dataclass(frozen=True)
+class PairSpec:
+    """What :func:`prepare_pair` computes (picklable, sent to DataLoader workers).
+
+    Attributes:
+        cpu_metrics: per-image metrics computed on the CPU (subset of ``psnr``, ``ssim``, ``grad``).
+        lpips: keep the full-size composite and ground truth for LPIPS.
+        preprocess: the protocol's preprocessing route for the feature network, or None (no features).
+        cache: ground-truth feature cache looked up here (None: no lookups).
+    """
+
+    cpu_metrics: tuple[str, ...]
+    lpips: bool
+    preprocess: str | None
+    cache: FeatureCache | None = None
+
+
+@dataclass
+class PreparedPair:
+    """One scored pair before the networks run.
+
+    Attributes:
+        row: ``name``, ``domain``, ``mask_ratio`` and the CPU metrics.
+        size: ``(height, width)`` of the images.
+        composite, gt: ``uint8 [3, H, W]`` for LPIPS (None when LPIPS is not computed).
+        fake_input, real_input: the feature network's prepared inputs (None when not needed; ``real_input`` is
+            None when the ground-truth features came from the cache).
+        real_features: cached ground-truth features ``float32 [2048]`` or None.
+        gt_key: the cache key of the ground truth (file sha256), or None.
+    """
+
+    row: dict[str, Any]
+    size: tuple[int, int]
+    composite: Tensor | None = None
+    gt: Tensor | None = None
+    fake_input: Tensor | None = None
+    real_input: Tensor | None = None
+    real_features: np.ndarray | None = None
+    gt_key: str | None = None
+
+
+def _chw(image: np.ndarray) -> Tensor:
+    return torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))
+
+
+def prepare_pair(spec: PairSpec, name: str, pred: np.ndarray, gt: np.ndarray, mask: np.ndarray, domain: str,
+                 gt_key: str | None = None) -> PreparedPair:
+    """Composite, CPU metrics and network inputs of one pair.
+
+    Args:
+        pred, gt: ``uint8 [H, W, 3]``; mask: ``uint8 [H, W]``, 255 = hole (soft values allowed: Grad uses them,
+            everything else binarises with :func:`misato.io.binarize_mask`).
+    """
+    merged = composite(pred, gt, mask)
+    row: dict[str, Any] = {"name": name, "domain": domain, "mask_ratio": mask_ratio(mask)}
+    for metric in spec.cpu_metrics:
+        row[metric] = grad_error(pred, gt, mask) if metric == "grad" else CPU_METRICS[metric](merged, gt)
+    pair = PreparedPair(row, gt.shape[:2], gt_key=gt_key)
+    if spec.lpips:
+        pair.composite, pair.gt = _chw(merged), _chw(gt)
+    if spec.preprocess is not None:
+        from evaluate.features import PREPROCESSORS
+
+        prepare = PREPROCESSORS[spec.preprocess]
+        pair.fake_input = prepare(merged)
+        if spec.cache is not None and gt_key is not None:
+            pair.real_features = spec.cache.get(gt_key)
+        if pair.real_features is None:
+            pair.real_input = prepare(gt)
+    return pair
+
+
+@contextlib.contextmanager
+def float32_matmuls(device: str):
+    """TF32 off on CUDA inside the block (the protocols are float32), the caller's settings restored after."""
+    if not str(device).startswith("cuda"):
+        yield
+        return
+    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+
+
+def build_networks(protocol, metrics, inception_weights=None, alexnet_weights=None, weights_dir=None, device="cpu"):
+    """The feature extractor and LPIPS network the metrics need (None where not needed)."""
+    extractor = lpips_net = None
+    needs = metrics_needing(metrics)
+    if not {"features", "lpips"} & needs:
+        return extractor, lpips_net
+    from evaluate.features import build_feature_extractor, build_lpips
+
+    if "features" in needs:
+        extractor = build_feature_extractor(
+            protocol.feature_network, weights_path=inception_weights, weights_dir=weights_dir, device=device
+        )
+        if extractor.preprocess_route != protocol.preprocess:
+            raise ValueError(f"protocol {protocol.name}: {protocol.feature_network} takes {extractor.preprocess_route}")
+    if "lpips" in needs:
+        lpips_net = build_lpips(protocol.lpips_net, backbone_path=alexnet_weights, weights_dir=weights_dir, device=device)
+    return extractor, lpips_net
+
+
+def _to_unit(tensors: list[Tensor], device: str) -> Tensor:
+    """Stack ``uint8 [3, H, W]`` tensors → float32 ``[N, 3, H, W]`` in [0, 1], channels-last in memory."""
+    batch = torch.stack(tensors).to(device=device, dtype=torch.float32).div_(255.0)
+    return batch.contiguous(memory_format=torch.channels_last)
+
+
+class InpaintingMetrics:
+    """Accumulates per-image metrics and features over batches; :meth:`compute` gives what ``evaluate_folder``
+    writes (rows sorted by name + the summary dictionary).
+
+    Args:
+        protocol: ``asuka`` or ``comod`` (:data:`evaluate.protocols.PROTOCOLS`).
+        metrics: names or ``"psnr,fid"`` (default: every metric of :data:`evaluate.metric_info.DEFAULT_METRICS`).
+        device: where the networks run (``cpu``, ``cuda``, ``cuda:1``).
+        inception_weights, alexnet_weights, weights_dir: weight files as for ``evaluate_folder``.
+        ids_pca: PCA size before the IDS SVM: None = the protocol's, ``"none"`` or an integer.
+    Raises:
+        MisatoError: unknown metric/protocol, missing weights, unusable device.
+    """
+
+    def __init__(self, protocol: str = "asuka", metrics: str | list[str] | None = None, device: str = "cpu",
+                 inception_weights: str | os.PathLike | None = None, alexnet_weights: str | os.PathLike | None = None,
+                 weights_dir: str | os.PathLike | None = None, ids_pca: str | int | None = None) -> None:
+        self.metrics = parse_metrics(metrics)
+        self.protocol = get_protocol(protocol)
+        if str(device).startswith("cuda") and not torch.cuda.is_available():
+            raise MisatoError(f"device {device}: no CUDA device is available here; use cpu")
+        self.device = str(device)
+        self.ids_pca = ids_pca
+        self.extractor, self.lpips_net = build_networks(
+            self.protocol, self.metrics, inception_weights, alexnet_weights, weights_dir, self.device)
+        self.cache: FeatureCache | None = None
+        needs = metrics_needing(self.metrics)
+        self.spec = PairSpec(
+            cpu_metrics=tuple(m for m in self.metrics if METRICS[m].needs == "cpu"),
+            lpips="lpips" in needs,
+            preprocess=self.protocol.preprocess if "features" in needs else None,
+        )
+        self.reset()
+
+    def use_cache(self, cache: FeatureCache) -> None:
+        """Look ground-truth features up in ``cache`` (in :func:`prepare_pair`, by the pair's ``gt_key``) and store
+        the ones computed here; pairs without a key are never cached."""
+        self.cache = cache
+        self.spec = dataclasses.replace(self.spec, cache=cache)
+
+    @property
+    def weights(self) -> dict[str, str]:
+        """``{registry name: sha256}`` of every weight file in use."""
+        return {**getattr(self.extractor, "weights", {}), **getattr(self.lpips_net, "weights", {})}
+
+    def reset(self) -> None:
+        """Forget every image seen so far (networks stay loaded)."""
+        self.rows: list[dict[str, Any]] = []
+        self.real: dict[str, np.ndarray] = {}
+        self.fake: dict[str, np.ndarray] = {}
+        self.sizes: dict[str, tuple[int, int]] = {}
+        self._synced = False
+
+    def update(self, pred: Tensor, gt: Tensor, mask: Tensor, names: list[str] | None = None,
+               domains: list[str] | None = None) -> None:
+        """Add a batch.
+
+        Args:
+            pred, gt: ``[N, 3, H, W]`` float in [0, 1] (quantised once, ``round(x·255)``) or uint8, any device.
+            mask: ``[N, 1, H, W]`` or ``[N, H, W]``: bool, uint8 (255 = hole) or float in [0, 1] (→ ``round(m·255)``).
+            names: unique image names (default ``000000``, ``000001``, … in update order; pass names when
+                several processes or loaders contribute).
+            domains: per-image domain for the breakdown (default: MISATO index ranges of the name).
+        """
+        pred_u8, gt_u8, mask_u8 = to_uint8_images(pred, "pred"), to_uint8_images(gt, "gt"), to_uint8_masks(mask)
+        if pred_u8.shape != gt_u8.shape or mask_u8.shape != gt_u8.shape[:3]:
+            raise MisatoError(f"pred {tuple(pred.shape)}, gt {tuple(gt.shape)} and mask {tuple(mask.shape)} "
+                              "must agree in N, H and W")
+        if names is None:
+            start = len(self.rows)
+            names = [f"{start + i:06d}" for i in range(len(gt_u8))]
+        names = [str(name) for name in names]
+        domains = list(domains) if domains is not None else [domain_of_name(name) for name in names]
+        if len(names) != len(gt_u8) or len(domains) != len(gt_u8):
+            raise MisatoError(f"names/domains: expected {len(gt_u8)} entries, got {len(names)}/{len(domains)}")
+        self.update_prepared([prepare_pair(self.spec, name, p, g, m, domain)
+                              for name, domain, p, g, m in zip(names, domains, pred_u8, gt_u8, mask_u8)])
+
+    def update_prepared(self, pairs: list[PreparedPair]) -> None:
+        """Run the networks on pairs from :func:`prepare_pair` (made with :attr:`spec`) and record the results."""
+        seen = {row["name"] for row in self.rows}
+        repeated = sorted({p.row["name"] for p in pairs} & seen) or len({p.row["name"] for p in pairs}) < len(pairs)
+        if repeated:
+            raise MisatoError(f"image names repeat ({repeated}); pass unique names to update()")
+        with torch.inference_mode(), float32_matmuls(self.device):
+            if self.lpips_net is not None:
+                self._lpips(pairs)
+            if self.extractor is not None:
+                self._features(pairs)
+        for pair in pairs:
+            self.rows.append(pair.row)
+            self.sizes[pair.row["name"]] = pair.size
+        self._synced = False
+
+    def _lpips(self, pairs: list[PreparedPair]) -> None:
+        """One pair per forward: at small sizes the convolutions' last bits depend on the batch size (measured on
+        48 px inputs), so a value must not depend on its companions; at 512 px this costs ~6 % (benchmarks/)."""
+        for pair in pairs:
+            merged, gt = _to_unit([pair.composite], self.device), _to_unit([pair.gt], self.device)
+            pair.row["lpips"] = float(self.lpips_net(merged, gt)[0].item())
+
+    def _features(self, pairs: list[PreparedPair]) -> None:
+        """One forward for the composites and the uncached ground truths (an image's features do not depend on
+        the rest of the batch: tests/evaluate/test_features.py checks it bit for bit)."""
+        missing = [p for p in pairs if p.real_features is None]
+        inputs = torch.stack([p.fake_input for p in pairs] + [p.real_input for p in missing]).to(self.device)
+        features = self.extractor.forward_prepared(inputs).cpu().numpy()
+        for pair, vector in zip(pairs, features):
+            self.fake[pair.row["name"]] = vector
+        for pair, vector in zip(missing, features[len(pairs):]):
+            pair.real_features = vector
+            if self.cache is not None and pair.gt_key is not None:
+                self.cache.put(pair.gt_key, vector)
+        for pair in pairs:
+            self.real[pair.row["name"]] = pair.real_features
+
+    def sync(self) -> None:
+        """Merge every rank's rows and features into each rank (no-op unless a process group is initialised, or
+        when nothing was added since the last sync). Collective: call it on every rank."""
+        if self._synced:
+            return
+        self._synced = True
+        self.rows, self.real, self.fake = distributed.gather(self.rows, self.real, self.fake)
+        sizes = {name: np.array(size) for name, size in self.sizes.items()}
+        _, sizes, _ = distributed.gather([], sizes, {})
+        self.sizes = {name: (int(size[0]), int(size[1])) for name, size in sizes.items()}
+        names = [row["name"] for row in self.rows]
+        if len(set(names)) != len(names):
+            raise MisatoError("image names repeat across processes; pass unique names to update()")
+
+    def compute(self, method: str | None = None):
+        """Sync (collective, see :meth:`sync`), then the rows (sorted by name) and the summary ``evaluate_folder`` writes.
+
+        Returns:
+            :class:`evaluate.evaluator.EvaluationResult` (identical on every rank).
+        Raises:
+            MisatoError: no images, or too few for FID/IDS or the IDS PCA size.
+        """
+        from evaluate.evaluator import EvaluationResult, summarise  # the run-folder schema lives there
+
+        self.sync()
+        if not self.rows:
+            raise MisatoError("no images were added; call update() first")
+        rows = sorted(self.rows, key=lambda row: row["name"])
+        summary = summarise(rows, self.real, self.fake, self.metrics, self.protocol, self.ids_pca,
+                            set(self.sizes.values()), self.weights, method)
+        return EvaluationResult(rows, summary)
