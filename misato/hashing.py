@@ -53,6 +53,15 @@ def stream_sha256(stream, block: int = _BLOCK) -> tuple[str, int]:
     return digest.hexdigest(), size
 
 
+def file_md5(path: str | os.PathLike) -> str:
+    """md5 hex digest of a file (only for checking files whose publisher gives nothing but an md5)."""
+    digest = hashlib.md5(usedforsecurity=False)
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(_BLOCK), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
 def file_sha256(path: str | os.PathLike, remember: bool = True) -> str:
     """sha256 hex digest of a file.
 

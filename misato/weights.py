@@ -26,7 +26,7 @@ from importlib import resources
 from pathlib import Path
 
 from misato.errors import MisatoError
-from misato.hashing import file_sha256, misato_cache_dir, stream_sha256
+from misato.hashing import file_md5, file_sha256, misato_cache_dir, stream_sha256
 
 WEIGHTS_DIR_ENV = "MISATO_WEIGHTS_DIR"
 OFFLINE_ENVS = ("MISATO_OFFLINE", "HF_HUB_OFFLINE")
@@ -60,7 +60,8 @@ class WeightEntry:
         name: registry key used on the command line (``fid-inception``).
         filename: the official file name.
         url: where the official file is published.
-        sha256: full sha256 of the official file, or the prefix its name carries.
+        sha256: full sha256 of the official file, or the prefix its name carries; empty when none is published.
+        md5: the md5 its distributor publishes, where that is the only digest there is (else empty).
         description: what the network is and who uses it.
         preprocessing: what the network expects as input.
         package_file: ``(package, relative path)`` of a copy shipped inside an installed package.
@@ -75,6 +76,15 @@ class WeightEntry:
     preprocessing: str
     package_file: tuple[str, str] | None = None
     pypi: PyPISource | None = None
+    md5: str = ""
+
+    @property
+    def digest_kind(self) -> str:
+        """How a found or downloaded file is verified: ``full sha256``, ``8-hex prefix only``, ``md5 only`` or
+        ``none published`` (such a file is used as found, its sha256 recorded, and never downloaded)."""
+        if self.sha256:
+            return "full sha256" if len(self.sha256) == 64 else "8-hex prefix only"
+        return "md5 only" if self.md5 else "none published"
 
     @property
     def pypi_filename(self) -> str:
@@ -134,17 +144,21 @@ def is_offline() -> bool:
     return any(os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on") for name in OFFLINE_ENVS)
 
 
-def _matches(entry: WeightEntry, digest: str) -> bool:
-    return digest.startswith(entry.sha256)
+def _matches(entry: WeightEntry, digest: str, path: Path) -> bool:
+    """Whether the file at ``path`` (sha256 ``digest``) passes the entry's published digest, if it has one."""
+    if entry.sha256:
+        return digest.startswith(entry.sha256)
+    return not entry.md5 or file_md5(path) == entry.md5
 
 
 def _check_found(entry: WeightEntry, path: Path) -> ResolvedWeights:
     digest = file_sha256(path)
     if path.name == entry.filename:
-        if not _matches(entry, digest):
+        if not _matches(entry, digest, path):
+            expected = f"sha256 {entry.sha256[:16]}…" if entry.sha256 else f"md5 {entry.md5}"
             raise MisatoError(
                 f"{path}: sha256 {digest[:16]}… does not match the official {entry.filename} "
-                f"(expected {entry.sha256[:16]}…); the file is corrupt or not this model. Delete it or pass a "
+                f"(expected {expected}); the file is corrupt or not this model. Delete it or pass a "
                 "path explicitly to use it anyway."
             )
         return ResolvedWeights(entry, path, digest, "official")
@@ -173,7 +187,7 @@ def find_local(entry: WeightEntry, weights_dir: str | os.PathLike | None = None)
             shipped = None
         if shipped is not None and shipped.is_file():
             digest = file_sha256(shipped)
-            if _matches(entry, digest):
+            if _matches(entry, digest, shipped):
                 return ResolvedWeights(entry, shipped, digest, "package")
     return None
 
@@ -204,7 +218,15 @@ class _Tee:
 
 
 def download(entry: WeightEntry, destination: Path, timeout: float = 15.0) -> ResolvedWeights:
-    """Download the official file to ``destination`` (atomically), verifying its sha256."""
+    """Download the official file to ``destination`` (atomically), verifying its published digest.
+
+    Raises:
+        MisatoError: the download fails, the digest differs, or the entry has no published digest (an
+        unverifiable download could be a login or confirmation page: such files are fetched by the user).
+    """
+    if entry.digest_kind == "none published":
+        raise MisatoError(_missing_message(entry, destination.parent, "no digest is published for it, so it is "
+                                           "never downloaded automatically"))
     destination.parent.mkdir(parents=True, exist_ok=True)
     temporary = destination.with_name(f".{destination.name}.part")
     try:
@@ -213,9 +235,9 @@ def download(entry: WeightEntry, destination: Path, timeout: float = 15.0) -> Re
     except (urllib.error.URLError, OSError) as error:
         temporary.unlink(missing_ok=True)
         raise MisatoError(_missing_message(entry, destination.parent, f"the download failed ({error})")) from None
-    if not _matches(entry, digest):
+    if not _matches(entry, digest, temporary):
         temporary.unlink(missing_ok=True)
-        raise MisatoError(f"downloaded {entry.url} but its sha256 {digest[:16]}… is not the expected one")
+        raise MisatoError(f"downloaded {entry.url} but its digest is not the expected one (sha256 {digest[:16]}…)")
     os.replace(temporary, destination)
     return ResolvedWeights(entry, destination, digest, "downloaded")
 
@@ -356,7 +378,8 @@ BIG_LAMA_TORCHSCRIPT = register(
         name="big-lama-torchscript",
         filename="big-lama.pt",
         url="https://github.com/Sanster/models/releases/download/add_big_lama/big-lama.pt",
-        sha256="",  # not published; IOPaint checks md5 e3aa4aaa15225a33ec84f9f4bc47e500
+        sha256="",
+        md5="e3aa4aaa15225a33ec84f9f4bc47e500",  # the only digest published: IOPaint checks it
         description="LaMa big-lama traced by bin/to_jit.py, as IOPaint distributes it; Apache-2.0",
         preprocessing="called as (image [1,3,H,W] in [0,1], mask [1,1,H,W] in {0,1}, 1 = hole) -> composited image; "
         "sides padded to a multiple of 8",
@@ -368,7 +391,8 @@ MAT_PLACES_512 = register(
         name="mat-places512",
         filename="Places_512_FullData_G.pth",
         url="https://github.com/Sanster/models/releases/download/add_mat/Places_512_FullData_G.pth",
-        sha256="",  # not published: IOPaint gives only the md5 8ca927835fa3f5e21d65ffcb165377ed
+        sha256="",
+        md5="8ca927835fa3f5e21d65ffcb165377ed",  # the only digest published: IOPaint checks it
         description="MAT generator trained on Places2 at 512 (fenglinglwb/MAT Places_512_FullData.pkl, G_ema), as "
         "the plain state dict IOPaint distributes; CC BY-NC 4.0; the official .pkl loads too when passed explicitly",
         preprocessing="RGB in [-1,1]; mask 1 = known; sides padded to a multiple of 512; z = "

@@ -129,10 +129,32 @@ def test_docs_list_every_registry_entry_and_its_digest_kind():
     from pathlib import Path
 
     text = (Path(__file__).parents[2] / "docs" / "weights.md").read_text()
+    kinds = ("full sha256", "8-hex prefix only", "md5 only", "none published")
     for entry in weights.REGISTRY.values():
         assert f"| `{entry.name}` | `{entry.filename}` |" in text, entry.name
-        assert len(entry.sha256) in (8, 64) and int(entry.sha256, 16) >= 0
-        kinds = [line.split("|")[2].strip() for line in text.splitlines()
-                 if line.startswith("|") and f"`{entry.name}`" in line.split("|")[1]]
-        stated = [kind for kind in kinds if kind in ("full sha256", "8-hex prefix only")]
-        assert stated == ["full sha256" if len(entry.sha256) == 64 else "8-hex prefix only"], entry.name
+        assert len(entry.sha256) in (0, 8, 64) and len(entry.md5) in (0, 32)
+        assert int(entry.sha256 or entry.md5 or "0", 16) >= 0
+        stated = [line.split("|")[2].strip() for line in text.splitlines()
+                  if line.startswith("|") and f"`{entry.name}`" in line.split("|")[1]]
+        assert [kind for kind in stated if kind in kinds] == [entry.digest_kind], entry.name
+
+
+def test_md5_only_entries_are_checked_and_unverifiable_files_never_downloaded(tmp_path):
+    payload = b"torchscript bytes"
+    entry = weights.WeightEntry("md5-probe", "probe.pt", "file:///nowhere/probe.pt", "", "probe", "none",
+                                md5=hashlib.md5(payload).hexdigest())
+    (tmp_path / "probe.pt").write_bytes(payload)
+    assert weights.find_local(entry, tmp_path).origin == "official"
+    (tmp_path / "probe.pt").write_bytes(b"something else")
+    with pytest.raises(MisatoError, match=f"expected md5 {entry.md5}"):
+        weights.find_local(entry, tmp_path)
+    source = tmp_path / "served.pt"
+    source.write_bytes(payload)
+    unverifiable = weights.WeightEntry("none-probe", "none.pt", source.as_uri(), "", "probe", "none")
+    assert unverifiable.digest_kind == "none published"
+    with pytest.raises(MisatoError, match="never downloaded automatically"):
+        weights.download(unverifiable, tmp_path / "out" / "none.pt")
+    assert not (tmp_path / "out" / "none.pt").exists()
+    assert main(["weights", "fetch"]) == 2  # names or --all: never every multi-GB file by accident
+
+
