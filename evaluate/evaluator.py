@@ -24,8 +24,17 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
-from evaluate.functional import check_ids_pca, fid, inception_discriminative_scores
-from evaluate.metric_info import ALL_METRICS, FEATURE_DIM, METRICS, metrics_needing, parse_metrics, required_weights
+from evaluate.functional import check_ids_pca, fid, inception_discriminative_scores, kid
+from evaluate.metric_info import (
+    ALL_METRICS,
+    FEATURE_DIM,
+    KID_SUBSET_SIZE,
+    KID_SUBSETS,
+    METRICS,
+    metrics_needing,
+    parse_metrics,
+    required_weights,
+)
 from evaluate.metrics import InpaintingMetrics, PreparedPair, prepare_pair
 from evaluate.protocols import Protocol, get_protocol, ids_pca_dimensions
 from evaluate.schema import PER_IMAGE_COLUMNS, PER_IMAGE_CSV, SUMMARY_CSV, SUMMARY_JSON, mask_ratio_bin
@@ -212,7 +221,11 @@ def summarise(rows, real, fake, metrics, protocol: Protocol, ids_pca, sizes, wei
         if {"uids", "pids"} & set(metrics):
             pca_dim = ids_pca_dimensions(protocol, ids_pca, sizes)
             scores["uids"], scores["pids"] = inception_discriminative_scores(real_matrix, fake_matrix, pca_dim)
+        if "kid" in metrics:
+            kid_settings = {"subsets": KID_SUBSETS, "subset_size": min(KID_SUBSET_SIZE, len(names)), "seed": 0}
+            scores["kid"], kid_std = kid(real_matrix, fake_matrix, **kid_settings)
     ordered = {m: scores[m] for m in ALL_METRICS if m in metrics}
+    extra = {"kid": {**kid_settings, "std": kid_std}} if "kid" in metrics else {}
     return {
         "metrics": ordered,
         "n": len(rows),
@@ -227,6 +240,7 @@ def summarise(rows, real, fake, metrics, protocol: Protocol, ids_pca, sizes, wei
         "provenance": provenance(EVALUATOR_PACKAGES, protocol=protocol.name, weights=weights),
         "by_domain": _breakdown(rows, lambda r: r["domain"], metrics, real, fake, with_fid=True),
         "by_mask_ratio": _breakdown(rows, lambda r: mask_ratio_bin(r["mask_ratio"]), metrics, real, fake, with_fid=False),
+        **extra,
     }
 
 

@@ -31,6 +31,8 @@ class MetricInfo:
     per_image: bool
     needs: str
     description: str
+    optional: bool = False
+    """Computed only when asked for by name (not part of the default set)."""
 
     @property
     def arrow(self) -> str:
@@ -48,15 +50,22 @@ METRICS: dict[str, MetricInfo] = {
         MetricInfo("uids", "U-IDS", True, False, "features", "unpaired Inception discriminative score (1 - SVM accuracy)"),
         MetricInfo("pids", "P-IDS", True, False, "features", "paired Inception discriminative score"),
         MetricInfo("grad", "Grad", False, True, "cpu", "gradient difference along the mask boundary, mean over images"),
+        MetricInfo("kid", "KID", False, False, "features", "kernel Inception distance (unbiased MMD², cubic "
+                   "polynomial kernel, mean over seeded subsets as torch-fidelity)", optional=True),
     )
 }
 ALL_METRICS: tuple[str, ...] = tuple(METRICS)
+DEFAULT_METRICS: tuple[str, ...] = tuple(m for m in ALL_METRICS if not METRICS[m].optional)
+"""What is computed when no ``--metrics`` are given: the paper's seven."""
+KID_SUBSETS = 100
+KID_SUBSET_SIZE = 1000
+"""torch-fidelity's KID defaults; with fewer than 1000 images every subset holds all N (recorded in summary.json)."""
 
 
 def parse_metrics(metrics: str | list[str] | None) -> list[str]:
-    """``"psnr,fid"`` / list / None (all) → validated metric names in canonical order."""
+    """``"psnr,fid"`` / list / None (:data:`DEFAULT_METRICS`) → validated metric names in canonical order."""
     if metrics is None:
-        return list(ALL_METRICS)
+        return list(DEFAULT_METRICS)
     names = [m.strip().lower() for m in (metrics.split(",") if isinstance(metrics, str) else metrics) if m.strip()]
     unknown = sorted(set(names) - set(ALL_METRICS))
     if unknown or not names:

@@ -27,7 +27,7 @@ from misato import __version__
 from misato.hashing import bytes_sha256, misato_cache_dir
 from misato.io import atomic_write_bytes
 
-FEATURE_CODE_VERSION = 1
+FEATURE_CODE_VERSION = 2
 """Bump when the evaluator's feature preprocessing changes, so stale entries are never read."""
 COMPACT_AFTER = 64
 """A cache folder with more shards than this is merged into one shard when opened."""

@@ -79,16 +79,15 @@ def build_sample(root: Path, size: int, mask_preset: str, seed: int) -> Path:
 
 def available_metrics(protocol: str, weights_dir: str | None) -> tuple[list[str], dict[str, str]]:
     """Metrics whose weights are present here, and the reason for each skipped one."""
-    from evaluate.metric_info import ALL_METRICS
+    from evaluate.metric_info import DEFAULT_METRICS, required_weights
     from evaluate.protocols import get_protocol
     from misato import weights
 
     chosen = get_protocol(protocol)
-    needs = {"lpips": ["alexnet", f"lpips-{chosen.lpips_net}-v0.1"], "fid": [chosen.feature_weights],
-             "uids": [chosen.feature_weights], "pids": [chosen.feature_weights]}
     metrics, skipped = [], {}
-    for metric in ALL_METRICS:
-        missing = [n for n in needs.get(metric, []) if weights.find_local(weights.get_entry(n), weights_dir) is None]
+    for metric in DEFAULT_METRICS:
+        missing = [n for n in required_weights(metric, chosen)
+                   if weights.find_local(weights.get_entry(n), weights_dir) is None]
         if missing:
             skipped[metric] = f"weights {', '.join(missing)} not found (see `misato weights list`)"
         else:

@@ -76,6 +76,19 @@ def test_scores_equal_the_direct_computation(data, weights, tmp_path, protocol, 
     assert result.summary["protocol"] == protocol
 
 
+def test_kid_is_optional_and_equals_the_functional_kid_on_the_same_features(data, weights, tmp_path):
+    from evaluate.functional import kid
+
+    default = _run(data, weights, tmp_path, metrics="psnr", use_cache=False)
+    assert "kid" not in default.summary["metrics"] and "kid" not in default.summary
+    result = _run(data, weights, tmp_path, metrics="fid,kid", use_cache=False)
+    real, fake, _ = _direct(data, weights, "torchvision-inception", "inception-v3-imagenet")
+    expected, expected_std = kid(real, fake, subsets=100, subset_size=6, seed=0)
+    assert result.summary["metrics"]["kid"] == pytest.approx(expected, rel=1e-4, abs=1e-9)
+    assert result.summary["kid"] == {"subsets": 100, "subset_size": 6, "seed": 0,
+                                     "std": pytest.approx(expected_std, rel=1e-4, abs=1e-9)}
+
+
 def test_batch_size_does_not_change_numbers(data, weights, tmp_path):
     one = _run(data, weights, tmp_path, batch_size=1, use_cache=False)
     four = _run(data, weights, tmp_path, batch_size=4, use_cache=False)
