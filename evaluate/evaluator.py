@@ -52,6 +52,7 @@ from misato.io import (
 from misato.layout import open_pairs
 from misato.outputs import check_output_location
 from misato.provenance import provenance
+from misato.reproducibility import float32_matmul
 
 TRIM_EVERY_BATCHES = 8
 """How often freed heap pages go back to the OS (each trim costs page faults on the next batches)."""
@@ -561,9 +562,7 @@ def fid_folders(
         if stats_file:
             statistics.append(load_statistics(side, chosen, sha))
             continue
-        from evaluate.metrics import float32_matmuls
-
-        with float32_matmuls(device):
+        with float32_matmul():
             features = folder_features(side, extractor, chosen, batch_size, workers, progress)
         if side == sides[0] and save_stats is not None:
             save_statistics(save_stats, features, chosen, extractor.weights)

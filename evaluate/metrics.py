@@ -14,7 +14,6 @@ DataLoader workers and feeds the same entry, so both give the same numbers bit f
 """
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import os
 from dataclasses import dataclass
@@ -30,6 +29,7 @@ from evaluate.protocols import get_protocol
 from misato import distributed
 from misato.cache import FeatureCache
 from misato.errors import MisatoError
+from misato.reproducibility import float32_matmul
 from misato.layout import domain_of_name
 
 CPU_METRICS = {"psnr": psnr, "ssim": ssim}
@@ -105,20 +105,6 @@ def prepare_pair(spec: PairSpec, name: str, pred: np.ndarray, gt: np.ndarray, ma
         if pair.real_features is None:
             pair.real_input = prepare(gt)
     return pair
-
-
-@contextlib.contextmanager
-def float32_matmuls(device: str):
-    """TF32 off on CUDA inside the block (the protocols are float32), the caller's settings restored after."""
-    if not str(device).startswith("cuda"):
-        yield
-        return
-    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
-    try:
-        yield
-    finally:
-        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
 
 
 def build_networks(protocol, metrics, inception_weights=None, alexnet_weights=None, weights_dir=None, device="cpu"):
@@ -230,7 +216,7 @@ class InpaintingMetrics:
         repeated = sorted({p.row["name"] for p in pairs} & seen) or len({p.row["name"] for p in pairs}) < len(pairs)
         if repeated:
             raise MisatoError(f"image names repeat ({repeated}); pass unique names to update()")
-        with torch.inference_mode(), float32_matmuls(self.device):
+        with torch.inference_mode(), float32_matmul():
             if self.lpips_net is not None:
                 self._lpips(pairs)
             if self.extractor is not None:
