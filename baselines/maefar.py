@@ -1,8 +1,8 @@
 """MAE-FAR (Cao, Dong & Fu, ECCV 2022): the MAE prior + the ACR/FAR generator, from the official Lightning checkpoint.
 
 The checkpoint (``--weights FILE`` or the registry entry ``maefar-places2``) is the PyTorch Lightning file of
-``PLTrainer`` (``ACR/trainer.py``): read by :func:`baselines.lama.read_checkpoint` (a restricted unpickler: no
-pickled code runs), its ``mae.*`` and ``acr.*`` tensors load strictly into :class:`MAEFARNet` (``acr_ema.*``,
+``PLTrainer`` (``ACR/trainer.py``): read by :func:`misato.checkpoint.read_lightning_checkpoint` (a restricted
+unpickler: no pickled code runs), its ``mae.*`` and ``acr.*`` tensors load strictly into :class:`MAEFARNet` (``acr_ema.*``,
 ``D.*`` and loss networks are ignored, as upstream ``test_custom.py --load_pl`` ignores them).
 
 Inference as ``test_custom.py`` (``ACR/base/dataset.py``, ``DynamicFARDataset`` in test mode):
@@ -35,14 +35,15 @@ from typing import Any
 import numpy as np
 
 from baselines.base import MethodOption, register_method
-from baselines.lama import load_strictly, read_checkpoint
 from baselines.torchscript import DEVICE_OPTION, WEIGHTS_OPTION, TensorInpainter, weights_record
+from misato.checkpoint import load_strict, read_lightning_checkpoint
 from misato.errors import MisatoError
 from misato.io import binarize_mask
 
 PREFIXES = ("mae.", "acr.")
 SIZES = (256, 512)
 MAE_SIZE = 256
+WHAT = "MAE-FAR (its Lightning checkpoint, the one test_custom.py reads with --load_pl)"
 POS_SIZE = 32
 REL_POS_NUM = 128
 WEIGHTS_ENTRY = "maefar-places2"
@@ -283,12 +284,8 @@ def _modules():  # noqa: C901  (one namespace of small classes)
 
 # --- checkpoint ---------------------------------------------------------------------------------------------
 
-def lightning_state_dict(checkpoint: Any, source: str) -> tuple[dict, list[str]]:
-    """The ``mae.*`` and ``acr.*`` tensors of a Lightning checkpoint, and the other top-level prefixes (ignored)."""
-    state = checkpoint.get("state_dict") if isinstance(checkpoint, dict) else None
-    if not isinstance(state, dict):
-        raise MisatoError(f"{source}: not a Lightning checkpoint (no 'state_dict' entry); expected MAE-FAR's "
-                          "Lightning file (the one test_custom.py reads with --load_pl)")
+def lightning_state_dict(state: dict, source: str) -> tuple[dict, list[str]]:
+    """The ``mae.*`` and ``acr.*`` tensors of a Lightning state dict, and the other top-level prefixes (ignored)."""
     selected = {key: value for key, value in state.items() if key.startswith(PREFIXES)}
     ignored = sorted({key.split(".")[0] for key in state if not key.startswith(PREFIXES)})
     if not selected:
@@ -300,11 +297,12 @@ def lightning_state_dict(checkpoint: Any, source: str) -> tuple[dict, list[str]]
 def load_maefar(path: str | os.PathLike) -> tuple[Any, dict[str, Any]]:
     """The network from the official Lightning file (strict ``mae.*``/``acr.*`` load) and what to record."""
     path = Path(path).expanduser()
-    checkpoint, refused = read_checkpoint(path)
-    state, ignored = lightning_state_dict(checkpoint, str(path))
+    checkpoint = read_lightning_checkpoint(path, WHAT, wrappers=("state_dict",))
+    state, ignored = lightning_state_dict(checkpoint.state_dict, str(path))
     net = build_network()
-    load_strictly(net, state, str(path), "a MAE-FAR network (mae.* ViT-B MAE, acr.* ACR generator)")
-    return net, {"weights_format": "lightning", "ignored_prefixes": ignored, "refused_pickled_classes": refused}
+    load_strict(net, state, str(path))
+    return net, {"weights_format": "lightning", "ignored_prefixes": ignored,
+                 "refused_pickled_classes": checkpoint.refused}
 
 
 def locate_weights() -> tuple[Path, str] | None:
