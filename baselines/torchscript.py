@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from baselines.base import DEVICE_OPTION, WEIGHTS_OPTION, InpaintingMethod, MethodOption, check_device, register_method
+from baselines.signed_io import pad_symmetric, paste_back
 from misato.errors import MisatoError
 from misato.io import binarize_mask
 
@@ -62,10 +63,8 @@ class TensorInpainter(InpaintingMethod):
         """Padded network inputs for images of one size: ``([N, 3, H', W'], [N, 1, H', W'])`` float32."""
         import torch
 
-        height, width = holes[0].shape
-        pad = ((0, -height % self.pad_multiple), (0, -width % self.pad_multiple))
-        image = np.stack([np.pad(i, pad + ((0, 0),), mode="symmetric") for i in images])
-        hole = np.stack([np.pad(h, pad, mode="symmetric") for h in holes])
+        image = np.stack([pad_symmetric(i, self.pad_multiple) for i in images])
+        hole = np.stack([pad_symmetric(h, self.pad_multiple) for h in holes])
         image = torch.from_numpy(image).to(self.device).permute(0, 3, 1, 2).contiguous().float() / 255
         if self.input_range == "-1,1":
             image = image * 2 - 1
@@ -82,16 +81,12 @@ class TensorInpainter(InpaintingMethod):
             raise MisatoError(f"{self.name}: the network returned a tensor of shape {tuple(output.shape)}, expected "
                               f"[{len(images)}, 3, {height + -height % self.pad_multiple}, "
                               f"{width + -width % self.pad_multiple}]")
-        output = output[:, :, :height, :width]
         if self.input_range == "-1,1":  # StyleGAN/MAT's x * 127.5 + 128, truncated: rounds to nearest
             pixels = (output * 127.5 + 128).clamp(0, 255)
         else:  # LaMa/IOPaint's clip(x * 255) truncated
             pixels = (output * 255).clamp(0, 255)
         pixels = pixels.permute(0, 2, 3, 1).to(torch.uint8)
-        results = []
-        for image, hole, filled in zip(images, holes, pixels.cpu().numpy()):
-            results.append(np.where(hole[..., None], filled, image))
-        return results
+        return [paste_back(filled, image, hole) for image, hole, filled in zip(images, holes, pixels.cpu().numpy())]
 
     def inpaint(self, images: list[np.ndarray], masks: list[np.ndarray], seeds: list[int]) -> list[np.ndarray]:
         """Fill a batch; images of one size are stacked into one forward pass."""
