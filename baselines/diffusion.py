@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from baselines.base import InpaintingMethod, MethodOption, check_device, register_method
+from baselines.base import DEVICE_OPTION, InpaintingMethod, MethodOption, check_device, register_method
 from misato.errors import MisatoError
 from misato.io import binarize_mask
 
@@ -185,7 +185,7 @@ _COMMON = (
                  "assembled ASUKA-FLUX folder (asuka-flux) or diffusers FLUX.1-Fill folder (flux-fill)"),
     MethodOption("steps", int, "denoising steps (default 50)"),
     MethodOption("paste_back", bool, "copy the known pixels from the input into the output (default on)"),
-    MethodOption("device", str, "torch device: cpu (default), cuda[:N] or mps"),
+    DEVICE_OPTION,
 )
 _GUIDANCE = MethodOption("guidance_scale", float, "classifier-free guidance, the empty prompt as negative (default off)")
 _PROMPT_EMBEDS = MethodOption("prompt_embeds", str, "prompt embeddings file (.safetensors/.pt): learned tokens "

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from baselines.base import InpaintingMethod, MethodOption, register_method
+from baselines.base import InpaintingMethod, MethodOption, check_device, register_method
 from baselines.diffusion import _COMMON as _DIFFUSION_OPTIONS
 from baselines.diffusion import _PROMPT_EMBEDS, check_model_folder, weight_files
 from misato.errors import MisatoError
@@ -98,11 +98,8 @@ class FluxFillInpaint(InpaintingMethod):
         if official_quantisation and paste_back:
             raise MisatoError("--official-quantisation reproduces the release, which does not paste back; "
                               "drop --paste-back")
-        if not device.startswith(("cpu", "cuda", "mps")):
-            raise MisatoError(f"--device must be cpu, cuda[:N] or mps, got {device!r}")
-        if device.startswith("cuda") and not torch.cuda.is_available():
-            raise MisatoError(f"--device {device}: no CUDA device is available here; use --device cpu")
-        if cpu_offload and not device.startswith("cuda"):
+        self.device = check_device(device)
+        if cpu_offload and self.device.type != "cuda":
             raise MisatoError("--cpu-offload moves each model to the GPU when it runs: it needs --device cuda[:N]")
         self.name = method
         self.model = Path(model)
@@ -110,7 +107,7 @@ class FluxFillInpaint(InpaintingMethod):
         self.condition_weight = float(condition_weight)
         self.official_quantisation = bool(official_quantisation)
         self.paste_back = not self.official_quantisation if paste_back is None else bool(paste_back)
-        self.device, self.dtype, self.cpu_offload = torch.device(device), dtype, bool(cpu_offload)
+        self.dtype, self.cpu_offload = dtype, bool(cpu_offload)
         torch_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[dtype]
         self.prompt = None
         components = ASUKA_COMPONENTS if method == "asuka-flux" else FILL_COMPONENTS
