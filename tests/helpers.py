@@ -83,3 +83,11 @@ def save_lightning_checkpoint(path: Path, state: dict, **fields) -> Path:
                 "callbacks": {}, "optimizer_states": [], "lr_schedulers": [], "hyper_parameters": HyperParameters(),
                 **fields}, path)
     return path
+
+
+def assert_fills_the_hole(out: np.ndarray, image: np.ndarray, hole: np.ndarray) -> None:
+    """``out`` is a ``uint8`` image of ``image``'s shape whose known pixels are ``image``'s bit for bit and whose
+    hole pixels mostly (over half) differ from the input's (the network filled them)."""
+    assert out.shape == image.shape and out.dtype == np.uint8
+    np.testing.assert_array_equal(out[~hole], image[~hole])
+    assert (out[hole] != image[hole]).mean() > 0.5
