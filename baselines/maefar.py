@@ -34,11 +34,10 @@ from typing import Any
 
 import numpy as np
 
-from baselines.base import MethodOption, register_method
+from baselines.base import MethodOption, checked_hole, register_method
 from baselines.torchscript import DEVICE_OPTION, WEIGHTS_OPTION, TensorInpainter, weights_record
 from misato.checkpoint import load_strict, read_lightning_checkpoint
 from misato.errors import MisatoError
-from misato.io import binarize_mask
 
 PREFIXES = ("mae.", "acr.")
 SIZES = (256, 512)
@@ -342,11 +341,7 @@ class MAEFARMethod(TensorInpainter):
     def inpaint(self, images: list[np.ndarray], masks: list[np.ndarray], seeds: list[int]) -> list[np.ndarray]:
         from PIL import Image
 
-        holes = [binarize_mask(m) for m in masks]
-        for image, hole in zip(images, holes):
-            if image.ndim != 3 or image.shape[-1] != 3 or image.dtype != np.uint8 or hole.shape != image.shape[:2]:
-                raise MisatoError(f"maefar: expected an RGB uint8 [H, W, 3] image and a mask of its size, got "
-                                  f"{image.dtype} {image.shape} and {hole.shape}")
+        holes = [checked_hole(self.name, image, mask) for image, mask in zip(images, masks)]
         squares = [self._to_square(image, hole) for image, hole in zip(images, holes)]
         filled = super().inpaint([s[0] for s in squares], [s[1] for s in squares], seeds)
         results = []

@@ -21,10 +21,10 @@ from typing import Any
 
 import numpy as np
 
-from baselines.base import DEVICE_OPTION, WEIGHTS_OPTION, InpaintingMethod, MethodOption, check_device, register_method
+from baselines.base import (DEVICE_OPTION, WEIGHTS_OPTION, InpaintingMethod, MethodOption, check_device, checked_hole,
+                            register_method)
 from baselines.signed_io import pad_symmetric, paste_back
 from misato.errors import MisatoError
-from misato.io import binarize_mask
 
 INPUT_RANGES = ("0,1", "-1,1")
 MASK_POLARITIES = ("hole", "known")
@@ -92,15 +92,10 @@ class TensorInpainter(InpaintingMethod):
         """Fill a batch; images of one size are stacked into one forward pass."""
         import torch
 
-        holes = [binarize_mask(m) for m in masks]
+        holes = [checked_hole(self.name, image, mask) for image, mask in zip(images, masks)]
         results: list[np.ndarray | None] = [None] * len(images)
         groups: dict[tuple[int, int], list[int]] = {}
         for index, (image, hole) in enumerate(zip(images, holes)):
-            if image.ndim != 3 or image.shape[-1] != 3 or image.dtype != np.uint8:
-                raise MisatoError(f"{self.name}: expected an RGB uint8 [H, W, 3] image, got {image.dtype} "
-                                  f"{image.shape}")
-            if hole.shape != image.shape[:2]:
-                raise MisatoError(f"{self.name}: mask {hole.shape} does not match image {image.shape[:2]}")
             if hole.any():
                 groups.setdefault(hole.shape, []).append(index)
             else:
