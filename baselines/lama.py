@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from baselines.base import DEVICE_OPTION, WEIGHTS_OPTION, register_method
-from baselines.torchscript import TensorInpainter, load_torchscript, weights_record
+from baselines.torchscript import TensorInpainter, explicit_or_located, load_torchscript, weights_record
 from misato.checkpoint import load_strict, read_lightning_checkpoint
 from misato.errors import MisatoError
 
@@ -252,17 +252,11 @@ def locate_weights() -> tuple[Path, str] | None:
 
 def lama_method(weights: str | None = None, device: str = "cpu") -> TensorInpainter:
     """The ``lama`` method: ``--weights FILE`` (either official file, trusted) or :func:`locate_weights`."""
-    from misato.weights import search_dirs
-
-    if weights is not None:
-        found = (Path(weights).expanduser(), "explicit")
-    else:
-        found = locate_weights()
-        if found is None:
-            folders = ", ".join(str(d) for d in search_dirs())
-            raise MisatoError(f"lama: no weights found (looked for {CHECKPOINT} and big-lama.pt in {folders}); "
-                              f"unzip {CHECKPOINT_URL} into one of those folders, or put IOPaint's big-lama.pt there "
-                              "(`misato weights fetch big-lama-torchscript`), or pass --weights FILE")
+    found = explicit_or_located(
+        weights, locate_weights,
+        lambda folders: f"lama: no weights found (looked for {CHECKPOINT} and big-lama.pt in {folders}); unzip "
+        f"{CHECKPOINT_URL} into one of those folders, or put IOPaint's big-lama.pt there "
+        "(`misato weights fetch big-lama-torchscript`), or pass --weights FILE")
     net, record = load_lama(found[0], device)
     return TensorInpainter(net, "lama", input_range="0,1", mask_polarity="hole", pad_multiple=8, device=device,
                            record={**weights_record(*found), **record})

@@ -2,8 +2,9 @@
 
 The checkpoint (``--weights FILE`` or the registry entry ``maefar-places2``) is the PyTorch Lightning file of
 ``PLTrainer`` (``ACR/trainer.py``): read by :func:`misato.checkpoint.read_lightning_checkpoint` (a restricted
-unpickler: no pickled code runs), its ``mae.*`` and ``acr.*`` tensors load strictly into :class:`MAEFARNet` (``acr_ema.*``,
-``D.*`` and loss networks are ignored, as upstream ``test_custom.py --load_pl`` ignores them).
+unpickler: no pickled code runs), its ``mae.*`` and ``acr.*`` tensors load strictly
+(:func:`misato.checkpoint.load_strict`) into :class:`MAEFARNet` (``acr_ema.*``, ``D.*`` and loss networks are
+ignored, as upstream ``test_custom.py --load_pl`` ignores them).
 
 Inference as ``test_custom.py`` (``ACR/base/dataset.py``, ``DynamicFARDataset`` in test mode):
 
@@ -35,7 +36,7 @@ from typing import Any
 import numpy as np
 
 from baselines.base import MethodOption, checked_hole, register_method
-from baselines.torchscript import DEVICE_OPTION, WEIGHTS_OPTION, TensorInpainter, weights_record
+from baselines.torchscript import DEVICE_OPTION, WEIGHTS_OPTION, TensorInpainter, explicit_or_located, weights_record
 from misato.checkpoint import load_strict, read_lightning_checkpoint
 from misato.errors import MisatoError
 
@@ -364,20 +365,16 @@ class MAEFARMethod(TensorInpainter):
 
 def maefar_method(weights: str | None = None, size: int = 512, device: str = "cpu") -> MAEFARMethod:
     """The ``maefar`` method: ``--weights FILE`` (the Lightning checkpoint, trusted) or the registry's file."""
-    from misato.weights import get_entry, search_dirs
+    from misato.weights import get_entry
 
     if size not in SIZES:  # before reading ~600 MB
         raise MisatoError(f"--size must be one of {', '.join(map(str, SIZES))} (MAE-FAR's test sizes), got {size}")
-    if weights is not None:
-        found = (Path(weights).expanduser(), "explicit")
-    else:
-        found = locate_weights()
-        if found is None:
-            entry = get_entry(WEIGHTS_ENTRY)
-            folders = ", ".join(str(d) for d in search_dirs())
-            raise MisatoError(f"maefar: no weights found (looked for {entry.filename} in {folders}); download the "
-                              f"Lightning checkpoint from {entry.url} (CC BY-NC 4.0), save it as {entry.filename} in "
-                              "one of those folders, or pass --weights FILE")
+    entry = get_entry(WEIGHTS_ENTRY)
+    found = explicit_or_located(
+        weights, locate_weights,
+        lambda folders: f"maefar: no weights found (looked for {entry.filename} in {folders}); download the "
+        f"Lightning checkpoint from {entry.url} (CC BY-NC 4.0), save it as {entry.filename} in one of those folders, "
+        "or pass --weights FILE")
     net, record = load_maefar(found[0])
     return MAEFARMethod(net, size, device, record={**weights_record(*found), **record})
 

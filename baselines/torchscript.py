@@ -16,6 +16,7 @@ Images of one size in a batch go through the network together. An image without 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -146,6 +147,24 @@ def weights_record(path: Path, origin: str, sha256: str | None = None) -> dict[s
     from misato.weights import file_sha256
 
     return {"weights": str(path.resolve()), "weights_sha256": sha256 or file_sha256(path), "weights_origin": origin}
+
+
+def explicit_or_located(weights: str | os.PathLike | None, locate: Callable[[], tuple[Path, str] | None],
+                        missing: Callable[[str], str]) -> tuple[Path, str]:
+    """``(path, origin)`` of a method's weights: ``weights`` as given (origin ``"explicit"``) or what ``locate()``
+    finds in the searched folders.
+
+    Raises:
+        MisatoError: neither; the message is ``missing(folders)``, ``folders`` naming the searched folders.
+    """
+    from misato.weights import search_dirs
+
+    if weights is not None:
+        return Path(weights).expanduser(), "explicit"
+    found = locate()
+    if found is None:
+        raise MisatoError(missing(", ".join(str(d) for d in search_dirs())))
+    return found
 
 
 def torchscript_method(weights: str | None = None, input_range: str = "0,1", mask_polarity: str = "hole",
