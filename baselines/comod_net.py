@@ -424,7 +424,8 @@ def load_generator(path, device: str = "cpu") -> Generator:
         raise MisatoError(f"{path}: this is an official TensorFlow 1 Co-Mod-GAN pickle (dnnlib/tflib networks), "
                           "which comod does not read; use the PyTorch port's converted *_net_G_ema.pth "
                           "(e.g. co-mod-gan-places2-050000_net_G_ema.pth, see `misato weights`)")
-    state = {key.removeprefix("module."): value for key, value in read_state_dict(path, "the Co-Mod-GAN generator").items()}
+    state = {key.removeprefix("module."): value
+             for key, value in read_state_dict(path, "the Co-Mod-GAN generator").items()}
     generator = Generator(config_from_state_dict(state, str(path)))
     load_strict(generator, state, str(path))
     return generator.to(device).eval().requires_grad_(False)

@@ -1,5 +1,5 @@
-"""Array ↔ tensor steps shared by the tensor adapters (MAT, Co-Mod-GAN, and :class:`baselines.torchscript.TensorInpainter`
-behind ``lama`` and ``torchscript``).
+"""Array ↔ tensor steps shared by the tensor adapters (MAT, Co-Mod-GAN, and
+:class:`baselines.torchscript.TensorInpainter` behind ``lama``, ``maefar`` and ``torchscript``).
 
 The runner hands over ``uint8 [H, W, 3]`` images and ``bool [H, W]`` masks with True = hole. :func:`pad_symmetric`
 pads an array at the bottom/right by symmetric reflection to a multiple of a size; :func:`paste_back` crops a

@@ -26,7 +26,8 @@ FLUX_ASSEMBLY_POLICY = OutputPolicy(
     what="ASUKA-FLUX model folder", markers=(ASSEMBLY_FILE,), can_resume=False,
     owned=("model_index.json", "scheduler", "vae", "transformer", "mae", "alignment_t5", "alignment_clip",
            "none_features", "decoder", ASSEMBLY_FILE))
-"""``overwrite`` deletes only what :func:`assemble_flux` writes (the pipeline's folders and files, ``assembly.json``)."""
+"""``overwrite`` deletes only what :func:`assemble_flux` writes (the pipeline's folders and files,
+``assembly.json``)."""
 
 
 def load_flux_fill_parts(flux: Path, option: str = "--flux", torch_dtype=None):

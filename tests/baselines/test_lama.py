@@ -106,7 +106,8 @@ def write_lightning_checkpoint(path, generator_state, extra_state=None):
     state = OrderedDict((f"generator.{k}", v) for k, v in generator_state.items())
     state["discriminator.model0.0.weight"] = torch.zeros(64, 3, 4, 4)
     state.update(extra_state or {})
-    return save_lightning_checkpoint(path, state, epoch=40, optimizer_states=[{"state": {}, "param_groups": [{"lr": 1e-3}]}])
+    return save_lightning_checkpoint(path, state, epoch=40,
+                                     optimizer_states=[{"state": {}, "param_groups": [{"lr": 1e-3}]}])
 
 
 @pytest.fixture(scope="module")
@@ -229,7 +230,8 @@ def test_another_models_checkpoint_is_a_clear_strict_load_report(files, tmp_path
     state = dict(files["generator"].state_dict())
     state["model.1.ffc.convl2l.weight"] = torch.zeros(64, 3, 7, 7)
     with pytest.raises(MisatoError, match=r"y.ckpt: not the expected weights for this network; shape mismatches: "
-                                          r"model\.1\.ffc\.convl2l\.weight \(64, 3, 7, 7\) \(expected \(64, 4, 7, 7\)\)$"):
+                                          r"model\.1\.ffc\.convl2l\.weight \(64, 3, 7, 7\) "
+                                          r"\(expected \(64, 4, 7, 7\)\)$"):
         load_strict(build_generator(), state, "y.ckpt")
     (tmp_path / "junk.ckpt").write_bytes(b"not a checkpoint")
     with pytest.raises(MisatoError, match=r"junk.ckpt: not a checkpoint of big-lama \(the Lightning"):
