@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from misato.errors import MisatoError
+from misato.io import binarize_mask
 
 ENTRY_POINT_GROUP = "misato.methods"
 OPTION_TYPES = (str, int, float, bool)
@@ -52,6 +53,21 @@ class InpaintingMethod(abc.ABC):
     def describe(self) -> dict[str, Any]:
         """What to record in ``run.json``: options and weight hashes (override to add them)."""
         return {"method": self.name}
+
+
+def checked_hole(name: str, image: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """The hole of ``mask`` as ``bool [H, W]`` (True = hole, :func:`misato.io.binarize_mask`), after checking that
+    ``image`` is an RGB ``uint8 [H, W, 3]`` array and ``mask`` is its size.
+
+    Raises:
+        MisatoError: naming the method ``name`` and the shapes found.
+    """
+    if image.ndim != 3 or image.shape[-1] != 3 or image.dtype != np.uint8:
+        raise MisatoError(f"{name}: expected an RGB uint8 [H, W, 3] image, got {image.dtype} {image.shape}")
+    hole = binarize_mask(mask)
+    if hole.shape != image.shape[:2]:
+        raise MisatoError(f"{name}: mask {hole.shape} does not match image {image.shape[:2]}")
+    return hole
 
 
 def image_seed(seed: int, name: str) -> int:

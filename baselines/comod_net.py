@@ -418,13 +418,14 @@ def load_generator(path, device: str = "cpu") -> Generator:
         MisatoError: unreadable file, the official TF1 pickle (not supported: see docs/baselines.md), another
             model's checkpoint.
     """
-    from asuka.convert import load_strict, read_state_file
+    from misato.checkpoint import load_strict, read_state_dict
 
     if os.path.isfile(path) and _is_tensorflow_pickle(path):
         raise MisatoError(f"{path}: this is an official TensorFlow 1 Co-Mod-GAN pickle (dnnlib/tflib networks), "
                           "which comod does not read; use the PyTorch port's converted *_net_G_ema.pth "
                           "(e.g. co-mod-gan-places2-050000_net_G_ema.pth, see `misato weights`)")
-    state = {key.removeprefix("module."): value for key, value in read_state_file(path).items()}
+    state = {key.removeprefix("module."): value
+             for key, value in read_state_dict(path, "the Co-Mod-GAN generator").items()}
     generator = Generator(config_from_state_dict(state, str(path)))
     load_strict(generator, state, str(path))
     return generator.to(device).eval().requires_grad_(False)

@@ -18,9 +18,9 @@ from typing import Any
 
 import numpy as np
 
-from baselines.base import InpaintingMethod, MethodOption, check_device, register_method
+from baselines.base import DEVICE_OPTION, InpaintingMethod, MethodOption, check_device, checked_hole, register_method
+from baselines.signed_io import bottom_right_padding, pad_symmetric
 from misato.errors import MisatoError
-from misato.io import binarize_mask
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt")
 WEIGHTLESS_COMPONENTS = ("scheduler", "tokenizer")
@@ -134,17 +134,12 @@ class DiffusionInpaint(InpaintingMethod):
     def inpaint_one(self, image: np.ndarray, mask: np.ndarray, seed: int) -> np.ndarray:
         import torch
 
-        if image.ndim != 3 or image.shape[-1] != 3 or image.dtype != np.uint8:
-            raise MisatoError(f"{self.name}: expected an RGB uint8 [H, W, 3] image, got {image.dtype} {image.shape}")
-        if mask.shape != image.shape[:2]:
-            raise MisatoError(f"{self.name}: mask {mask.shape} does not match image {image.shape[:2]}")
-        hole = binarize_mask(mask)
+        hole = checked_hole(self.name, image, mask)
         if not hole.any():
             return image.copy()
         height, width = hole.shape
-        pad = ((0, -height % 8), (0, -width % 8))
-        padded_image = np.pad(image, pad + ((0, 0),), mode="symmetric")
-        padded_hole = np.pad(hole, pad, mode="constant", constant_values=False)
+        padded_image = pad_symmetric(image, 8)
+        padded_hole = np.pad(hole, bottom_right_padding(height, width, 8), constant_values=False)
         generator = torch.Generator("cpu").manual_seed(int(seed))
         result = self.pipe(
             padded_image,
@@ -185,7 +180,7 @@ _COMMON = (
                  "assembled ASUKA-FLUX folder (asuka-flux) or diffusers FLUX.1-Fill folder (flux-fill)"),
     MethodOption("steps", int, "denoising steps (default 50)"),
     MethodOption("paste_back", bool, "copy the known pixels from the input into the output (default on)"),
-    MethodOption("device", str, "torch device: cpu (default), cuda[:N] or mps"),
+    DEVICE_OPTION,
 )
 _GUIDANCE = MethodOption("guidance_scale", float, "classifier-free guidance, the empty prompt as negative (default off)")
 _PROMPT_EMBEDS = MethodOption("prompt_embeds", str, "prompt embeddings file (.safetensors/.pt): learned tokens "

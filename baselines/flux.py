@@ -19,11 +19,11 @@ from typing import Any
 
 import numpy as np
 
-from baselines.base import InpaintingMethod, MethodOption, register_method
+from baselines.base import InpaintingMethod, MethodOption, check_device, checked_hole, register_method
 from baselines.diffusion import _COMMON as _DIFFUSION_OPTIONS
 from baselines.diffusion import _PROMPT_EMBEDS, check_model_folder, weight_files
+from baselines.signed_io import bottom_right_padding, pad_symmetric
 from misato.errors import MisatoError
-from misato.io import binarize_mask
 
 DTYPES = ("bf16", "fp16", "fp32")
 ASUKA_COMPONENTS = ["transformer", "vae", "scheduler", "mae", "alignment_t5", "alignment_clip", "none_features",
@@ -98,11 +98,8 @@ class FluxFillInpaint(InpaintingMethod):
         if official_quantisation and paste_back:
             raise MisatoError("--official-quantisation reproduces the release, which does not paste back; "
                               "drop --paste-back")
-        if not device.startswith(("cpu", "cuda", "mps")):
-            raise MisatoError(f"--device must be cpu, cuda[:N] or mps, got {device!r}")
-        if device.startswith("cuda") and not torch.cuda.is_available():
-            raise MisatoError(f"--device {device}: no CUDA device is available here; use --device cpu")
-        if cpu_offload and not device.startswith("cuda"):
+        self.device = check_device(device)
+        if cpu_offload and self.device.type != "cuda":
             raise MisatoError("--cpu-offload moves each model to the GPU when it runs: it needs --device cuda[:N]")
         self.name = method
         self.model = Path(model)
@@ -110,7 +107,7 @@ class FluxFillInpaint(InpaintingMethod):
         self.condition_weight = float(condition_weight)
         self.official_quantisation = bool(official_quantisation)
         self.paste_back = not self.official_quantisation if paste_back is None else bool(paste_back)
-        self.device, self.dtype, self.cpu_offload = torch.device(device), dtype, bool(cpu_offload)
+        self.dtype, self.cpu_offload = dtype, bool(cpu_offload)
         torch_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[dtype]
         self.prompt = None
         components = ASUKA_COMPONENTS if method == "asuka-flux" else FILL_COMPONENTS
@@ -146,22 +143,16 @@ class FluxFillInpaint(InpaintingMethod):
         not depend on the batch); others one by one."""
         import torch
 
-        holes = []
-        for image, mask in zip(images, masks):
-            if image.ndim != 3 or image.shape[-1] != 3 or image.dtype != np.uint8:
-                raise MisatoError(f"{self.name}: expected an RGB uint8 [H, W, 3] image, got {image.dtype} {image.shape}")
-            if mask.shape != image.shape[:2]:
-                raise MisatoError(f"{self.name}: mask {mask.shape} does not match image {image.shape[:2]}")
-            holes.append(binarize_mask(mask))
+        holes = [checked_hole(self.name, image, mask) for image, mask in zip(images, masks)]
         results: list[np.ndarray | None] = [image.copy() if not hole.any() else None
                                             for image, hole in zip(images, holes)]
         todo = [i for i, result in enumerate(results) if result is None]
         for shape in dict.fromkeys(images[i].shape for i in todo):
             group = [i for i in todo if images[i].shape == shape]
             height, width = shape[:2]
-            pad = ((0, -height % SIDE_MULTIPLE), (0, -width % SIDE_MULTIPLE))
-            batch_images = np.stack([np.pad(images[i], pad + ((0, 0),), mode="symmetric") for i in group])
-            batch_holes = np.stack([np.pad(holes[i], pad, mode="constant", constant_values=False) for i in group])
+            pad = bottom_right_padding(height, width, SIDE_MULTIPLE)
+            batch_images = np.stack([pad_symmetric(images[i], SIDE_MULTIPLE) for i in group])
+            batch_holes = np.stack([np.pad(holes[i], pad, constant_values=False) for i in group])
             generators = [torch.Generator("cpu").manual_seed(self.noise_seed if self.noise_seed >= 0 else int(seeds[i]))
                           for i in group]
             extra = ({"condition_weight": self.condition_weight} if self.prompt is None

@@ -3,9 +3,10 @@
 Two files are accepted (``--weights FILE`` or the weights registry):
 
 - ``big-lama/models/best.ckpt``, the official PyTorch Lightning checkpoint (from ``big-lama.zip``): read by a
-  restricted unpickler (:func:`read_checkpoint`) that admits tensors, containers and numpy scalars and replaces
-  every other pickled object by an inert placeholder without running it (the names are recorded in ``run.json``);
-  the generator's ``generator.model.*`` tensors load strictly into :class:`FFCResNetGenerator`.
+  restricted unpickler (:func:`misato.checkpoint.read_lightning_checkpoint`) that admits tensors, containers and
+  numpy scalars and replaces every other pickled object by an inert placeholder without running it (the names are
+  recorded in ``run.json``); the generator's ``generator.model.*`` tensors load strictly
+  (:func:`misato.checkpoint.load_strict`) into :class:`FFCResNetGenerator`.
 - ``big-lama.pt``, the TorchScript export (``bin/to_jit.py``) that IOPaint distributes, called as
   ``(image [0,1], mask {0,1}) -> image``: loaded with ``torch.jit.load``.
 
@@ -19,20 +20,19 @@ stride-2 downsamplings, 18 FFC ResNet blocks at 512 channels with 75 % global (s
 """
 from __future__ import annotations
 
-import io
 import os
-import pickle
 import types
 import zipfile
-from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
 from baselines.base import DEVICE_OPTION, WEIGHTS_OPTION, register_method
-from baselines.torchscript import TensorInpainter, load_torchscript, weights_record
+from baselines.torchscript import TensorInpainter, explicit_or_located, load_torchscript, weights_record
+from misato.checkpoint import load_strict, read_lightning_checkpoint
 from misato.errors import MisatoError
 
 LIGHTNING_PREFIX = "generator."
+WHAT = "big-lama (the Lightning models/best.ckpt or the TorchScript big-lama.pt)"
 
 
 # --- the network (torch imported lazily: registering the method stays cheap) ---------------------------------
@@ -194,136 +194,10 @@ def _define_modules():  # noqa: C901  (one namespace of small classes)
                                  LamaInpainter=LamaInpainter)
 
 
-# --- reading checkpoints without running pickled code -------------------------------------------------------
+# --- the Lightning checkpoint's generator -------------------------------------------------------------------
 
-class _Refused:
-    """Stands for a pickled object of a class the reader does not admit; records nothing but its name."""
-
-    pickled_name = "?"
-
-    def __new__(cls, *args, **kwargs):
-        return object.__new__(cls)
-
-    def __init__(self, *args, **kwargs) -> None:
-        pass
-
-    def __setstate__(self, state) -> None:
-        pass
-
-    def __setitem__(self, key, value) -> None:
-        pass
-
-    def append(self, value) -> None:
-        pass
-
-    def extend(self, values) -> None:
-        pass
-
-    def __repr__(self) -> str:
-        return f"<refused {self.pickled_name}>"
-
-
-ADMITTED_GLOBALS = frozenset({
-    ("collections", "OrderedDict"),
-    ("torch._utils", "_rebuild_tensor_v2"),
-    ("torch._utils", "_rebuild_parameter"),
-    ("numpy", "dtype"),
-    ("numpy.core.multiarray", "scalar"),
-    ("numpy._core.multiarray", "scalar"),
-    ("builtins", "set"),
-    ("builtins", "frozenset"),
-    ("builtins", "slice"),
-    ("builtins", "complex"),
-})
-"""``(module, name)`` pairs the checkpoint reader admits, besides torch dtypes, numpy ``*DType`` classes and
-torch's storage types (which torch's own loader resolves before asking)."""
-
-
-def _admitted(module: str, name: str):
-    """The object for an admitted global, or None."""
-    import importlib
-
-    import torch
-
-    if module == "torch" and isinstance(getattr(torch, name, None), torch.dtype):
-        return getattr(torch, name)
-    if (module, name) in ADMITTED_GLOBALS or (module == "numpy.dtypes" and name.endswith("DType")):
-        if module.startswith("numpy.core"):  # numpy 2 moved numpy.core to numpy._core
-            module = module.replace("numpy.core", "numpy._core") if hasattr(importlib.import_module("numpy"),
-                                                                             "_core") else module
-        return getattr(importlib.import_module(module), name, None)
-    return None
-
-
-def _restricted_pickle_module(refused: set[str]) -> types.ModuleType:
-    """A ``pickle``-like module for ``torch.load(pickle_module=...)`` whose unpickler admits only data."""
-
-    class RestrictedUnpickler(pickle.Unpickler):
-        def find_class(self, module: str, name: str):
-            admitted = _admitted(module, name)
-            if admitted is not None:
-                return admitted
-            refused.add(f"{module}.{name}")
-            return type(name, (_Refused,), {"pickled_name": f"{module}.{name}"})
-
-    module = types.ModuleType("misato_restricted_pickle")
-    module.Unpickler = RestrictedUnpickler
-    module.load = lambda file, **kwargs: RestrictedUnpickler(file, **kwargs).load()
-    module.__dict__["UnpicklingError"] = pickle.UnpicklingError
-    return module
-
-
-def read_checkpoint(path: str | os.PathLike) -> tuple[Any, list[str]]:
-    """Unpickle a ``torch.save`` file admitting only tensors, containers, dtypes and numpy scalars.
-
-    Returns:
-        ``(object, refused)``: the loaded object, in which every other pickled object is an inert placeholder
-        (never constructed: no pickled code runs), and the sorted ``module.name`` of the refused classes.
-    Raises:
-        MisatoError: the file does not exist or is not a readable ``torch.save`` file.
-    """
-    import torch
-
-    path = Path(path)
-    if not path.is_file():
-        raise MisatoError(f"--weights {path}: no such file")
-    refused: set[str] = set()
-    try:
-        loaded = torch.load(path, map_location="cpu", pickle_module=_restricted_pickle_module(refused),
-                            weights_only=False)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, zipfile.BadZipFile) as error:
-        raise MisatoError(f"{path}: not a readable torch checkpoint ({type(error).__name__}: {error})") from None
-    return loaded, sorted(refused)
-
-
-def load_strictly(module, state_dict: dict, source: str, what: str) -> None:
-    """Copy ``state_dict`` into ``module`` only if its keys and shapes are exactly the module's.
-
-    Raises:
-        MisatoError: naming the missing and unexpected keys and the shape mismatches (the first few of each).
-    """
-    import torch
-
-    expected = module.state_dict()
-    given = {key: value for key, value in state_dict.items() if torch.is_tensor(value)}
-    missing = [key for key in expected if key not in given]
-    unexpected = [key for key in given if key not in expected]
-    shapes = [f"{key} {tuple(given[key].shape)} (expected {tuple(expected[key].shape)})"
-              for key in expected if key in given and given[key].shape != expected[key].shape]
-    problems = [f"{len(found)} {label}: {', '.join(found[:4])}{', …' if len(found) > 4 else ''}"
-                for label, found in (("missing keys", missing), ("unexpected keys", unexpected),
-                                     ("shape mismatches", shapes)) if found]
-    if problems:
-        raise MisatoError(f"{source}: not {what} ({'; '.join(problems)})")
-    module.load_state_dict(given, strict=True)
-
-
-def generator_state_dict(checkpoint: Any, source: str) -> dict:
-    """The ``generator.*`` tensors of a Lightning checkpoint (``{"state_dict": …}``) without the prefix."""
-    state = checkpoint.get("state_dict") if isinstance(checkpoint, dict) else None
-    if not isinstance(state, dict):
-        raise MisatoError(f"{source}: not a Lightning checkpoint (no 'state_dict' entry); expected big-lama's "
-                          "models/best.ckpt or the TorchScript big-lama.pt")
+def generator_state_dict(state: dict, source: str) -> dict:
+    """The ``generator.*`` tensors of a Lightning state dict without the prefix."""
     generator = {key[len(LIGHTNING_PREFIX):]: value for key, value in state.items()
                  if key.startswith(LIGHTNING_PREFIX)}
     if not generator:
@@ -348,10 +222,11 @@ def load_lama(path: str | os.PathLike, device: str = "cpu") -> tuple[Any, dict[s
         raise MisatoError(f"--weights {path}: no such file")
     if is_torchscript(path):
         return load_torchscript(path, device), {"weights_format": "torchscript"}
-    checkpoint, refused = read_checkpoint(path)
+    checkpoint = read_lightning_checkpoint(path, WHAT, wrappers=("state_dict",))
     generator = build_generator()
-    load_strictly(generator, generator_state_dict(checkpoint, str(path)), str(path), "a big-lama generator")
-    return _modules().LamaInpainter(generator), {"weights_format": "lightning", "refused_pickled_classes": refused}
+    load_strict(generator, generator_state_dict(checkpoint.state_dict, str(path)), str(path))
+    return _modules().LamaInpainter(generator), {"weights_format": "lightning",
+                                                 "refused_pickled_classes": checkpoint.refused}
 
 
 CHECKPOINT = Path("big-lama") / "models" / "best.ckpt"
@@ -377,17 +252,11 @@ def locate_weights() -> tuple[Path, str] | None:
 
 def lama_method(weights: str | None = None, device: str = "cpu") -> TensorInpainter:
     """The ``lama`` method: ``--weights FILE`` (either official file, trusted) or :func:`locate_weights`."""
-    from misato.weights import search_dirs
-
-    if weights is not None:
-        found = (Path(weights).expanduser(), "explicit")
-    else:
-        found = locate_weights()
-        if found is None:
-            folders = ", ".join(str(d) for d in search_dirs())
-            raise MisatoError(f"lama: no weights found (looked for {CHECKPOINT} and big-lama.pt in {folders}); "
-                              f"unzip {CHECKPOINT_URL} into one of those folders, or put IOPaint's big-lama.pt there "
-                              "(`misato weights fetch big-lama-torchscript`), or pass --weights FILE")
+    found = explicit_or_located(
+        weights, locate_weights,
+        lambda folders: f"lama: no weights found (looked for {CHECKPOINT} and big-lama.pt in {folders}); unzip "
+        f"{CHECKPOINT_URL} into one of those folders, or put IOPaint's big-lama.pt there "
+        "(`misato weights fetch big-lama-torchscript`), or pass --weights FILE")
     net, record = load_lama(found[0], device)
     return TensorInpainter(net, "lama", input_range="0,1", mask_polarity="hole", pad_multiple=8, device=device,
                            record={**weights_record(*found), **record})

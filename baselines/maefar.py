@@ -1,9 +1,10 @@
 """MAE-FAR (Cao, Dong & Fu, ECCV 2022): the MAE prior + the ACR/FAR generator, from the official Lightning checkpoint.
 
 The checkpoint (``--weights FILE`` or the registry entry ``maefar-places2``) is the PyTorch Lightning file of
-``PLTrainer`` (``ACR/trainer.py``): read by :func:`baselines.lama.read_checkpoint` (a restricted unpickler: no
-pickled code runs), its ``mae.*`` and ``acr.*`` tensors load strictly into :class:`MAEFARNet` (``acr_ema.*``,
-``D.*`` and loss networks are ignored, as upstream ``test_custom.py --load_pl`` ignores them).
+``PLTrainer`` (``ACR/trainer.py``): read by :func:`misato.checkpoint.read_lightning_checkpoint` (a restricted
+unpickler: no pickled code runs), its ``mae.*`` and ``acr.*`` tensors load strictly
+(:func:`misato.checkpoint.load_strict`) into :class:`MAEFARNet` (``acr_ema.*``, ``D.*`` and loss networks are
+ignored, as upstream ``test_custom.py --load_pl`` ignores them).
 
 Inference as ``test_custom.py`` (``ACR/base/dataset.py``, ``DynamicFARDataset`` in test mode):
 
@@ -34,15 +35,15 @@ from typing import Any
 
 import numpy as np
 
-from baselines.base import MethodOption, register_method
-from baselines.lama import load_strictly, read_checkpoint
-from baselines.torchscript import DEVICE_OPTION, WEIGHTS_OPTION, TensorInpainter, weights_record
+from baselines.base import MethodOption, checked_hole, register_method
+from baselines.torchscript import DEVICE_OPTION, WEIGHTS_OPTION, TensorInpainter, explicit_or_located, weights_record
+from misato.checkpoint import load_strict, read_lightning_checkpoint
 from misato.errors import MisatoError
-from misato.io import binarize_mask
 
 PREFIXES = ("mae.", "acr.")
 SIZES = (256, 512)
 MAE_SIZE = 256
+WHAT = "MAE-FAR (its Lightning checkpoint, the one test_custom.py reads with --load_pl)"
 POS_SIZE = 32
 REL_POS_NUM = 128
 WEIGHTS_ENTRY = "maefar-places2"
@@ -283,12 +284,8 @@ def _modules():  # noqa: C901  (one namespace of small classes)
 
 # --- checkpoint ---------------------------------------------------------------------------------------------
 
-def lightning_state_dict(checkpoint: Any, source: str) -> tuple[dict, list[str]]:
-    """The ``mae.*`` and ``acr.*`` tensors of a Lightning checkpoint, and the other top-level prefixes (ignored)."""
-    state = checkpoint.get("state_dict") if isinstance(checkpoint, dict) else None
-    if not isinstance(state, dict):
-        raise MisatoError(f"{source}: not a Lightning checkpoint (no 'state_dict' entry); expected MAE-FAR's "
-                          "Lightning file (the one test_custom.py reads with --load_pl)")
+def lightning_state_dict(state: dict, source: str) -> tuple[dict, list[str]]:
+    """The ``mae.*`` and ``acr.*`` tensors of a Lightning state dict, and the other top-level prefixes (ignored)."""
     selected = {key: value for key, value in state.items() if key.startswith(PREFIXES)}
     ignored = sorted({key.split(".")[0] for key in state if not key.startswith(PREFIXES)})
     if not selected:
@@ -300,11 +297,12 @@ def lightning_state_dict(checkpoint: Any, source: str) -> tuple[dict, list[str]]
 def load_maefar(path: str | os.PathLike) -> tuple[Any, dict[str, Any]]:
     """The network from the official Lightning file (strict ``mae.*``/``acr.*`` load) and what to record."""
     path = Path(path).expanduser()
-    checkpoint, refused = read_checkpoint(path)
-    state, ignored = lightning_state_dict(checkpoint, str(path))
+    checkpoint = read_lightning_checkpoint(path, WHAT, wrappers=("state_dict",))
+    state, ignored = lightning_state_dict(checkpoint.state_dict, str(path))
     net = build_network()
-    load_strictly(net, state, str(path), "a MAE-FAR network (mae.* ViT-B MAE, acr.* ACR generator)")
-    return net, {"weights_format": "lightning", "ignored_prefixes": ignored, "refused_pickled_classes": refused}
+    load_strict(net, state, str(path))
+    return net, {"weights_format": "lightning", "ignored_prefixes": ignored,
+                 "refused_pickled_classes": checkpoint.refused}
 
 
 def locate_weights() -> tuple[Path, str] | None:
@@ -344,11 +342,7 @@ class MAEFARMethod(TensorInpainter):
     def inpaint(self, images: list[np.ndarray], masks: list[np.ndarray], seeds: list[int]) -> list[np.ndarray]:
         from PIL import Image
 
-        holes = [binarize_mask(m) for m in masks]
-        for image, hole in zip(images, holes):
-            if image.ndim != 3 or image.shape[-1] != 3 or image.dtype != np.uint8 or hole.shape != image.shape[:2]:
-                raise MisatoError(f"maefar: expected an RGB uint8 [H, W, 3] image and a mask of its size, got "
-                                  f"{image.dtype} {image.shape} and {hole.shape}")
+        holes = [checked_hole(self.name, image, mask) for image, mask in zip(images, masks)]
         squares = [self._to_square(image, hole) for image, hole in zip(images, holes)]
         filled = super().inpaint([s[0] for s in squares], [s[1] for s in squares], seeds)
         results = []
@@ -371,20 +365,16 @@ class MAEFARMethod(TensorInpainter):
 
 def maefar_method(weights: str | None = None, size: int = 512, device: str = "cpu") -> MAEFARMethod:
     """The ``maefar`` method: ``--weights FILE`` (the Lightning checkpoint, trusted) or the registry's file."""
-    from misato.weights import get_entry, search_dirs
+    from misato.weights import get_entry
 
     if size not in SIZES:  # before reading ~600 MB
         raise MisatoError(f"--size must be one of {', '.join(map(str, SIZES))} (MAE-FAR's test sizes), got {size}")
-    if weights is not None:
-        found = (Path(weights).expanduser(), "explicit")
-    else:
-        found = locate_weights()
-        if found is None:
-            entry = get_entry(WEIGHTS_ENTRY)
-            folders = ", ".join(str(d) for d in search_dirs())
-            raise MisatoError(f"maefar: no weights found (looked for {entry.filename} in {folders}); download the "
-                              f"Lightning checkpoint from {entry.url} (CC BY-NC 4.0), save it as {entry.filename} in "
-                              "one of those folders, or pass --weights FILE")
+    entry = get_entry(WEIGHTS_ENTRY)
+    found = explicit_or_located(
+        weights, locate_weights,
+        lambda folders: f"maefar: no weights found (looked for {entry.filename} in {folders}); download the "
+        f"Lightning checkpoint from {entry.url} (CC BY-NC 4.0), save it as {entry.filename} in one of those folders, "
+        "or pass --weights FILE")
     net, record = load_maefar(found[0])
     return MAEFARMethod(net, size, device, record={**weights_record(*found), **record})
 

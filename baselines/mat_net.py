@@ -15,7 +15,6 @@ import io
 import math
 import os
 import pickle
-from collections import OrderedDict
 from typing import Any
 
 import numpy as np
@@ -25,6 +24,7 @@ from torch import nn
 
 from baselines import stylegan_ops as ops
 from baselines.mat import NOISE_MODES
+from misato.checkpoint import _safe_globals  # the data globals of the one restricted unpickler
 from misato.errors import MisatoError
 
 OFFICIAL_SEED = 240
@@ -708,48 +708,32 @@ def _storage_from_bytes(data: bytes) -> Any:
     return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
 
 
-def _rebuild_parameter(data: torch.Tensor, requires_grad: bool = False, backward_hooks: Any = None,
-                       *state: Any) -> torch.Tensor:
-    return data
-
-
-def _rebuild_from_type(func: Any, new_type: Any, args: tuple, state: Any) -> torch.Tensor:
-    return func(*args)
-
-
-_MULTIARRAY = (getattr(np, "_core", None) or np.core).multiarray  # numpy 2 renamed numpy.core to numpy._core
+STYLEGAN_GLOBALS: dict[tuple[str, str], Any] = {
+    ("torch_utils.persistence", "_reconstruct_persistent_obj"): _persistent_object,
+    ("dnnlib.util", "EasyDict"): dict,
+    ("dnnlib", "EasyDict"): dict,
+    ("builtins", "object"): object,
+    ("copyreg", "_reconstructor"): _reconstructor,
+    ("torch.storage", "_load_from_bytes"): _storage_from_bytes,
+}
+"""What a StyleGAN2-ADA network pickle needs besides the data globals of :mod:`misato.checkpoint`'s restricted
+unpickler: persistent objects (as :class:`_PickledState`), ``EasyDict`` (as ``dict``), plain-object reconstruction
+and raw-pickled storages (read with ``torch.load(weights_only=True)``)."""
 
 
 class _StyleGANUnpickler(pickle.Unpickler):
-    """Reads a StyleGAN2-ADA-style network pickle (MAT's ``*.pkl``) admitting only data: tensors (storages through
-    ``torch.load(weights_only=True)``), numpy scalars/arrays, ``OrderedDict``/``EasyDict``/sets, and ``torch.nn``
-    or persistent classes mapped to :class:`_PickledState`. Any other global is refused with its name."""
+    """Reads a StyleGAN2-ADA-style network pickle (MAT's ``*.pkl``) admitting only data: the globals the toolkit's
+    checkpoint reader admits (tensors, numpy scalars/arrays, ``OrderedDict``, sets), :data:`STYLEGAN_GLOBALS`, and
+    ``torch.nn`` classes mapped to :class:`_PickledState`. Any other global is refused with its name (unlike a
+    Lightning checkpoint, nothing else may be replaced by a placeholder: the whole file is the network)."""
 
-    _ALLOWED: dict[tuple[str, str], Any] = {
-        ("torch_utils.persistence", "_reconstruct_persistent_obj"): _persistent_object,
-        ("dnnlib.util", "EasyDict"): dict,
-        ("dnnlib", "EasyDict"): dict,
-        ("collections", "OrderedDict"): OrderedDict,
-        ("builtins", "set"): set,
-        ("builtins", "frozenset"): frozenset,
-        ("builtins", "object"): object,
-        ("copyreg", "_reconstructor"): _reconstructor,
-        ("torch._utils", "_rebuild_tensor_v2"): torch._utils._rebuild_tensor_v2,
-        ("torch._utils", "_rebuild_parameter"): _rebuild_parameter,
-        ("torch._utils", "_rebuild_parameter_with_state"): _rebuild_parameter,
-        ("torch._tensor", "_rebuild_from_type_v2"): _rebuild_from_type,
-        ("torch.storage", "_load_from_bytes"): _storage_from_bytes,
-        ("torch.nn.parameter", "Parameter"): torch.Tensor,
-        ("torch", "Tensor"): torch.Tensor,
-        ("numpy", "dtype"): np.dtype,
-        **{(module, name): getattr(_MULTIARRAY, name)
-           for module in ("numpy.core.multiarray", "numpy._core.multiarray") for name in ("scalar", "_reconstruct")},
-        ("numpy", "ndarray"): np.ndarray,
-    }
+    def __init__(self, file) -> None:
+        super().__init__(file)
+        self.admitted = {**_safe_globals(), **STYLEGAN_GLOBALS}
 
     def find_class(self, module: str, name: str) -> Any:
-        if (module, name) in self._ALLOWED:
-            return self._ALLOWED[module, name]
+        if (module, name) in self.admitted:
+            return self.admitted[module, name]
         if module.startswith("torch.nn.modules."):
             return _PickledState
         raise pickle.UnpicklingError(f"refused to load {module}.{name} (not plain network data)")

@@ -16,14 +16,16 @@ Images of one size in a batch go through the network together. An image without 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from baselines.base import DEVICE_OPTION, WEIGHTS_OPTION, InpaintingMethod, MethodOption, check_device, register_method
+from baselines.base import (DEVICE_OPTION, WEIGHTS_OPTION, InpaintingMethod, MethodOption, check_device, checked_hole,
+                            register_method)
+from baselines.signed_io import pad_symmetric, paste_back
 from misato.errors import MisatoError
-from misato.io import binarize_mask
 
 INPUT_RANGES = ("0,1", "-1,1")
 MASK_POLARITIES = ("hole", "known")
@@ -62,10 +64,8 @@ class TensorInpainter(InpaintingMethod):
         """Padded network inputs for images of one size: ``([N, 3, H', W'], [N, 1, H', W'])`` float32."""
         import torch
 
-        height, width = holes[0].shape
-        pad = ((0, -height % self.pad_multiple), (0, -width % self.pad_multiple))
-        image = np.stack([np.pad(i, pad + ((0, 0),), mode="symmetric") for i in images])
-        hole = np.stack([np.pad(h, pad, mode="symmetric") for h in holes])
+        image = np.stack([pad_symmetric(i, self.pad_multiple) for i in images])
+        hole = np.stack([pad_symmetric(h, self.pad_multiple) for h in holes])
         image = torch.from_numpy(image).to(self.device).permute(0, 3, 1, 2).contiguous().float() / 255
         if self.input_range == "-1,1":
             image = image * 2 - 1
@@ -82,30 +82,21 @@ class TensorInpainter(InpaintingMethod):
             raise MisatoError(f"{self.name}: the network returned a tensor of shape {tuple(output.shape)}, expected "
                               f"[{len(images)}, 3, {height + -height % self.pad_multiple}, "
                               f"{width + -width % self.pad_multiple}]")
-        output = output[:, :, :height, :width]
         if self.input_range == "-1,1":  # StyleGAN/MAT's x * 127.5 + 128, truncated: rounds to nearest
             pixels = (output * 127.5 + 128).clamp(0, 255)
         else:  # LaMa/IOPaint's clip(x * 255) truncated
             pixels = (output * 255).clamp(0, 255)
         pixels = pixels.permute(0, 2, 3, 1).to(torch.uint8)
-        results = []
-        for image, hole, filled in zip(images, holes, pixels.cpu().numpy()):
-            results.append(np.where(hole[..., None], filled, image))
-        return results
+        return [paste_back(filled, image, hole) for image, hole, filled in zip(images, holes, pixels.cpu().numpy())]
 
     def inpaint(self, images: list[np.ndarray], masks: list[np.ndarray], seeds: list[int]) -> list[np.ndarray]:
         """Fill a batch; images of one size are stacked into one forward pass."""
         import torch
 
-        holes = [binarize_mask(m) for m in masks]
+        holes = [checked_hole(self.name, image, mask) for image, mask in zip(images, masks)]
         results: list[np.ndarray | None] = [None] * len(images)
         groups: dict[tuple[int, int], list[int]] = {}
         for index, (image, hole) in enumerate(zip(images, holes)):
-            if image.ndim != 3 or image.shape[-1] != 3 or image.dtype != np.uint8:
-                raise MisatoError(f"{self.name}: expected an RGB uint8 [H, W, 3] image, got {image.dtype} "
-                                  f"{image.shape}")
-            if hole.shape != image.shape[:2]:
-                raise MisatoError(f"{self.name}: mask {hole.shape} does not match image {image.shape[:2]}")
             if hole.any():
                 groups.setdefault(hole.shape, []).append(index)
             else:
@@ -156,6 +147,24 @@ def weights_record(path: Path, origin: str, sha256: str | None = None) -> dict[s
     from misato.weights import file_sha256
 
     return {"weights": str(path.resolve()), "weights_sha256": sha256 or file_sha256(path), "weights_origin": origin}
+
+
+def explicit_or_located(weights: str | os.PathLike | None, locate: Callable[[], tuple[Path, str] | None],
+                        missing: Callable[[str], str]) -> tuple[Path, str]:
+    """``(path, origin)`` of a method's weights: ``weights`` as given (origin ``"explicit"``) or what ``locate()``
+    finds in the searched folders.
+
+    Raises:
+        MisatoError: neither; the message is ``missing(folders)``, ``folders`` naming the searched folders.
+    """
+    from misato.weights import search_dirs
+
+    if weights is not None:
+        return Path(weights).expanduser(), "explicit"
+    found = locate()
+    if found is None:
+        raise MisatoError(missing(", ".join(str(d) for d in search_dirs())))
+    return found
 
 
 def torchscript_method(weights: str | None = None, input_range: str = "0,1", mask_polarity: str = "hole",

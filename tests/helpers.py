@@ -52,3 +52,42 @@ def write_predictions(gt_root: Path, out: Path, seed: int = 1, noise: float = 20
         image = image + rng.normal(0, noise, size=image.shape)
         write_image(out / f"{name}.png", np.clip(np.rint(image), 0, 255).astype(np.uint8))
     return out
+
+
+TRIPWIRE: list = []
+"""Grows whenever unpickling :class:`HyperParameters` runs code (it must stay empty)."""
+
+
+def _tripwire(value):
+    TRIPWIRE.append(value)
+    return value
+
+
+class HyperParameters:
+    """Stands for the omegaconf config Lightning pickles into ``hyper_parameters``: unpickling it runs code."""
+
+    def __reduce__(self):
+        return _tripwire, ("unpickling ran code",)
+
+
+TRIPWIRE_CLASS = f"{__name__}._tripwire"
+"""The class name a restricted unpickler reports refusing for :class:`HyperParameters`."""
+
+
+def save_lightning_checkpoint(path: Path, state: dict, **fields) -> Path:
+    """A PyTorch-Lightning ``best.ckpt`` layout: ``state`` under ``state_dict``, a ``hyper_parameters`` object
+    whose unpickling would run code (:data:`TRIPWIRE`), and the training bookkeeping (``fields`` override it)."""
+    import torch
+
+    torch.save({"epoch": 3, "global_step": 1000, "pytorch-lightning_version": "1.6.0", "state_dict": state,
+                "callbacks": {}, "optimizer_states": [], "lr_schedulers": [], "hyper_parameters": HyperParameters(),
+                **fields}, path)
+    return path
+
+
+def assert_fills_the_hole(out: np.ndarray, image: np.ndarray, hole: np.ndarray) -> None:
+    """``out`` is a ``uint8`` image of ``image``'s shape whose known pixels are ``image``'s bit for bit and whose
+    hole pixels mostly (over half) differ from the input's (the network filled them)."""
+    assert out.shape == image.shape and out.dtype == np.uint8
+    np.testing.assert_array_equal(out[~hole], image[~hole])
+    assert (out[hole] != image[hole]).mean() > 0.5

@@ -5,7 +5,8 @@ FLUX.1-Fill folder (its text encoders are not read), finds the six released file
 (``--asuka-flux`` folder first, then the usual search order, download only when online), loads each strictly,
 copies the AE encoder weights of ``asuka_decoder.ckpt`` into the VAE as the official code does, checks every width
 against the transformer's config and writes ``ASUKAFluxFillPipeline.save_pretrained(out)`` plus ``assembly.json``
-(sources, sha256, load reports).
+(sources, sha256, load reports, :func:`misato.provenance.provenance`). The output folder follows the one policy of
+:mod:`misato.outputs` (:data:`FLUX_ASSEMBLY_POLICY`).
 """
 from __future__ import annotations
 
@@ -14,9 +15,19 @@ import os
 from pathlib import Path
 from typing import Any
 
+from asuka.assemble import ASSEMBLY_FILE
 from misato.errors import MisatoError
+from misato.io import atomic_write_text
+from misato.outputs import OutputPolicy, prepare_output
+from misato.provenance import provenance
 
 REGISTRY_PREFIX = "asuka-flux-"
+FLUX_ASSEMBLY_POLICY = OutputPolicy(
+    what="ASUKA-FLUX model folder", markers=(ASSEMBLY_FILE,), can_resume=False,
+    owned=("model_index.json", "scheduler", "vae", "transformer", "mae", "alignment_t5", "alignment_clip",
+           "none_features", "decoder", ASSEMBLY_FILE))
+"""``overwrite`` deletes only what :func:`assemble_flux` writes (the pipeline's folders and files,
+``assembly.json``)."""
 
 
 def load_flux_fill_parts(flux: Path, option: str = "--flux", torch_dtype=None):
@@ -48,11 +59,11 @@ def assemble_flux(
         flux: a diffusers FLUX.1-Fill-dev folder (``transformer/``, ``vae/``, ``scheduler/``).
         asuka_flux: the folder holding the release (``asuka_decoder.ckpt``, ``asuka_alignment_t5.pt``,
             ``asuka_alignment_clip.pt``, ``txt_256.pt``, ``vec.pt``, ``mae_300.pth``).
-        out: the new folder (must not exist or be empty, unless ``overwrite``).
+        out: the new folder (missing or empty; ``overwrite`` replaces an earlier ASUKA-FLUX assembly there, deleting
+            only what :func:`assemble_flux` writes); it must not lie inside ``flux`` or ``asuka_flux``.
     Returns:
         The assembly record (also written to ``out/assembly.json``).
     """
-    from asuka.assemble import ASSEMBLY_FILE
     from asuka import convert
     from asuka.flux import loaders
     from asuka.flux.pipeline import ASUKAFluxFillPipeline
@@ -61,8 +72,7 @@ def assemble_flux(
     flux, asuka_flux, out = Path(flux), Path(asuka_flux), Path(out)
     if not asuka_flux.is_dir():
         raise MisatoError(f"--asuka-flux {asuka_flux}: no such folder")
-    if out.exists() and any(out.iterdir()) and not overwrite:
-        raise MisatoError(f"{out} exists and is not empty; choose another folder or pass --overwrite")
+    prepare_output(out, FLUX_ASSEMBLY_POLICY, overwrite=overwrite, inputs=[flux, asuka_flux])
     files = {component: resolve(REGISTRY_PREFIX + component.replace("_", "-"), weights_dir=asuka_flux)
              for component in loaders.RELEASE_FILES}
     transformer, vae, scheduler = load_flux_fill_parts(flux)
@@ -98,8 +108,10 @@ def assemble_flux(
                   for c, r in files.items()},
         "load_reports": {name: str(report) if report is not None else "no encoder.* keys: FLUX.1-Fill's kept"
                          for name, report in reports.items()},
+        "provenance": provenance(("diffusers", "safetensors", "transformers"),
+                                 weights={component: found.sha256 for component, found in files.items()}),
     }
     out.mkdir(parents=True, exist_ok=True)
     pipe.save_pretrained(out, safe_serialization=True)
-    (out / ASSEMBLY_FILE).write_text(json.dumps(record, indent=2))
+    atomic_write_text(out / ASSEMBLY_FILE, json.dumps(record, indent=2))
     return record

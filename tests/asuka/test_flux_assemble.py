@@ -63,13 +63,41 @@ def test_assembled_folder_reopens_and_inpaints(assembled):
 
 def test_assemble_refuses_bad_sources(tmp_path, assembled, capsys):
     out, release = assembled
-    assert main(["asuka", "assemble", "--flux", str(tmp_path), "--asuka-flux", str(release),
+    not_flux = tmp_path / "not-flux"
+    not_flux.mkdir()
+    assert main(["asuka", "assemble", "--flux", str(not_flux), "--asuka-flux", str(release),
                  "--out", str(tmp_path / "x")]) == 2
     assert "not a diffusers FLUX.1-Fill folder" in capsys.readouterr().err
     empty = tmp_path / "empty"
     empty.mkdir()
-    assert main(["asuka", "assemble", "--flux", str(tmp_path), "--asuka-flux", str(empty),
+    assert main(["asuka", "assemble", "--flux", str(not_flux), "--asuka-flux", str(empty),
                  "--out", str(tmp_path / "y")]) == 2
     assert "asuka_decoder.ckpt" in capsys.readouterr().err
-    assert main(["asuka", "assemble", "--flux", str(tmp_path), "--out", str(tmp_path / "z")]) == 2
+    assert main(["asuka", "assemble", "--flux", str(not_flux), "--out", str(tmp_path / "z")]) == 2
     assert "--asuka-flux" in capsys.readouterr().err
+
+
+def test_assembly_records_provenance_and_follows_the_output_policy(assembled, tmp_path, capsys):
+    out, release = assembled
+    record = json.loads((out / "assembly.json").read_text())
+    assert record["provenance"]["weights_sha256"] == {c: f["sha256"] for c, f in sorted(record["files"].items())}
+    assert set(record["provenance"]["packages"]) >= {"diffusers", "torch", "transformers"}
+    flux = tmp_path / "flux-fill"
+    write_dummy_flux_fill_folder(flux)
+    args = ["asuka", "assemble", "--flux", str(flux), "--asuka-flux", str(release)]
+    assert main([*args, "--out", str(release / "inside")]) == 2  # inputs are never written
+    assert "lies inside the input folder" in capsys.readouterr().err and not (release / "inside").exists()
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("mine")
+    assert main([*args, "--out", str(foreign), "--overwrite"]) == 2  # not an assembly: never touched
+    assert "holds no assembly.json" in capsys.readouterr().err and (foreign / "notes.txt").exists()
+    again = tmp_path / "again"
+    assert main([*args, "--out", str(again)]) == 0
+    (again / "notes.txt").write_text("mine")
+    (again / "transformer" / "stale.bin").write_bytes(b"old")
+    assert main([*args, "--out", str(again)]) == 2
+    assert "holds a complete ASUKA-FLUX model folder; pass --overwrite to replace it" in capsys.readouterr().err
+    assert main([*args, "--out", str(again), "--overwrite"]) == 0  # replaces only what an assembly writes
+    assert (again / "notes.txt").read_text() == "mine" and not (again / "transformer" / "stale.bin").exists()
+    assert json.loads((again / "assembly.json").read_text())["files"] == record["files"]

@@ -8,27 +8,15 @@ import pytest
 import torch
 
 from baselines import create_method
-from baselines.lama import build_generator, load_strictly, read_checkpoint
+from baselines.lama import build_generator
+from misato.checkpoint import load_strict, read_lightning_checkpoint
 from misato.cli import main
 from misato.errors import MisatoError
 from misato.io import list_images, read_image, read_mask
-from tests.helpers import smooth_image, write_misato_folder
+from tests.helpers import TRIPWIRE, TRIPWIRE_CLASS, save_lightning_checkpoint, smooth_image, write_misato_folder
 
 # configs/training/big-lama.yaml (generator section)
 NGF, N_DOWN, N_BLOCKS, RATIO = 64, 3, 18, 0.75
-TRIPWIRE = []
-
-
-def _tripwire(value):
-    TRIPWIRE.append(value)
-    return value
-
-
-class HyperParameters:
-    """Stands for the omegaconf config Lightning pickles into ``hyper_parameters``: unpickling it runs code."""
-
-    def __reduce__(self):
-        return _tripwire, ("unpickling ran code",)
 
 
 def expected_shapes() -> dict:
@@ -118,10 +106,8 @@ def write_lightning_checkpoint(path, generator_state, extra_state=None):
     state = OrderedDict((f"generator.{k}", v) for k, v in generator_state.items())
     state["discriminator.model0.0.weight"] = torch.zeros(64, 3, 4, 4)
     state.update(extra_state or {})
-    torch.save({"epoch": 40, "global_step": 1000, "pytorch-lightning_version": "1.2.9", "state_dict": state,
-                "callbacks": {}, "optimizer_states": [{"state": {}, "param_groups": [{"lr": 1e-3}]}],
-                "lr_schedulers": [], "hyper_parameters": HyperParameters()}, path)
-    return path
+    return save_lightning_checkpoint(path, state, epoch=40,
+                                     optimizer_states=[{"state": {}, "param_groups": [{"lr": 1e-3}]}])
 
 
 @pytest.fixture(scope="module")
@@ -155,9 +141,10 @@ def upstream_prediction(generator, image, hole):
 
 def test_lightning_checkpoint_loads_strictly_without_running_pickled_code(files):
     TRIPWIRE.clear()
-    checkpoint, refused = read_checkpoint(files["ckpt"])
-    assert TRIPWIRE == [] and refused == [f"{__name__}._tripwire"]
-    assert repr(checkpoint["hyper_parameters"]).startswith("<refused")
+    checkpoint = read_lightning_checkpoint(files["ckpt"])
+    refused = checkpoint.refused
+    assert TRIPWIRE == [] and refused == [TRIPWIRE_CLASS]
+    assert repr(checkpoint.content["hyper_parameters"]).startswith("<refused")
     method = files["ckpt_method"]
     record = method.describe()
     assert record["weights_format"] == "lightning" and record["refused_pickled_classes"] == refused
@@ -231,19 +218,23 @@ def test_weights_found_in_the_searched_folders(files, tmp_path, monkeypatch, cap
 
 def test_another_models_checkpoint_is_a_clear_strict_load_report(files, tmp_path):
     lama_fourier = build_generator(n_blocks=9)  # configs/training/generator/ffc_resnet_075.yaml
-    with pytest.raises(MisatoError, match=r"x.ckpt: not a big-lama generator \(489 missing keys: model\.14\.conv1.*; "
-                                          r"21 unexpected keys: model\.15\.weight, .*; 2 shape mismatches: "
-                                          r"model\.25\.weight \(3, 64, 7, 7\) \(expected \(256,\)\)"):
-        load_strictly(build_generator(), lama_fourier.state_dict(), "x.ckpt", "a big-lama generator")
+    with pytest.raises(MisatoError, match=r"x.ckpt: not the expected weights for this network; missing keys: "
+                                          r"model\.14\.conv1\.bn_g\.bias, .* \(\+404 more\); unexpected keys: "
+                                          r"model\.15\.bias, model\.15\.weight, .* \(\+11 more\); shape mismatches: "
+                                          r"model\.25\.bias \(3,\) \(expected \(256,\)\), "
+                                          r"model\.25\.weight \(3, 64, 7, 7\) \(expected \(256,\)\)$"):
+        load_strict(build_generator(), lama_fourier.state_dict(), "x.ckpt")
     torch.save({"state_dict": {"mat.synthesis.weight": torch.zeros(1)}}, tmp_path / "mat.ckpt")
     with pytest.raises(MisatoError, match=r"no 'generator\.\*' keys \(its keys start with mat\)"):
         create_method("lama", weights=str(tmp_path / "mat.ckpt"))
     state = dict(files["generator"].state_dict())
     state["model.1.ffc.convl2l.weight"] = torch.zeros(64, 3, 7, 7)
-    with pytest.raises(MisatoError, match=r"\(1 shape mismatches: model\.1\.ffc\.convl2l\.weight \(64, 3, 7, 7\)"):
-        load_strictly(build_generator(), state, "y.ckpt", "a big-lama generator")
+    with pytest.raises(MisatoError, match=r"y.ckpt: not the expected weights for this network; shape mismatches: "
+                                          r"model\.1\.ffc\.convl2l\.weight \(64, 3, 7, 7\) "
+                                          r"\(expected \(64, 4, 7, 7\)\)$"):
+        load_strict(build_generator(), state, "y.ckpt")
     (tmp_path / "junk.ckpt").write_bytes(b"not a checkpoint")
-    with pytest.raises(MisatoError, match="not a readable torch checkpoint"):
+    with pytest.raises(MisatoError, match=r"junk.ckpt: not a checkpoint of big-lama \(the Lightning"):
         create_method("lama", weights=str(tmp_path / "junk.ckpt"))
     with pytest.raises(MisatoError, match="no such file"):
         create_method("lama", weights=str(tmp_path / "absent.ckpt"))
