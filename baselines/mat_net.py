@@ -24,7 +24,7 @@ from torch import nn
 
 from baselines import stylegan_ops as ops
 from baselines.mat import NOISE_MODES
-from misato.checkpoint import _safe_globals  # the data globals of the one restricted unpickler
+from misato.checkpoint import data_globals
 from misato.errors import MisatoError
 
 OFFICIAL_SEED = 240
@@ -729,7 +729,7 @@ class _StyleGANUnpickler(pickle.Unpickler):
 
     def __init__(self, file) -> None:
         super().__init__(file)
-        self.admitted = {**_safe_globals(), **STYLEGAN_GLOBALS}
+        self.admitted = {**data_globals(), **STYLEGAN_GLOBALS}
 
     def find_class(self, module: str, name: str) -> Any:
         if (module, name) in self.admitted:

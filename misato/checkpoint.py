@@ -139,7 +139,7 @@ class RefusedObject(dict):
         return f"<refused {self.refused_class}>"
 
 
-def _safe_globals() -> dict[tuple[str, str], Any]:
+def data_globals() -> dict[tuple[str, str], Any]:
     """``(module, name) → object`` the restricted unpickler may hand to pickle (tensor rebuilders, containers,
     numpy reconstruction): none of them runs code named by the file."""
     import builtins
@@ -175,7 +175,7 @@ def _safe_globals() -> dict[tuple[str, str], Any]:
 
 
 class _RestrictedUnpickler(pickle.Unpickler):
-    """Admits :func:`_safe_globals`, torch dtypes and numpy dtype classes; anything else becomes a
+    """Admits :func:`data_globals`, torch dtypes and numpy dtype classes; anything else becomes a
     :class:`RefusedObject` subclass named after it, recorded in the class attribute ``refused``."""
 
     refused: set[str] = set()
@@ -201,7 +201,7 @@ class _RestrictedUnpickler(pickle.Unpickler):
 def _restricted_pickle_module(refused: set[str]) -> types.ModuleType:
     """What ``torch.load(pickle_module=…)`` needs (an ``Unpickler`` class and ``load``), recording refusals
     in ``refused``."""
-    unpickler = type("Unpickler", (_RestrictedUnpickler,), {"refused": refused, "admitted": _safe_globals()})
+    unpickler = type("Unpickler", (_RestrictedUnpickler,), {"refused": refused, "admitted": data_globals()})
     module = types.ModuleType("misato_restricted_pickle")
     module.Unpickler = unpickler
     module.load = lambda stream, **kwargs: unpickler(stream, **kwargs).load()
