@@ -18,16 +18,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def method_status(spec) -> dict:
     """What ``misato methods`` reports for one :class:`baselines.base.MethodSpec`."""
+    from misato.errors import MisatoError
     from misato.weights import find_local, get_entry
 
     entries = [get_entry(name) for name in spec.weights]
-    if spec.locate is not None:
-        found = spec.locate()
-        ready, where = found is not None, str(found[0]) if found is not None else None
-    else:
-        located = [find_local(entry) for entry in entries]
-        ready = all(located)
-        where = ", ".join(str(found.path) for found in located if found) or None
+    problem = None
+    try:
+        if spec.locate is not None:
+            found = spec.locate()
+            ready, where = found is not None, str(found[0]) if found is not None else None
+        else:
+            located = [find_local(entry) for entry in entries]
+            ready = all(located)
+            where = ", ".join(str(found.path) for found in located if found) or None
+    except MisatoError as error:  # a found file failing its hash check: reported, not fatal for the listing
+        ready, where, problem = False, None, str(error)
     return {
         "method": spec.name,
         "description": spec.description,
@@ -36,6 +41,7 @@ def method_status(spec) -> dict:
         "gpu_advised": spec.gpu_advised,
         "ready": ready,
         "found": where,
+        "problem": problem,
     }
 
 
@@ -50,7 +56,7 @@ def methods(args: argparse.Namespace) -> int:
         return 0
     for row in rows:
         needs = ", ".join(row["weights"]) or "no weight file"
-        state = "ready" if row["ready"] else "weights missing"
+        state = "ready" if row["ready"] else "weights bad" if row["problem"] else "weights missing"
         gpu = "; GPU advised" if row["gpu_advised"] else ""
         print(f"{row['method']:<14} {state:<16} needs {needs}{gpu}")
         print(f"{'':<14} {row['description']}")
@@ -58,4 +64,6 @@ def methods(args: argparse.Namespace) -> int:
             print(f"{'':<14} flags: {' '.join(row['flags'])}")
         if row["found"]:
             print(f"{'':<14} found: {row['found']}")
+        if row["problem"]:
+            print(f"{'':<14} problem: {row['problem']}")
     return 0

@@ -174,8 +174,11 @@ def test_methods_lists_needs_and_readiness(tmp_path, monkeypatch, capsys):
     assert rows["telea"]["ready"] and rows["telea"]["weights"] == [] and rows["telea"]["flags"] == ["--radius"]
     assert rows["sd"]["gpu_advised"] and not rows["telea"]["gpu_advised"]
     assert not rows["lama"]["ready"]
-    (tmp_path / "big-lama.pt").write_bytes(b"x")  # found where the registry looks (no published hash to check)
+    (tmp_path / "big-lama.pt").write_bytes(b"x")  # found where the registry looks, but not IOPaint's md5
+    (tmp_path / "maefar_places2.ckpt").write_bytes(b"x")  # no digest published: used as found
     assert main(["methods"]) == 0
     table = capsys.readouterr().out
     lama_row = next(line for line in table.splitlines() if line.startswith("lama "))
-    assert f"found: {tmp_path / 'big-lama.pt'}" in table and "weights missing" not in lama_row
+    maefar_row = next(line for line in table.splitlines() if line.startswith("maefar "))
+    assert "weights bad" in lama_row and "expected md5 e3aa4aaa15225a33ec84f9f4bc47e500" in table
+    assert "ready" in maefar_row and f"found: {tmp_path / 'maefar_places2.ckpt'}" in table
