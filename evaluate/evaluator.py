@@ -27,6 +27,7 @@ from tqdm.auto import tqdm
 from evaluate.functional import check_ids_pca, fid, inception_discriminative_scores, kid
 from evaluate.metric_info import (
     ALL_METRICS,
+    CLIP_WEIGHTS,
     FEATURE_DIM,
     KID_SUBSET_SIZE,
     KID_SUBSETS,
@@ -277,7 +278,7 @@ def format_summary(summary: dict[str, Any]) -> str:
 
 
 def weights_plan(protocol: Protocol, metrics: list[str], inception_weights=None, alexnet_weights=None,
-                 weights_dir=None) -> tuple[list[str], dict[str, str]]:
+                 weights_dir=None, clip_weights=None) -> tuple[list[str], dict[str, str]]:
     """Which metrics can be computed with the weight files found here, and why each other one cannot.
 
     Looks only at local files (explicit paths, ``weights_dir``, the caches, files shipped in packages): no download.
@@ -287,7 +288,8 @@ def weights_plan(protocol: Protocol, metrics: list[str], inception_weights=None,
     """
     from misato import weights
 
-    explicit = {protocol.feature_weights: inception_weights, protocol.lpips_weights[0]: alexnet_weights}
+    explicit = {protocol.feature_weights: inception_weights, protocol.lpips_weights[0]: alexnet_weights,
+                CLIP_WEIGHTS: clip_weights}
     missing: dict[str, str] = {}
     for name in {w for m in metrics for w in required_weights(m, protocol)}:
         if explicit.get(name) is not None:
@@ -311,7 +313,7 @@ def weights_plan(protocol: Protocol, metrics: list[str], inception_weights=None,
 
 def _networks_error(error: MisatoError, protocol: Protocol, metrics: list[str]) -> MisatoError:
     """``error`` from loading weights, extended with the metrics that need them and the ways out."""
-    needing = ",".join(m for m in metrics if METRICS[m].needs in ("features", "lpips"))
+    needing = ",".join(m for m in metrics if METRICS[m].needs != "cpu")
     others = ",".join(m for m in metrics if METRICS[m].needs == "cpu")
     hint = f"; or compute only {others} with --metrics {others}" if others else ""
     via_pypi = f"; {PYPI_ROUTE_HINT}" if protocol.name != "comod" else ""
@@ -339,6 +341,7 @@ def evaluate_folder(
     method: str | None = None,
     progress: bool = True,
     skip_missing_weights: bool = False,
+    clip_weights: str | os.PathLike | None = None,
 ) -> EvaluationResult:
     """Score the predictions in ``pred`` against the ground truth ``gt`` (see ``misato evaluate --help``).
 
@@ -379,7 +382,8 @@ def evaluate_folder(
             raise MisatoError(f"{out_dir} already holds a finished evaluation; pass --overwrite or choose another --out")
     skipped: dict[str, str] = {}
     if skip_missing_weights:
-        metric_names, skipped = weights_plan(chosen, metric_names, inception_weights, alexnet_weights, weights_dir)
+        metric_names, skipped = weights_plan(chosen, metric_names, inception_weights, alexnet_weights, weights_dir,
+                                             clip_weights)
         if not metric_names:
             raise MisatoError("no metric can be computed: " + "; ".join(f"{m}: {r}" for m, r in skipped.items()))
     rank, world, device = distributed.setup(device)
@@ -392,7 +396,7 @@ def evaluate_folder(
 
     try:
         scorer = InpaintingMetrics(chosen.name, metric_names, device, inception_weights, alexnet_weights,
-                                   weights_dir, ids_pca)
+                                   weights_dir, ids_pca, clip_weights)
     except MisatoError as error:
         raise _networks_error(error, chosen, metric_names) from None
     if needs_features and use_cache:

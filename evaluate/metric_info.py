@@ -10,10 +10,12 @@ from dataclasses import dataclass
 
 from misato.errors import MisatoError
 
-NEEDS = ("cpu", "lpips", "features")
+NEEDS = ("cpu", "lpips", "features", "clip")
 """``cpu``: per-image numpy code on the composite (and the soft mask); ``lpips``: the protocol's LPIPS network;
-``features``: the protocol's feature network (FID and IDS share its features)."""
+``features``: the protocol's feature network (FID and IDS share its features); ``clip``: OpenAI CLIP ViT-L/14."""
 
+CLIP_WEIGHTS = "clip-vit-l-14-openai"
+"""The weights registry entry of the CLIP score's network (every protocol)."""
 FEATURE_DIM = 2048
 """Width of the Inception features both protocols use."""
 IDS_MIN_SAMPLES = 5 * FEATURE_DIM
@@ -52,6 +54,9 @@ METRICS: dict[str, MetricInfo] = {
         MetricInfo("grad", "Grad", False, True, "cpu", "gradient difference along the mask boundary, mean over images"),
         MetricInfo("kid", "KID", False, False, "features", "kernel Inception distance (unbiased MMD², cubic "
                    "polynomial kernel, mean over seeded subsets as torch-fidelity)", optional=True),
+        MetricInfo("clip", "CLIP", True, True, "clip", "cosine of CLIP ViT-L/14 embeddings of prediction and ground "
+                   "truth, both black outside the hole (the official cal_clip_score.py), mean over images",
+                   optional=True),
     )
 }
 ALL_METRICS: tuple[str, ...] = tuple(METRICS)
@@ -85,4 +90,6 @@ def required_weights(metric: str, protocol) -> list[str]:
         return [protocol.feature_weights]
     if needs == "lpips":
         return list(protocol.lpips_weights)
+    if needs == "clip":
+        return [CLIP_WEIGHTS]
     return []

@@ -29,6 +29,7 @@ from evaluate.protocols import get_protocol
 from misato import distributed
 from misato.cache import FeatureCache
 from misato.errors import MisatoError
+from misato.io import binarize_mask
 from misato.reproducibility import float32_matmul
 from misato.layout import domain_of_name
 
@@ -44,12 +45,14 @@ class PairSpec:
         lpips: keep the full-size composite and ground truth for LPIPS.
         preprocess: the protocol's preprocessing route for the feature network, or None (no features).
         cache: ground-truth feature cache looked up here (None: no lookups).
+        clip_size: input side of the CLIP score's network, or None (no CLIP score).
     """
 
     cpu_metrics: tuple[str, ...]
     lpips: bool
     preprocess: str | None
     cache: FeatureCache | None = None
+    clip_size: int | None = None
 
 
 @dataclass
@@ -64,6 +67,8 @@ class PreparedPair:
             None when the ground-truth features came from the cache).
         real_features: cached ground-truth features ``float32 [2048]`` or None.
         gt_key: the cache key of the ground truth (file sha256), or None.
+        clip_inputs: ``float32 [2, 3, S, S]`` CLIP inputs of prediction and ground truth (black outside the
+            hole), or None.
     """
 
     row: dict[str, Any]
@@ -74,6 +79,7 @@ class PreparedPair:
     real_input: Tensor | None = None
     real_features: np.ndarray | None = None
     gt_key: str | None = None
+    clip_inputs: Tensor | None = None
 
 
 def _chw(image: np.ndarray) -> Tensor:
@@ -95,6 +101,10 @@ def prepare_pair(spec: PairSpec, name: str, pred: np.ndarray, gt: np.ndarray, ma
     pair = PreparedPair(row, gt.shape[:2], gt_key=gt_key)
     if spec.lpips:
         pair.composite, pair.gt = _chw(merged), _chw(gt)
+    if spec.clip_size is not None:
+        from evaluate.features.clip import masked_clip_inputs
+
+        pair.clip_inputs = masked_clip_inputs(merged, gt, binarize_mask(mask), spec.clip_size)
     if spec.preprocess is not None:
         from evaluate.features import PREPROCESSORS
 
@@ -148,7 +158,8 @@ class InpaintingMetrics:
 
     def __init__(self, protocol: str = "asuka", metrics: str | list[str] | None = None, device: str = "cpu",
                  inception_weights: str | os.PathLike | None = None, alexnet_weights: str | os.PathLike | None = None,
-                 weights_dir: str | os.PathLike | None = None, ids_pca: str | int | None = None) -> None:
+                 weights_dir: str | os.PathLike | None = None, ids_pca: str | int | None = None,
+                 clip_weights: str | os.PathLike | None = None) -> None:
         self.metrics = parse_metrics(metrics)
         self.protocol = get_protocol(protocol)
         if str(device).startswith("cuda") and not torch.cuda.is_available():
@@ -159,10 +170,16 @@ class InpaintingMetrics:
             self.protocol, self.metrics, inception_weights, alexnet_weights, weights_dir, self.device)
         self.cache: FeatureCache | None = None
         needs = metrics_needing(self.metrics)
+        self.clip = None
+        if "clip" in needs:
+            from evaluate.features.clip import build_clip_scorer
+
+            self.clip = build_clip_scorer(clip_weights, weights_dir, self.device)
         self.spec = PairSpec(
             cpu_metrics=tuple(m for m in self.metrics if METRICS[m].needs == "cpu"),
             lpips="lpips" in needs,
             preprocess=self.protocol.preprocess if "features" in needs else None,
+            clip_size=self.clip.input_size if self.clip is not None else None,
         )
         self.reset()
 
@@ -175,7 +192,8 @@ class InpaintingMetrics:
     @property
     def weights(self) -> dict[str, str]:
         """``{registry name: sha256}`` of every weight file in use."""
-        return {**getattr(self.extractor, "weights", {}), **getattr(self.lpips_net, "weights", {})}
+        return {**getattr(self.extractor, "weights", {}), **getattr(self.lpips_net, "weights", {}),
+                **getattr(self.clip, "weights", {})}
 
     def reset(self) -> None:
         """Forget every image seen so far (networks stay loaded)."""
@@ -221,6 +239,8 @@ class InpaintingMetrics:
                 self._lpips(pairs)
             if self.extractor is not None:
                 self._features(pairs)
+            if self.clip is not None:
+                self._clip(pairs)
         for pair in pairs:
             self.rows.append(pair.row)
             self.sizes[pair.row["name"]] = pair.size
@@ -232,6 +252,13 @@ class InpaintingMetrics:
         for pair in pairs:
             merged, gt = _to_unit([pair.composite], self.device), _to_unit([pair.gt], self.device)
             pair.row["lpips"] = float(self.lpips_net(merged, gt)[0].item())
+
+    def _clip(self, pairs: list[PreparedPair]) -> None:
+        """One pair per forward, as for LPIPS, so that a score never depends on the rest of the batch."""
+        for pair in pairs:
+            inputs = pair.clip_inputs.to(self.device)
+            pair.row["clip"] = float(self.clip.score_inputs(inputs[:1], inputs[1:])[0])
+            pair.clip_inputs = None
 
     def _features(self, pairs: list[PreparedPair]) -> None:
         """One forward for the composites and the uncached ground truths (an image's features do not depend on

@@ -23,6 +23,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--metrics", default=None, help=f"comma-separated subset of {','.join(METRIC_NAMES)}")
     parser.add_argument("--inception-weights", help="Inception weight file (default: found through the registry)")
     parser.add_argument("--alexnet-weights", help="AlexNet weight file for LPIPS (default: through the registry)")
+    parser.add_argument("--clip-weights", help="OpenAI CLIP ViT-L-14.pt for the optional clip metric "
+                        "(default: through the registry)")
     parser.add_argument("--weights-dir", help="folder searched first for weight files ($MISATO_WEIGHTS_DIR)")
     parser.add_argument("--ids-pca", default=None, help="PCA size before the IDS SVM: N or none (default: protocol's)")
     parser.add_argument("--batch-size", type=int, default=8)
@@ -57,6 +59,7 @@ def evaluate(args: argparse.Namespace) -> int:
         ids_pca=args.ids_pca,
         batch_size=args.batch_size,
         device=device,
+        clip_weights=args.clip_weights,
         workers=args.workers,
         cache_dir=args.cache_dir,
         use_cache=not args.no_cache,

@@ -196,3 +196,33 @@ def test_real_vit_l_14_architecture(tmp_path):
     assert scorer.input_size == 224 and scorer.encoder.model.visual.transformer.layers == 24
     triples = pairs(size=(160, 200))[:2]
     np.testing.assert_allclose(scorer.score(*as_tensors(triples)), reference_scores(model, triples, 224), atol=1e-5)
+
+
+def test_clip_is_an_optional_evaluator_metric_equal_to_the_scorer(tiny, tmp_path):
+    """`misato evaluate --metrics psnr,clip --clip-weights FILE`: per-image CLIP = the scorer on the composite and
+    the ground truth with the binarised mask; the mean is the metric; the weight digest is recorded."""
+    from evaluate import evaluate_folder
+    from evaluate.metric_info import DEFAULT_METRICS
+    from evaluate.functional import composite
+    from misato.cli import main
+    from misato.io import read_image, read_mask
+    from tests.helpers import write_misato_folder, write_predictions
+
+    path, _, scorer = tiny
+    assert "clip" not in DEFAULT_METRICS
+    gt = write_misato_folder(tmp_path / "gt", n=3, size=48)
+    pred = write_predictions(gt, tmp_path / "pred")
+    result = evaluate_folder(pred, gt, tmp_path / "run", metrics="psnr,clip", clip_weights=path, progress=False)
+    names = sorted(p.stem for p in (gt / "image").glob("*.png"))
+    images = [read_image(gt / "image" / f"{n}.png") for n in names]
+    holes = [read_mask(gt / "mask" / f"{n}.png") for n in names]
+    merged = [composite(read_image(pred / f"{n}.png"), g, m.astype(np.uint8) * 255) for n, g, m in
+              zip(names, images, holes)]
+    chw = [torch.from_numpy(c).permute(2, 0, 1) for c in merged]
+    expected = scorer.score(chw, [torch.from_numpy(g).permute(2, 0, 1) for g in images],
+                            [torch.from_numpy(m) for m in holes])
+    np.testing.assert_allclose([row["clip"] for row in result.rows], expected, rtol=1e-6)
+    assert result.summary["metrics"]["clip"] == pytest.approx(float(np.mean(expected)), rel=1e-9)
+    assert result.summary["weights"]["clip-vit-l-14-openai"] == scorer.weights["clip-vit-l-14-openai"]
+    assert main(["evaluate", "--pred", str(pred), "--gt", str(gt), "--out", str(tmp_path / "cli"),
+                 "--metrics", "clip", "--clip-weights", str(path)]) == 0

@@ -13,7 +13,7 @@ from tests.helpers import write_misato_folder, write_predictions
 
 
 def test_per_image_columns_and_mask_ratio_bins():
-    assert schema.PER_IMAGE_COLUMNS == ("name", "psnr", "ssim", "lpips", "grad", "mask_ratio", "domain")
+    assert schema.PER_IMAGE_COLUMNS == ("name", "psnr", "ssim", "lpips", "grad", "clip", "mask_ratio", "domain")
     assert schema.PER_IMAGE_METRICS == ("psnr", "ssim", "lpips", "grad")
     assert [schema.mask_ratio_bin(r) for r in (0.0, 0.099, 0.1, 0.55, 0.6, 0.95, 1.0)] == [
         "0-10%", "0-10%", "10-20%", "50-60%", "60%+", "60%+", "60%+"
