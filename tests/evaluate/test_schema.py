@@ -14,7 +14,7 @@ from tests.helpers import write_misato_folder, write_predictions
 
 def test_per_image_columns_and_mask_ratio_bins():
     assert schema.PER_IMAGE_COLUMNS == ("name", "psnr", "ssim", "lpips", "grad", "clip", "mask_ratio", "domain")
-    assert schema.PER_IMAGE_METRICS == ("psnr", "ssim", "lpips", "grad")
+    assert schema.PER_IMAGE_METRICS == ("psnr", "ssim", "lpips", "grad", "clip")
     assert [schema.mask_ratio_bin(r) for r in (0.0, 0.099, 0.1, 0.55, 0.6, 0.95, 1.0)] == [
         "0-10%", "0-10%", "10-20%", "50-60%", "60%+", "60%+", "60%+"
     ]
@@ -46,7 +46,7 @@ def test_the_evaluator_writes_what_compare_reads(tmp_path):
 
     with open(out / schema.PER_IMAGE_CSV, newline="") as handle:
         header = next(csv.reader(handle))
-    assert header == [c for c in schema.PER_IMAGE_COLUMNS if c != "lpips"]
+    assert header == [c for c in schema.PER_IMAGE_COLUMNS if c not in ("lpips", "clip")]
     with open(out / schema.SUMMARY_CSV, newline="") as handle:
         rows = list(csv.DictReader(handle))
     assert tuple(rows[0])[:3] == schema.SUMMARY_CSV_COLUMNS
