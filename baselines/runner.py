@@ -95,11 +95,15 @@ def run_method(
                 if image.shape[:2] != hole.shape:
                     raise MisatoError(f"{name}: image is {image.shape[1]}x{image.shape[0]} but its mask is "
                                       f"{hole.shape[1]}x{hole.shape[0]}")
-            results = method.inpaint(images, masks, [image_seed(seed, n) for n in batch])
+            results = list(method.inpaint(images, masks, [image_seed(seed, n) for n in batch]))
+            if len(results) != len(batch):
+                raise MisatoError(f"method {method.name} returned {len(results)} images for a batch of {len(batch)} "
+                                  f"({batch[0]}…); finished outputs in {out} are kept")
             for name, image, result in zip(batch, images, results):
-                if result.shape != image.shape or result.dtype != np.uint8:
-                    raise RuntimeError(f"{method.name} returned {result.dtype} {result.shape} for {name}, "
-                                       f"expected uint8 {image.shape}")
+                if not isinstance(result, np.ndarray) or result.shape != image.shape or result.dtype != np.uint8:
+                    found = f"{result.dtype} {result.shape}" if isinstance(result, np.ndarray) else type(result).__name__
+                    raise MisatoError(f"method {method.name} returned {found} for {name}, expected uint8 "
+                                      f"{image.shape}; finished outputs in {out} are kept")
                 write_image(out / f"{name}.png", result)
             bar.update(len(batch))
     record.update(complete=True, computed=len(todo), seconds_last_session=round(time.perf_counter() - started, 3))

@@ -135,14 +135,25 @@ def test_module_path_plug_in_gets_the_runner(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("bad, found", [(lambda image: image[:-1], r"uint8 \(31, 32, 3\)"),
-                                        (lambda image: image.astype(np.float32), r"float32 \(32, 32, 3\)")])
+                                        (lambda image: image.astype(np.float32), r"float32 \(32, 32, 3\)"),
+                                        (lambda image: image.tolist(), "list")])
 def test_wrong_output_is_a_clear_error_and_finished_outputs_stay(tmp_path, bad, found):
     data = write_misato_folder(tmp_path / "data", n=4, size=32)
     out = tmp_path / "pred"
-    with pytest.raises(RuntimeError, match=rf"flat returned {found} for 0002, expected uint8 \(32, 32, 3\)"):
+    with pytest.raises(MisatoError, match=rf"flat returned {found} for 0002, expected uint8 \(32, 32, 3\)"):
         run_method(BreaksLater(bad), data, out, progress=False)
     assert sorted(list_images(out)) == ["0000", "0001"]
     assert not json.loads((out / "run.json").read_text())["complete"]
+
+
+def test_a_method_dropping_images_from_a_batch_is_a_clear_error(tmp_path):
+    class DropsOne(FlatFill):
+        def inpaint(self, images, masks, seeds):
+            return super().inpaint(images, masks, seeds)[:-1]
+
+    data = write_misato_folder(tmp_path / "data", n=4, size=32)
+    with pytest.raises(MisatoError, match="returned 1 images for a batch of 2"):
+        run_method(DropsOne(), data, tmp_path / "pred", batch_size=2, progress=False)
 
 
 def test_entry_point_plug_in(tmp_path):
