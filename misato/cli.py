@@ -9,6 +9,7 @@ printed as one line without a traceback), 1 internal error.
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import sys
 
@@ -44,6 +45,12 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+USER_OS_ERRORS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR,
+                            errno.EISDIR, errno.ENAMETOOLONG})
+"""Errors of the user's file system (full disk, no permission, a file where a folder should be, …): the command
+says which path and exits 2, wherever in the code the write happened (atomic writes leave no partial file)."""
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the command line ``argv`` (default ``sys.argv[1:]``) and return the exit code."""
     args = build_parser().parse_args(argv)
@@ -60,6 +67,12 @@ def main(argv: list[str] | None = None) -> int:
         if not is_evaluator_clash(error):  # a subcommand missing from EVALUATE_COMMANDS
             raise
         print(clash, file=sys.stderr)
+        return 2
+    except OSError as error:
+        if error.errno not in USER_OS_ERRORS:
+            raise
+        where = f"{error.filename}: " if error.filename else ""
+        print(f"misato {args.command}: error: {where}{error.strerror or error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"misato {args.command}: interrupted", file=sys.stderr)

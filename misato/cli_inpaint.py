@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 
 from misato.errors import MisatoError
 
@@ -22,6 +23,14 @@ def _shared_options(specs: dict) -> dict:
                 raise MisatoError(f"option {option.flag} is {first.type.__name__} for one method and "
                                   f"{option.type.__name__} for {spec.name!r}; one flag needs one type")
     return shared
+
+
+def finite_float(text: str) -> float:
+    """argparse type for float options: ``nan`` and ``inf`` are refused (they would reach run.json as invalid JSON)."""
+    value = float(text)
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+    return value
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -53,7 +62,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     for name, option in options.items():
         users = [spec.name for spec in specs.values() if spec.option(name) is not None]
         kwargs = ({"action": argparse.BooleanOptionalAction} if option.type is bool
-                  else {"type": option.type, "metavar": option.name.upper()})
+                  else {"type": finite_float if option.type is float else option.type, "metavar": option.name.upper()})
         default = f"; default {option.default}" if option.default is not None else ""
         group.add_argument(option.flag, dest=f"option_{name}", default=None,
                            help=f"{option.help}{default} [{', '.join(users)}]", **kwargs)
