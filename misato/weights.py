@@ -221,9 +221,12 @@ def download(entry: WeightEntry, destination: Path, timeout: float = 15.0) -> Re
     """Download the official file to ``destination`` (atomically), verifying its published digest.
 
     Raises:
-        MisatoError: the download fails, the digest differs, or the entry has no published digest (an
-        unverifiable download could be a login or confirmation page: such files are fetched by the user).
+        MisatoError: offline (``MISATO_OFFLINE`` / ``HF_HUB_OFFLINE``: no network attempt at all), the download
+        fails, the digest differs, or the entry has no published digest (an unverifiable download could be a login
+        or confirmation page: such files are fetched by the user).
     """
+    if is_offline():
+        raise MisatoError(_missing_message(entry, destination.parent, "downloads are off (offline)"))
     if entry.digest_kind == "none published":
         raise MisatoError(_missing_message(entry, destination.parent, "no digest is published for it, so it is "
                                            "never downloaded automatically"))

@@ -93,6 +93,11 @@ def test_download_verifies_the_hash_and_writes_atomically(tmp_path, fake_entry, 
     (tmp_path / "server").mkdir()
     (tmp_path / "server" / entry.filename).write_bytes(payload)
     good = weights.WeightEntry(**{**entry.__dict__, "url": (tmp_path / "server" / entry.filename).as_uri()})
+    with pytest.raises(MisatoError, match="downloads are off"):  # offline: no attempt at all, even file://
+        weights.download(good, tmp_path / "dest" / entry.filename)
+    assert not (tmp_path / "dest").exists()
+    for name in weights.OFFLINE_ENVS:
+        monkeypatch.delenv(name, raising=False)
     found = weights.download(good, tmp_path / "dest" / entry.filename)
     assert found.origin == "downloaded" and found.path.read_bytes() == payload
     bad = weights.WeightEntry(**{**good.__dict__, "sha256": "00000000"})
@@ -139,7 +144,7 @@ def test_docs_list_every_registry_entry_and_its_digest_kind():
         assert [kind for kind in stated if kind in kinds] == [entry.digest_kind], entry.name
 
 
-def test_md5_only_entries_are_checked_and_unverifiable_files_never_downloaded(tmp_path):
+def test_md5_only_entries_are_checked_and_unverifiable_files_never_downloaded(tmp_path, monkeypatch):
     payload = b"torchscript bytes"
     entry = weights.WeightEntry("md5-probe", "probe.pt", "file:///nowhere/probe.pt", "", "probe", "none",
                                 md5=hashlib.md5(payload).hexdigest())
@@ -152,6 +157,8 @@ def test_md5_only_entries_are_checked_and_unverifiable_files_never_downloaded(tm
     source.write_bytes(payload)
     unverifiable = weights.WeightEntry("none-probe", "none.pt", source.as_uri(), "", "probe", "none")
     assert unverifiable.digest_kind == "none published"
+    for name in weights.OFFLINE_ENVS:
+        monkeypatch.delenv(name, raising=False)
     with pytest.raises(MisatoError, match="never downloaded automatically"):
         weights.download(unverifiable, tmp_path / "out" / "none.pt")
     assert not (tmp_path / "out" / "none.pt").exists()
