@@ -554,6 +554,14 @@ def fid_folders(
     is_stats = [side.is_file() and side.suffix == ".npz" for side in sides]
     if save_stats is not None and is_stats[0]:
         raise MisatoError(f"--save-stats saves the statistics of a folder; {first} is already a statistics file")
+    folders = [side for side, stats_file in zip(sides, is_stats) if not stats_file]
+    for folder in folders:  # every input problem before a network loads
+        if len(list_images(folder)) < 2:
+            raise MisatoError(f"{folder}: FID needs at least 2 images, found {len(list_images(folder))}")
+    if save_stats is not None:
+        check_output_location(save_stats, sides)
+        if Path(save_stats).exists():
+            raise MisatoError(f"--save-stats {save_stats} exists; choose another file (nothing is overwritten)")
     extractor, sha = None, None
     if not all(is_stats):
         if device.startswith("cuda") and not torch.cuda.is_available():

@@ -96,3 +96,31 @@ def test_skip_missing_weights_computes_the_rest_and_says_why(tmp_path, capsys):
     assert list(summary["metrics"]) == ["psnr", "ssim", "grad"]
     assert set(summary["skipped"]) == {"lpips", "fid", "uids", "pids"}
     assert "inception_v3_google" in summary["skipped"]["fid"]
+
+
+def test_bad_fid_inputs_are_exit_2_before_any_network_loads(tmp_path, capsys):
+    """No weights are present in this test: every row must be refused on its inputs alone."""
+    from PIL import Image
+
+    from misato.cli import main
+
+    two, one = tmp_path / "two", tmp_path / "one"
+    for folder, count in ((two, 2), (one, 1)):
+        folder.mkdir()
+        for i in range(count):
+            Image.new("RGB", (16, 16), (i * 40, 0, 0)).save(folder / f"{i}.png")
+    (tmp_path / "taken.npz").write_bytes(b"keep me")
+    before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    rows = [
+        ([str(tmp_path / "missing"), str(two)], "folder not found"),
+        ([str(one), str(two)], "at least 2 images, found 1"),
+        ([str(two), "--save-stats", str(two / "s.npz")], "lies inside the input folder"),
+        ([str(two), "--save-stats", str(tmp_path / "taken.npz")], "exists; choose another file"),
+        ([str(two), str(two), "--batch-size", "0"], "--batch-size must be >= 1"),
+        ([str(two)], "give two folders"),
+    ]
+    for args, message in rows:
+        assert main(["fid", *args, "--weights-dir", str(tmp_path / "no-weights")]) == 2, args
+        err = capsys.readouterr().err
+        assert message in err and err.count("\n") == 1, (args, err)
+    assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before
