@@ -349,36 +349,16 @@ def test_cli_build_end_to_end(tmp_path, raw, monkeypatch, capsys):
     assert main(argv + ["--resume"]) == 0 and "already complete" in capsys.readouterr().out
 
 
-class _Holder(torch.nn.Module):
-    """A bare module for TorchScript: it only carries buffers, like the tensors of OpenAI's released archives."""
-
-    def forward(self, x):
-        return x
-
-
 def test_openai_torchscript_archive_loads(tmp_path):
-    """A TorchScript archive in OpenAI's layout (keys, extra scalars, no attn_mask) loads with the same outputs."""
-    import open_clip
+    """A TorchScript archive in OpenAI's layout (keys, extra scalars, fp16, no attn_mask) loads with the same outputs."""
+    from evaluate.features.clip import save_random_openai_clip
 
-    config = {"model_cfg": {"embed_dim": 16, "quick_gelu": True,
-                            "vision_cfg": {"image_size": 32, "layers": 1, "width": 64, "patch_size": 16},
-                            "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 64, "heads": 1, "layers": 1}},
+    vision = {"image_size": 32, "layers": 1, "width": 64, "patch_size": 16}
+    text = {"context_length": 77, "vocab_size": 49408, "width": 64, "heads": 1, "layers": 1}
+    config = {"model_cfg": {"embed_dim": 16, "quick_gelu": True, "vision_cfg": vision, "text_cfg": text},
               "preprocess_cfg": {}}
     (tmp_path / "open_clip_config.json").write_text(json.dumps(config))
-    # OpenAI's archives hold fp16 weights (open_clip's loader casts through fp16): make ours fp16-exact
-    reference = open_clip.create_model(f"local-dir:{tmp_path}").half().float().eval()
-    tensors = {k: v for k, v in reference.state_dict().items() if k != "attn_mask"}
-    tensors.update(input_resolution=torch.tensor(32), context_length=torch.tensor(77), vocab_size=torch.tensor(49408))
-    archive = _Holder()
-    for key, value in tensors.items():
-        *parents, leaf = key.split(".")
-        module = archive
-        for part in parents:
-            if not hasattr(module, part):
-                module.add_module(part, _Holder())
-            module = getattr(module, part)
-        module.register_buffer(leaf, value.clone())
-    torch.jit.save(torch.jit.script(archive), tmp_path / "ViT-tiny.pt")
+    reference = save_random_openai_clip(tmp_path / "ViT-tiny.pt", vision_cfg=vision, text_cfg=text, embed_dim=16)
     loaded = load_clip(f"local-dir:{tmp_path}", str(tmp_path / "ViT-tiny.pt"), "cpu")
     images = torch.randn(2, 3, 32, 32)
     with torch.inference_mode():
