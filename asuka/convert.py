@@ -69,29 +69,45 @@ def load_mae_checkpoint(path: str | os.PathLike, **overrides: Any):
 _ATTENTION = {"q": "to_q", "k": "to_k", "v": "to_v", "proj_out": "to_out.0", "norm": "group_norm"}
 
 
-def _ldm_decoder_key(key: str, levels: int) -> str | None:
-    """ldm decoder name (without the ``decoder.`` prefix) → InpaintingDecoder name, or None if not a decoder key."""
-    if key.startswith("encoder."):
-        return "condition_encoder." + key[len("encoder."):]
+def ldm_autoencoder_key(key: str, levels: int | None = None) -> str | None:
+    """One half of an LDM/BFL autoencoder (a key without its ``encoder.``/``decoder.`` prefix) → the diffusers
+    ``Encoder``/``Decoder`` name, or None if the key is not one of theirs.
+
+    ``levels`` is the number of ``up.*`` levels (LDM counts them from the lowest resolution, diffusers from the
+    highest); without it ``up.*`` keys are not recognised (an encoder has none). ``nin_shortcut`` becomes
+    ``conv_shortcut``.
+    """
     rules = (
-        (r"^(conv_in|conv_out)\.", lambda m: f"decoder.{m[1]}."),
-        (r"^norm_out\.", lambda m: "decoder.conv_norm_out."),
-        (r"^mid\.block_(\d)\.", lambda m: f"decoder.mid_block.resnets.{int(m[1]) - 1}."),
-        (r"^mid\.attn_1\.(q|k|v|proj_out|norm)\.", lambda m: f"decoder.mid_block.attentions.0.{_ATTENTION[m[1]]}."),
-        (r"^up\.(\d+)\.block\.(\d+)\.", lambda m: f"decoder.up_blocks.{levels - 1 - int(m[1])}.resnets.{m[2]}."),
-        (r"^up\.(\d+)\.upsample\.conv\.", lambda m: f"decoder.up_blocks.{levels - 1 - int(m[1])}.upsamplers.0.conv."),
+        (r"^(conv_in|conv_out)\.", lambda m: f"{m[1]}."),
+        (r"^norm_out\.", lambda m: "conv_norm_out."),
+        (r"^mid\.block_(\d)\.", lambda m: f"mid_block.resnets.{int(m[1]) - 1}."),
+        (r"^mid\.attn_1\.(q|k|v|proj_out|norm)\.", lambda m: f"mid_block.attentions.0.{_ATTENTION[m[1]]}."),
+        (r"^down\.(\d+)\.block\.(\d+)\.", lambda m: f"down_blocks.{m[1]}.resnets.{m[2]}."),
+        (r"^down\.(\d+)\.downsample\.conv\.", lambda m: f"down_blocks.{m[1]}.downsamplers.0.conv."),
+        (r"^up\.(\d+)\.block\.(\d+)\.", lambda m: f"up_blocks.{levels - 1 - int(m[1])}.resnets.{m[2]}."),
+        (r"^up\.(\d+)\.upsample\.conv\.", lambda m: f"up_blocks.{levels - 1 - int(m[1])}.upsamplers.0.conv."),
     )
     for pattern, replace in rules:
         match = re.match(pattern, key)
         if match:
-            return replace(match) + key[match.end():]
+            if key.startswith("up.") and levels is None:
+                return None
+            return (replace(match) + key[match.end():]).replace(".nin_shortcut.", ".conv_shortcut.")
     return None
+
+
+def ldm_tensor(new_key: str, value: torch.Tensor) -> torch.Tensor:
+    """LDM stores the mid attention's q/k/v/proj_out as 1×1 convolutions; diffusers as linear layers."""
+    if ".attentions.0.to_" in new_key and new_key.endswith("weight") and value.ndim == 4:
+        return value[:, :, 0, 0]
+    return value
 
 
 def convert_ldm_decoder_state_dict(state: StateDict) -> tuple[StateDict, list[str]]:
     """Lightning/ldm decoder checkpoint → (:class:`~asuka.models.InpaintingDecoder` state dict, ignored keys).
 
-    ``nin_shortcut`` → ``conv_shortcut``; the mid attention's 1×1 conv weights become linear weights.
+    ``decoder.encoder.*`` (the condition encoder) → ``condition_encoder.*``; the other ``decoder.*`` keys follow
+    :func:`ldm_autoencoder_key` under ``decoder.``; ``post_quant_conv.*`` is kept as it is.
     """
     levels = len({k.split(".")[2] for k in state if k.startswith("decoder.up.")})
     converted: StateDict = {}
@@ -100,14 +116,16 @@ def convert_ldm_decoder_state_dict(state: StateDict) -> tuple[StateDict, list[st
         if key.startswith("post_quant_conv."):
             converted[key] = value
             continue
-        new = _ldm_decoder_key(key[len("decoder."):], levels) if key.startswith("decoder.") else None
+        new = None
+        if key.startswith("decoder.encoder."):
+            new = "condition_encoder." + key[len("decoder.encoder."):]
+        elif key.startswith("decoder."):
+            inner = ldm_autoencoder_key(key[len("decoder."):], levels)
+            new = None if inner is None else "decoder." + inner
         if new is None:
             skipped.append(key)
             continue
-        new = new.replace(".nin_shortcut.", ".conv_shortcut.")
-        if ".attentions.0.to_" in new and new.endswith("weight") and value.ndim == 4:
-            value = value[:, :, 0, 0]
-        converted[new] = value
+        converted[new] = ldm_tensor(new, value)
     return converted, skipped
 
 

@@ -114,6 +114,46 @@ def official_mae_inputs(image: torch.Tensor, mask: torch.Tensor, size: int = 256
             torch.from_numpy(resized_holes.astype(np.float32))[:, None].to(mask.device))
 
 
+MAE_PREPROCESSING = ("official", "area")
+"""How the MAE input is brought to the MAE's size: ``official`` (:func:`official_mae_inputs`, as the ASUKA release)
+or ``area`` (left to :class:`~asuka.models.MAEPrior`: torch area resize on floats, token hole if any pixel is)."""
+
+
+def mae_inputs(mae: MAEPrior, image: torch.Tensor, mask: torch.Tensor,
+               mae_preprocessing: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """``image [B, 3, H, W]`` in [0, 1] and ``mask [B, 1, H, W]`` prepared for ``mae`` per ``mae_preprocessing``,
+    in the MAE's device and dtype (shared by the SD and FLUX pipelines)."""
+    if mae_preprocessing == "official":
+        image, mask = official_mae_inputs(image, mask, mae.config.image_size)
+    return image.to(mae.device, mae.dtype), mask.to(mae.device, mae.dtype)
+
+
+def check_image_batch(image: torch.Tensor, mask: torch.Tensor, multiple: int, adapters: str) -> None:
+    """Raise ``ValueError`` unless ``image [B, 3, H, W]`` in [0, 1] and ``mask [B, 1, H, W]`` agree in batch and
+    size and the sides are multiples of ``multiple`` (``adapters`` names the runner adapters that pad for the user)."""
+    if image.shape[-2:] != mask.shape[-2:]:
+        raise ValueError(f"image is {image.shape[-1]}x{image.shape[-2]} but mask_image is "
+                         f"{mask.shape[-1]}x{mask.shape[-2]}")
+    if image.shape[0] != mask.shape[0]:
+        raise ValueError(f"{image.shape[0]} images but {mask.shape[0]} masks")
+    height, width = image.shape[-2:]
+    if height % multiple or width % multiple:
+        raise ValueError(f"image size {width}x{height} is not a multiple of {multiple}; pad or resize it first "
+                         f"(the {adapters} runner adapters pad by reflection and crop back)")
+    if float(image.min()) < 0 or float(image.max()) > 1:
+        raise ValueError("image values must lie in [0, 1] (uint8 arrays and PIL images are scaled automatically)")
+
+
+def check_sampling(num_inference_steps: int, output_type: str, mae_preprocessing: str) -> None:
+    """Raise ``ValueError`` for a step count, output type or MAE preprocessing the pipelines do not know."""
+    if not isinstance(num_inference_steps, int) or num_inference_steps < 1:
+        raise ValueError(f"num_inference_steps must be a positive integer, got {num_inference_steps!r}")
+    if output_type not in OUTPUT_TYPES:
+        raise ValueError(f"output_type must be one of {OUTPUT_TYPES}, got {output_type!r}")
+    if mae_preprocessing not in MAE_PREPROCESSING:
+        raise ValueError(f"mae_preprocessing must be one of {MAE_PREPROCESSING}, got {mae_preprocessing!r}")
+
+
 def run_inpainting_decoder(
     decoder: InpaintingDecoder, unscaled: torch.Tensor, image: torch.Tensor, mask: torch.Tensor
 ) -> torch.Tensor:
@@ -193,28 +233,13 @@ class ASUKAInpaintPipeline(DiffusionPipeline):
         prompt_embeds: torch.Tensor | None,
         guidance_scale: float,
         negative_prompt_embeds: torch.Tensor | None,
+        mae_preprocessing: str = "official",
     ) -> None:
         """Raise ``ValueError`` for inputs the pipeline cannot process (tensors already converted)."""
-        if image.shape[-2:] != mask.shape[-2:]:
-            raise ValueError(
-                f"image is {image.shape[-1]}x{image.shape[-2]} but mask_image is {mask.shape[-1]}x{mask.shape[-2]}"
-            )
-        if image.shape[0] != mask.shape[0]:
-            raise ValueError(f"{image.shape[0]} images but {mask.shape[0]} masks")
-        height, width = image.shape[-2:]
-        if height % 8 or width % 8:
-            raise ValueError(
-                f"image size {width}x{height} is not a multiple of 8; pad or resize it first "
-                "(the `asuka`/`sd` runner adapters pad by reflection and crop back)"
-            )
-        if float(image.min()) < 0 or float(image.max()) > 1:
-            raise ValueError("image values must lie in [0, 1] (uint8 arrays and PIL images are scaled automatically)")
-        if not isinstance(num_inference_steps, int) or num_inference_steps < 1:
-            raise ValueError(f"num_inference_steps must be a positive integer, got {num_inference_steps!r}")
+        check_image_batch(image, mask, self.vae_scale_factor, "`asuka`/`sd`")
+        check_sampling(num_inference_steps, output_type, mae_preprocessing)
         if not 0 < strength <= 1:
             raise ValueError(f"strength must lie in (0, 1], got {strength}")
-        if output_type not in OUTPUT_TYPES:
-            raise ValueError(f"output_type must be one of {OUTPUT_TYPES}, got {output_type!r}")
         if prompt_embeds is None and (self.mae is None or self.alignment is None):
             raise ValueError("this pipeline has no `mae`/`alignment`; pass `prompt_embeds` (SD baselines)")
         if self.unet.config.in_channels != 9:
@@ -224,9 +249,10 @@ class ASUKAInpaintPipeline(DiffusionPipeline):
 
     # ------------------------------------------------------------------ stages
 
-    def encode_prior(self, image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """ASUKA's condition: ``image [B, 3, H, W]`` in [0, 1], ``mask [B, 1, H, W]`` → ``[B, L, cross_attention_dim]``."""
-        prior = self.mae(image.to(self.mae.device, self.mae.dtype), mask.to(self.mae.device, self.mae.dtype))
+    def encode_prior(self, image: torch.Tensor, mask: torch.Tensor, mae_preprocessing: str = "official") -> torch.Tensor:
+        """ASUKA's condition: ``image [B, 3, H, W]`` in [0, 1], ``mask [B, 1, H, W]`` → ``[B, L, cross_attention_dim]``
+        (the MAE input prepared by :func:`mae_inputs`)."""
+        prior = self.mae(*mae_inputs(self.mae, image, mask, mae_preprocessing))
         return self.alignment(prior.to(self.alignment.dtype))
 
     def _encode_vae(self, pixels: torch.Tensor, generator: torch.Generator | list | None) -> torch.Tensor:
@@ -293,6 +319,7 @@ class ASUKAInpaintPipeline(DiffusionPipeline):
         condition_weight: float = 1.0,
         paste_back: bool = True,
         eta: float = 0.0,
+        mae_preprocessing: str = "official",
         return_dict: bool = True,
     ) -> ImagePipelineOutput | tuple:
         """Inpaint.
@@ -312,6 +339,8 @@ class ASUKAInpaintPipeline(DiffusionPipeline):
                 ``none + w·(feat − none)`` with a zero "none"; 1 = unchanged).
             paste_back: replace known pixels of the output by the input (exact in the known region).
             eta: DDIM eta.
+            mae_preprocessing: ``"official"`` (the ASUKA release's cv2 resizing of the MAE input, default) or
+                ``"area"`` (:data:`MAE_PREPROCESSING`).
             return_dict: return an ``ImagePipelineOutput`` rather than a tuple.
 
         Samples whose mask has no hole are returned unchanged (bit-exact input); a full-image hole is valid.
@@ -320,7 +349,7 @@ class ASUKAInpaintPipeline(DiffusionPipeline):
         pixels01 = image_to_tensor(image)
         mask = mask_to_tensor(mask_image)
         self.check_inputs(pixels01, mask, num_inference_steps, strength, output_type, prompt_embeds,
-                          guidance_scale, negative_prompt_embeds)
+                          guidance_scale, negative_prompt_embeds, mae_preprocessing)
         batch = pixels01.shape[0]
         dtype = self.unet.dtype
         pixels01, mask = pixels01.to(device), mask.to(device)
@@ -331,7 +360,7 @@ class ASUKAInpaintPipeline(DiffusionPipeline):
             return self._output(pixels01, output_type, return_dict)
 
         if prompt_embeds is None:
-            condition = self.encode_prior(pixels01, mask)
+            condition = self.encode_prior(pixels01, mask, mae_preprocessing)
         else:
             condition = prompt_embeds.to(device)
             if condition.shape[0] == 1 and batch > 1:

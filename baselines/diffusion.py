@@ -166,6 +166,7 @@ class DiffusionInpaint(InpaintingMethod):
             "guidance_scale": self.guidance_scale,
             "paste_back": self.paste_back,
             "decoder": "inpainting" if getattr(self.pipe, "decoder", None) is not None else "kl-vae",
+            "mae_preprocessing": "official" if self.name == "asuka" else None,
             "padding": "symmetric to a multiple of 8, cropped back",
             "device": str(self.device),
             "dtype": self.dtype,

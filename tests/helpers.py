@@ -91,3 +91,21 @@ def assert_fills_the_hole(out: np.ndarray, image: np.ndarray, hole: np.ndarray) 
     assert out.shape == image.shape and out.dtype == np.uint8
     np.testing.assert_array_equal(out[~hole], image[~hole])
     assert (out[hole] != image[hole]).mean() > 0.5
+
+
+def release_mae_example(size: int = 128, mae_size: int = 64, seed: int = 1):
+    """An image and a hole whose edges are off the resize grid, in the pipelines' input form
+    (``image [1, 3, size, size]`` in [0, 1], ``mask [1, 1, size, size]``), and the MAE input the ASUKA release
+    makes of them, computed independently with cv2 (area on uint8, nearest mask, hole ≥ 0.5)."""
+    import cv2
+    import torch
+
+    rng = np.random.default_rng(seed)
+    pixels = rng.integers(0, 256, (size, size, 3), dtype=np.uint8)
+    hole = np.zeros((size, size), np.float32)
+    hole[13:77, 37:101] = 1  # edges off the 2-pixel grid: nearest and "any hole" disagree there
+    small = cv2.resize(pixels, (mae_size, mae_size), interpolation=cv2.INTER_AREA).astype(np.float32) / 255
+    small_hole = (cv2.resize(hole, (mae_size, mae_size), interpolation=cv2.INTER_NEAREST) >= 0.5).astype(np.float32)
+    image = torch.from_numpy(pixels).permute(2, 0, 1)[None].float() / 255
+    mask = torch.from_numpy(hole)[None, None]
+    return image, mask, torch.from_numpy(small).permute(2, 0, 1)[None], torch.from_numpy(small_hole)[None, None]

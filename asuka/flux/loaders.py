@@ -94,23 +94,6 @@ def load_none_features(txt_path: str | os.PathLike, vec_path: str | os.PathLike,
 # ------------------------------------------------------------------------------------------ decoder and encoder
 
 
-def _ldm_encoder_key(key: str) -> str | None:
-    """LDM/BFL autoencoder encoder name (without ``encoder.``) → diffusers ``Encoder`` name, None if unknown."""
-    rules = (
-        (r"^(conv_in|conv_out)\.", lambda m: f"{m[1]}."),
-        (r"^norm_out\.", lambda m: "conv_norm_out."),
-        (r"^down\.(\d+)\.block\.(\d+)\.", lambda m: f"down_blocks.{m[1]}.resnets.{m[2]}."),
-        (r"^down\.(\d+)\.downsample\.conv\.", lambda m: f"down_blocks.{m[1]}.downsamplers.0.conv."),
-        (r"^mid\.block_(\d)\.", lambda m: f"mid_block.resnets.{int(m[1]) - 1}."),
-        (r"^mid\.attn_1\.(q|k|v|proj_out|norm)\.", lambda m: f"mid_block.attentions.0.{convert._ATTENTION[m[1]]}."),
-    )
-    for pattern, replace in rules:
-        match = re.match(pattern, key)
-        if match:
-            return (replace(match) + key[match.end():]).replace(".nin_shortcut.", ".conv_shortcut.")
-    return None
-
-
 def convert_ldm_encoder_state_dict(state: StateDict) -> tuple[StateDict, list[str]]:
     """The top-level ``encoder.*`` keys of an LDM/BFL autoencoder checkpoint → (diffusers ``Encoder`` state dict,
     ``encoder.*`` keys that do not map); the mid attention's 1×1 conv weights become linear weights."""
@@ -119,13 +102,11 @@ def convert_ldm_encoder_state_dict(state: StateDict) -> tuple[StateDict, list[st
     for key, value in state.items():
         if not key.startswith("encoder."):
             continue
-        new = _ldm_encoder_key(key[len("encoder."):])
+        new = convert.ldm_autoencoder_key(key[len("encoder."):])
         if new is None:
             unmapped.append(key)
             continue
-        if ".attentions.0.to_" in new and new.endswith("weight") and value.ndim == 4:
-            value = value[:, :, 0, 0]
-        converted[new] = value
+        converted[new] = convert.ldm_tensor(new, value)
     return converted, unmapped
 
 

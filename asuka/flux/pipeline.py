@@ -37,12 +37,11 @@ from diffusers.utils.torch_utils import randn_tensor
 from asuka.models.decoder import InpaintingDecoder
 from asuka.models.flux_alignment import FluxPriorAlignment, NoneFeatures
 from asuka.models.mae import MAEPrior
-from asuka.pipeline import (OUTPUT_TYPES, ASUKAInpaintPipeline, ImageInput, image_to_tensor, mask_to_tensor,
-                            official_mae_inputs, run_inpainting_decoder)
+from asuka.pipeline import (ASUKAInpaintPipeline, ImageInput, check_image_batch, check_sampling, image_to_tensor,
+                            mae_inputs, mask_to_tensor, run_inpainting_decoder)
 
 DEFAULT_CONDITION_WEIGHT = 0.5
 DEFAULT_GUIDANCE = 30.0
-MAE_PREPROCESSING = ("official", "area")
 
 
 def fill_input_width(latent_channels: int, vae_scale_factor: int) -> int:
@@ -117,21 +116,8 @@ class ASUKAFluxFillPipeline(DiffusionPipeline):
                      mae_preprocessing: str = "official") -> None:
         """Raise ``ValueError`` for inputs the pipeline cannot process (tensors already converted)."""
         self.check_components()
-        if image.shape[-2:] != mask.shape[-2:] or image.shape[0] != mask.shape[0]:
-            raise ValueError(f"image batch {tuple(image.shape)} and mask_image batch {tuple(mask.shape)} differ")
-        height, width = image.shape[-2:]
-        multiple = 2 * self.vae_scale_factor
-        if height % multiple or width % multiple:
-            raise ValueError(f"image size {width}x{height} is not a multiple of {multiple}; pad or resize it first "
-                             "(the `asuka-flux`/`flux-fill` runner adapters pad by reflection and crop back)")
-        if float(image.min()) < 0 or float(image.max()) > 1:
-            raise ValueError("image values must lie in [0, 1] (uint8 arrays and PIL images are scaled automatically)")
-        if not isinstance(num_inference_steps, int) or num_inference_steps < 1:
-            raise ValueError(f"num_inference_steps must be a positive integer, got {num_inference_steps!r}")
-        if output_type not in OUTPUT_TYPES:
-            raise ValueError(f"output_type must be one of {OUTPUT_TYPES}, got {output_type!r}")
-        if mae_preprocessing not in MAE_PREPROCESSING:
-            raise ValueError(f"mae_preprocessing must be one of {MAE_PREPROCESSING}, got {mae_preprocessing!r}")
+        check_image_batch(image, mask, 2 * self.vae_scale_factor, "`asuka-flux`/`flux-fill`")
+        check_sampling(num_inference_steps, output_type, mae_preprocessing)
         if (prompt_embeds is None) != (pooled_prompt_embeds is None):
             raise ValueError("pass prompt_embeds and pooled_prompt_embeds together")
         if prompt_embeds is None:
@@ -152,9 +138,7 @@ class ASUKAFluxFillPipeline(DiffusionPipeline):
         (:func:`~asuka.pipeline.official_mae_inputs`: cv2 area on uint8, nearest mask with hole ≥ 0.5);
         ``"area"`` leaves it to :class:`~asuka.models.MAEPrior` (torch area on floats, hole if any source pixel is).
         """
-        if mae_preprocessing == "official":
-            image, mask = official_mae_inputs(image, mask, self.mae.config.image_size)
-        prior = self.mae(image.to(self.mae.device, self.mae.dtype), mask.to(self.mae.device, self.mae.dtype))
+        prior = self.mae(*mae_inputs(self.mae, image, mask, mae_preprocessing))
         txt = self.alignment_t5(prior.to(self.alignment_t5.device, self.alignment_t5.dtype))
         vec = self.alignment_clip(prior.to(self.alignment_clip.device, self.alignment_clip.dtype)).mean(dim=1)
         none_txt = self.none_features.txt.to(txt.device, txt.dtype)

@@ -7,6 +7,7 @@ from diffusers import AutoencoderKL, FluxFillPipeline, FluxTransformer2DModel
 from asuka.flux.pipeline import ASUKAFluxFillPipeline
 from asuka.models import InpaintingDecoder
 from asuka.testing import TINY_FLUX_TRANSFORMER, TINY_VAE, get_dummy_flux_components
+from tests.helpers import release_mae_example
 
 
 @pytest.fixture(scope="module")
@@ -126,18 +127,9 @@ def test_bad_components_and_inputs(components, example):
 
 
 def test_official_mae_preprocessing_is_the_releases_cv2_resize(pipe, components):
-    import cv2
-
-    rng = np.random.default_rng(1)
-    pixels = rng.integers(0, 256, (1, 128, 128, 3), dtype=np.uint8)
-    hole = np.zeros((128, 128), np.float32)
-    hole[13:77, 37:101] = 1  # edges off the 2-pixel grid: nearest and "any hole" disagree there
-    small = cv2.resize(pixels[0], (64, 64), interpolation=cv2.INTER_AREA).astype(np.float32) / 255
-    small_hole = (cv2.resize(hole, (64, 64), interpolation=cv2.INTER_NEAREST) >= 0.5).astype(np.float32)
-    image = torch.from_numpy(pixels).permute(0, 3, 1, 2).float() / 255
-    mask = torch.from_numpy(hole)[None, None]
+    image, mask, small, small_hole = release_mae_example()
     with torch.no_grad():
-        prior = components["mae"](torch.from_numpy(small).permute(2, 0, 1)[None], torch.from_numpy(small_hole)[None, None])
+        prior = components["mae"](small, small_hole)
         expected = components["alignment_t5"](prior)
         txt, _ = pipe.encode_prior(image, mask, condition_weight=1.0)
         area, _ = pipe.encode_prior(image, mask, condition_weight=1.0, mae_preprocessing="area")

@@ -6,7 +6,7 @@ import torch
 from asuka.pipeline import ASUKAInpaintPipeline
 from asuka.sd_variants import encode_prompt, load_prompt_embeds, save_prompt_embeds
 from asuka.testing import get_dummy_components, write_dummy_sd_inpaint_folder
-from tests.helpers import smooth_image
+from tests.helpers import release_mae_example, smooth_image
 
 
 @pytest.fixture(scope="module")
@@ -91,6 +91,20 @@ def test_batch_with_an_empty_mask(pipe, example):
 def test_bad_inputs(pipe, image, mask, message):
     with pytest.raises(ValueError, match=message):
         pipe(image, mask, num_inference_steps=1)
+
+
+def test_mae_input_is_prepared_as_the_release_does_by_default(pipe):
+    image, mask, small, small_hole = release_mae_example()
+    with torch.no_grad():
+        expected = pipe.alignment(pipe.mae(small, small_hole))
+        official = pipe.encode_prior(image, mask)
+        area = pipe.encode_prior(image, mask, mae_preprocessing="area")
+        area_expected = pipe.alignment(pipe.mae(image, mask))
+    torch.testing.assert_close(official, expected)
+    torch.testing.assert_close(area, area_expected)
+    assert not torch.allclose(official, area)
+    with pytest.raises(ValueError, match="mae_preprocessing must be one of"):
+        run(pipe, image[..., :64, :64], mask[..., :64, :64], mae_preprocessing="bicubic")
 
 
 def test_bad_options(pipe, example):
