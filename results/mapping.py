@@ -207,7 +207,11 @@ def _section(spec: Mapping[str, Any], defaults: Mapping[str, Any], where: str) -
     metrics = _metrics(merged.get("metrics"), where)
     reported = merged.get("reported")
     if reported is not None:
-        if not set(metrics) & set(load_reported(_text(reported, f"{where}: reported")).metrics):
+        try:
+            reported_metrics = load_reported(_text(reported, f"{where}: reported")).metrics
+        except MisatoError as error:
+            raise MisatoError(f"{where}: {error}") from None
+        if not set(metrics) & set(reported_metrics):
             raise MisatoError(f"{where}: reported table {reported!r} has none of the metrics {', '.join(metrics)}")
     title = _text(spec.get("title", benchmark.name), f"{where}: title")
     return SectionSpec(title, benchmark, protocol, metrics, reported, _rows(spec.get("rows"), where))
