@@ -14,7 +14,7 @@ and writes ``<stem>.csv``, ``<stem>.md`` and ``<stem>.tex`` per table (:mod:`res
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Sequence
 
@@ -256,12 +256,8 @@ def _mark_best(rows: list[TableRow], metrics: Sequence[str]) -> tuple[TableRow, 
                              metric, DECIMALS)
         for metric in metrics
     }
-    return tuple(
-        TableRow(row.label, row.run, row.found, row.n, row.protocol,
-                 {m: Cell(c.value, c.reported, row.label in best[m], c.flagged) for m, c in row.cells.items()},
-                 row.flags, row.notes)
-        for row in rows
-    )
+    return tuple(replace(row, cells={m: replace(c, best=row.label in best[m]) for m, c in row.cells.items()})
+                 for row in rows)
 
 
 def _section_rows(section: SectionSpec, runs: _RunCache, values_of,
@@ -323,13 +319,15 @@ def _breakdown_table(mapping: TableMapping, runs: _RunCache) -> PaperTable:
                       tuple(dict.fromkeys(notes)))
 
 
-def build_table(mapping: TableMapping, runs_dir: str | Path, vs_reported: bool = False,
-                runs: _RunCache | None = None) -> PaperTable:
+def build_table(mapping: TableMapping, runs_dir: str | Path, vs_reported: bool = False, *,
+                cache: _RunCache | None = None) -> PaperTable:
     """Build the table ``mapping`` describes from the run folders under ``runs_dir`` (nothing is written).
+
+    ``cache`` (internal) shares loaded runs between the tables of one :func:`build_tables` call.
 
     Raises :class:`MisatoError` when a named folder exists but is not a finished evaluation run.
     """
-    runs = runs or _RunCache(Path(runs_dir))
+    runs = cache or _RunCache(Path(runs_dir))
     if mapping.breakdown is not None:
         return _breakdown_table(mapping, runs)
     return _paper_table(mapping, runs, vs_reported)
@@ -386,7 +384,7 @@ def build_tables(
                 raise MisatoError(f"table {table_mapping.name} ({table_mapping.source}): {reason}")
             skipped[table_mapping.name] = reason
             continue
-        built.append(build_table(table_mapping, runs_dir, vs_reported, runs))
+        built.append(build_table(table_mapping, runs_dir, vs_reported, cache=runs))
     if not built:
         raise MisatoError(f"no paper table has a run under {runs_dir}: name run folders as docs/tables.md says "
                           "(e.g. lama, asuka, places2/lama) or pass --mapping")

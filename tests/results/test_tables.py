@@ -334,3 +334,13 @@ def test_cli_writes_the_tables_and_reports_errors_on_one_line(runs, tmp_path, ca
 def test_render_refuses_unknown_format(runs, tmp_path):
     with pytest.raises(MisatoError, match="unknown format 'pdf'"):
         render(build_table(load_mapping(_mapping(tmp_path, SMALL)), runs), "pdf")
+
+
+def test_compare_reported_takes_the_new_tables(tmp_path, capsys):
+    root = tmp_path / "runs"
+    write_run(root, "lama", {"psnr": [22.0] * 4, "clip": [0.925] * 4}, SET)
+    assert main(["compare", str(root / "lama"), "--out", str(tmp_path / "c.csv"), "--labels", "LaMa", "--reported",
+                 "clip_global:Places2", "--bootstrap", "0"]) == 0
+    row = _body((tmp_path / "c.csv").read_text())[0]
+    assert float(row["clip_reported"]) == 0.927 and float(row["clip_delta"]) == 0.925 - 0.927
+    assert "instead of 36500" in capsys.readouterr().err  # 4 images, not Places2's
