@@ -215,7 +215,7 @@ def _flag_note(label: str, flags: Sequence[str], section: SectionSpec) -> list[s
             "not compared"]
 
 
-def _lacking_notes(rows_by_group: dict[str, Sequence[TableRow]], runs_dir: Path, where: str) -> list[str]:
+def _lacking_notes(rows_by_group: dict[str, Sequence[TableRow]], where: str) -> list[str]:
     """One note per found run with empty cells: which metrics its ``summary.json`` (at ``where``) lacks, and for
     a breakdown (``where`` not empty) in which groups."""
     lacking: dict[tuple[str, str], dict[str, list[str]]] = {}
@@ -226,8 +226,7 @@ def _lacking_notes(rows_by_group: dict[str, Sequence[TableRow]], runs_dir: Path,
     notes = []
     for (label, run), metrics in lacking.items():
         parts = [METRICS[m].label + (f" for {', '.join(groups)}" if where else "") for m, groups in metrics.items()]
-        notes.append(f"{label}: {runs_dir / run / schema.SUMMARY_JSON}{where} has no {'; no '.join(parts)}; "
-                     "cell(s) left empty")
+        notes.append(f"{label}: {run}/{schema.SUMMARY_JSON}{where} has no {'; no '.join(parts)}; cell(s) left empty")
     return notes
 
 
@@ -269,7 +268,7 @@ def _section_rows(section: SectionSpec, runs: _RunCache, values_of,
         paper = reported[spec.label] or {}
         if run is None:
             cells = {m: Cell(None, paper.get(m)) for m in section.metrics}
-            note = f"{spec.label}: no run folder {runs.runs_dir / spec.run}; row left empty"
+            note = f"{spec.label}: no run folder {spec.run!r} in the runs folder; row left empty"
             rows.append(TableRow(spec.label, spec.run, False, None, None, cells, (), (note,)))
             continue
         flags, size_notes = _flags(run, section)
@@ -287,7 +286,7 @@ def _paper_table(mapping: TableMapping, runs: _RunCache, vs_reported: bool) -> P
         rows = _section_rows(section, runs, lambda _, run: (run.n, {m: float(v) for m, v in run.metrics.items()}),
                              reported)
         notes += reported_notes + [note for row in rows for note in row.notes]
-        notes += _lacking_notes({section.title: rows}, runs.runs_dir, "")
+        notes += _lacking_notes({section.title: rows}, "")
         sections.append(TableSection(section.title, section.metrics, _mark_best(rows, section.metrics),
                                      section.reported if vs_reported else None, source))
     return PaperTable(mapping.name, mapping.stem, mapping.title, None, tuple(sections), vs_reported,
@@ -314,7 +313,7 @@ def _breakdown_table(mapping: TableMapping, runs: _RunCache) -> PaperTable:
         rows = _section_rows(section, runs, values_of, no_reported)
         notes += [note for row in rows for note in row.notes]
         sections.append(TableSection(group, section.metrics, _mark_best(rows, section.metrics)))
-    notes += _lacking_notes({s.title: s.rows for s in sections}, runs.runs_dir, f" {schema.BREAKDOWNS[by]}")
+    notes += _lacking_notes({s.title: s.rows for s in sections}, f" {schema.BREAKDOWNS[by]}")
     return PaperTable(mapping.name, mapping.stem, mapping.title, by, tuple(sections), False, mapping.tolerance,
                       tuple(dict.fromkeys(notes)))
 
