@@ -225,8 +225,11 @@ def _lacking_notes(rows_by_group: dict[str, Sequence[TableRow]], where: str) -> 
                 lacking.setdefault((row.label, row.run), {}).setdefault(metric, []).append(group)
     notes = []
     for (label, run), metrics in lacking.items():
-        parts = [METRICS[m].label + (f" for {', '.join(groups)}" if where else "") for m, groups in metrics.items()]
-        notes.append(f"{label}: {run}/{schema.SUMMARY_JSON}{where} has no {'; no '.join(parts)}; cell(s) left empty")
+        if where:
+            missing = "; no ".join(f"{METRICS[m].label} for {', '.join(groups)}" for m, groups in metrics.items())
+        else:
+            missing = ", ".join(METRICS[m].label for m in metrics)
+        notes.append(f"{label}: {run}/{schema.SUMMARY_JSON}{where} has no {missing}; cell(s) left empty")
     return notes
 
 
@@ -342,10 +345,6 @@ def _mappings(tables: Sequence[str] | str | None, mapping: str | Path | None) ->
     return [shipped_mapping(name) for name in parse_table_names(tables)], named
 
 
-def _run_names(mapping: TableMapping) -> list[str]:
-    return list(dict.fromkeys(row.run for section in mapping.sections for row in section.rows))
-
-
 def build_tables(
     runs_dir: Path,
     out_dir: Path,
@@ -376,7 +375,7 @@ def build_tables(
     runs = _RunCache(runs_dir)
     built, skipped = [], {}
     for table_mapping in mappings:
-        names = _run_names(table_mapping)
+        names = table_mapping.run_folders
         if not any((runs_dir / name).exists() for name in names):
             reason = f"none of its runs exist under {runs_dir} (looked for {', '.join(names)})"
             if named:

@@ -159,6 +159,9 @@ def test_shipped_table_1_flags_runs_on_fewer_images_than_the_paper(runs, tmp_pat
     lama = next(row for row in rows if row["method"] == "LaMa")
     assert lama["flags"] == "4 images instead of 2000" and lama["psnr"] == "23.5" and lama["ssim"] == ""
     assert "LaMa: lama/summary.json has no SSIM; cell(s) left empty" in report.tables[0].notes
+    write_run(runs, "sd", {"psnr": [22.0] * 4}, {"fid": 12.0})
+    (table,) = build_tables(runs, tmp_path / "out", tables=["1"]).tables
+    assert "SD: sd/summary.json has no SSIM, LPIPS, U-IDS, P-IDS; cell(s) left empty" in table.notes
 
 
 def test_tex_is_a_booktabs_fragment_with_bold_best_and_arrows(runs, tmp_path):
@@ -229,6 +232,9 @@ def test_breakdown_tables_hold_every_method_per_domain_and_hole_ratio(tmp_path):
                                                   "ASUKA", "FLUX-Fill", "ASUKA-FLUX"]
     ratio = _body((tmp_path / "out" / "mask_ratio.csv").read_text())
     assert list(dict.fromkeys(r["mask_ratio"] for r in ratio)) == ["0-10%", "10-20%", "30-40%", "60%+"]
+    assert "LaMa: lama/summary.json by_domain has no SSIM for landscape, indoor, building, background; no LPIPS " \
+        "for landscape, indoor, building, background; no FID for landscape, indoor, building, background; cell(s) " \
+        "left empty" in build_tables(root, tmp_path / "out", tables=["domain"]).tables[0].notes
     asuka = {r["mask_ratio"]: r for r in ratio if r["method"] == "ASUKA"}
     assert asuka["10-20%"]["psnr"] == "23.0" and asuka["60%+"]["grad"] == "44.0"
     md = (tmp_path / "out" / "mask_ratio.md").read_text()
@@ -308,6 +314,14 @@ def test_bad_inputs_are_one_line_errors(runs, tmp_path):
         assert "\n" not in str(error.value) and "bad.toml" in str(error.value)
     with pytest.raises(MisatoError, match="no such file"):
         load_mapping(tmp_path / "absent.toml")
+
+
+def test_run_folders_follow_the_naming_convention():
+    assert shipped_mapping("1").run_folders == ("comod", "mat", "lama", "maefar", "sd", "sd-text", "sd-prompt", "asuka")
+    assert shipped_mapping("flux").run_folders == ("flux-fill", "asuka-flux", "misato1k/flux-fill",
+                                                   "misato1k/asuka-flux")
+    assert shipped_mapping("3").run_folders[-1] == "asuka"
+    assert all(f.startswith("places2/") for f in shipped_mapping("places2").run_folders)
 
 
 def test_table_names():
