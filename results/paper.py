@@ -341,7 +341,8 @@ def _mappings(tables: Sequence[str] | str | None, mapping: str | Path | None) ->
         if tables is not None:
             raise MisatoError("--table and --mapping exclude each other: a mapping file is one table")
         return [load_mapping(mapping)], True
-    named = tables is not None and ALL_TABLES not in ([tables] if isinstance(tables, str) else list(tables))
+    requested = tables.split(",") if isinstance(tables, str) else list(tables or [ALL_TABLES])
+    named = ALL_TABLES not in [name.strip() for name in requested]
     return [shipped_mapping(name) for name in parse_table_names(tables)], named
 
 

@@ -327,6 +327,7 @@ def test_run_folders_follow_the_naming_convention():
 def test_table_names():
     assert parse_table_names(None) == parse_table_names("all") == list(TABLE_NAMES)
     assert parse_table_names("flux, 1") == ["flux", "1"]
+    assert parse_table_names(["1", "all"]) == list(TABLE_NAMES)
     assert TABLE_NAMES[:7] == ("1", "2", "3", "4", "places2", "flux", "clip")
 
 
@@ -341,6 +342,10 @@ def test_cli_writes_the_tables_and_reports_errors_on_one_line(runs, tmp_path, ca
     for stem in ("table1", "table2", "table3", "table4", "clip", "domain", "mask_ratio"):
         assert {f"{stem}.csv", f"{stem}.md", f"{stem}.tex"} <= set(written)
     assert "places2.csv" not in written and "tables.json" in written
+    assert main(["tables", "--runs", str(runs), "--out", str(tmp_path / "two"), "--table", "1,domain"]) == 0
+    assert sorted(p.name for p in (tmp_path / "two").iterdir()) == [
+        "domain.csv", "domain.md", "domain.tex", "table1.csv", "table1.md", "table1.tex", "tables.json"]
+    capsys.readouterr()
     assert main(["tables", "--runs", str(runs), "--out", str(out), "--table", "places2"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("misato tables: error: table places2")
