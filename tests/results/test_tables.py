@@ -364,3 +364,12 @@ def test_compare_reported_takes_the_new_tables(tmp_path, capsys):
     row = _body((tmp_path / "c.csv").read_text())[0]
     assert float(row["clip_reported"]) == 0.927 and float(row["clip_delta"]) == 0.925 - 0.927
     assert "instead of 36500" in capsys.readouterr().err  # 4 images, not Places2's
+
+
+def test_a_mappings_tolerance_overrides_the_default(runs, tmp_path):
+    head, sections = SMALL.split("[[sections]]")
+    loose = _mapping(tmp_path, head + "[tolerance]\npsnr = 0.2\nlpips = 0.03\n\n[[sections]]" + sections, "loose")
+    (table,) = build_tables(runs, tmp_path / "out", vs_reported=True, mapping=loose).tables
+    assert table.verdict == "Small table: 6 of 6 compared cells within tolerance; not compared: 3 without a " \
+                            "measured value (of 9 reported cells)"
+    assert "PSNR 0.2, LPIPS 0.03, FID 0.5" in (tmp_path / "out" / "loose.md").read_text()
