@@ -387,14 +387,15 @@ def build_tables(
     if not built:
         raise MisatoError(f"no paper table has a run under {runs_dir}: name run folders as docs/tables.md says "
                           "(e.g. lama, asuka, places2/lama) or pass --mapping")
-    prepare_output(out_dir, TABLES_POLICY, resume=True, inputs=[run.path for run in runs.loaded.values()])
-    return _write(out_dir, built, skipped, runs)
+    previous = prepare_output(out_dir, TABLES_POLICY, resume=True,
+                              inputs=[run.path for run in runs.loaded.values()])
+    return _write(out_dir, built, skipped, previous.record if previous else {})
 
 
-def _write(out_dir: Path, built: Sequence[PaperTable], skipped: dict[str, str], runs: _RunCache) -> TablesReport:
+def _write(out_dir: Path, built: Sequence[PaperTable], skipped: dict[str, str], record: dict) -> TablesReport:
+    """Write every table's files, then ``tables.json`` (``record``, the previous one, keeps the tables not
+    rebuilt now)."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    record_file = out_dir / TABLES_FILE
-    record = json.loads(record_file.read_text(encoding="utf-8")) if record_file.is_file() else {}
     entries = dict(record.get("tables", {}))
     results = []
     for table in built:
@@ -407,8 +408,6 @@ def _write(out_dir: Path, built: Sequence[PaperTable], skipped: dict[str, str], 
         entries[table.name] = {"title": table.title, "files": [f.name for f in files], "vs_reported": table.vs_reported,
                                "runs": used, "verdict": table.verdict, "notes": list(table.notes)}
         results.append(TableResult(table.name, table.title, tuple(files), table.notes, table.verdict))
-    versions = sorted({run.version for run in runs.loaded.values() if run.version})
-    record = {"tables": {name: entries[name] for name in sorted(entries)}, "evaluated_with": versions,
-              "provenance": provenance(("pandas",))}
-    atomic_write_text(record_file, json.dumps(record, indent=2) + "\n")
+    record = {"tables": {name: entries[name] for name in sorted(entries)}, "provenance": provenance(("pandas",))}
+    atomic_write_text(out_dir / TABLES_FILE, json.dumps(record, indent=2) + "\n")
     return TablesReport(out_dir, tuple(results), skipped)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import re
 import shutil
 import subprocess
@@ -55,7 +56,8 @@ def runs(tmp_path: Path) -> Path:
 
 def _body(text: str) -> list[dict[str, str]]:
     """The CSV's rows without its ``#`` comment lines."""
-    return list(csv.DictReader(io.StringIO("".join(line for line in text.splitlines(True) if not line.startswith("#")))))
+    body = "".join(line for line in text.splitlines(True) if not line.startswith("#"))
+    return list(csv.DictReader(io.StringIO(body)))
 
 
 def _md_rows(text: str) -> list[list[str]]:
@@ -276,6 +278,13 @@ def test_same_runs_give_identical_files_and_the_folder_is_refreshed(runs, tmp_pa
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
     build_tables(runs, tmp_path / "a", mapping=mapping)  # a tables folder is refreshed in place
     assert "_reported" not in (tmp_path / "a" / "mine.csv").read_text()
+    assert set(json.loads((tmp_path / "a" / "tables.json").read_text())["tables"]) == {"mine"}
+    build_tables(runs, tmp_path / "a", tables=["domain"])  # other tables join the record
+    record = json.loads((tmp_path / "a" / "tables.json").read_text())
+    assert set(record["tables"]) == {"mine", "domain"} and record["tables"]["domain"]["runs"] == ["lama"]
+    (tmp_path / "a" / "tables.json").write_text("{broken")
+    with pytest.raises(MisatoError, match="tables.json is damaged"):
+        build_tables(runs, tmp_path / "a", mapping=mapping)
     foreign = tmp_path / "foreign"
     foreign.mkdir()
     (foreign / "thesis.tex").write_text("mine")
