@@ -382,3 +382,19 @@ def test_a_mappings_tolerance_overrides_the_default(runs, tmp_path):
     assert table.verdict == "Small table: 6 of 6 compared cells within tolerance; not compared: 3 without a " \
                             "measured value (of 9 reported cells)"
     assert "PSNR 0.2, LPIPS 0.03, FID 0.5" in (tmp_path / "out" / "loose.md").read_text()
+
+
+def test_a_run_from_misato_evaluate_fills_its_row(tmp_path):
+    """End to end through the real evaluator: its summary values land in the table unchanged."""
+    from evaluate import evaluate_folder
+    from tests.helpers import write_misato_folder, write_predictions
+
+    gt = write_misato_folder(tmp_path / "gt", n=3, size=32)
+    pred = write_predictions(gt, tmp_path / "pred")
+    result = evaluate_folder(pred, gt, tmp_path / "runs" / "telea", metrics="psnr,ssim,grad", progress=False)
+    mapping = _mapping(tmp_path, 'title = "Mine"\nprotocol = "asuka"\nmetrics = ["psnr", "ssim", "grad"]\n'
+                       '[[sections]]\nn = 3\nresolution = 32\nrows = [ { label = "Telea", run = "telea" } ]\n')
+    build_tables(tmp_path / "runs", tmp_path / "out", mapping=mapping)
+    (row,) = _body((tmp_path / "out" / "mine.csv").read_text())
+    assert {m: float(row[m]) for m in ("psnr", "ssim", "grad")} == result.summary["metrics"]
+    assert row["flags"] == "" and row["n"] == "3" and row["protocol"] == "asuka"
