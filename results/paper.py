@@ -21,7 +21,7 @@ from typing import Sequence
 from evaluate import schema
 from evaluate.compare import build_breakdown, load_run
 from evaluate.compare.loading import Run
-from evaluate.compare.tables import _best_labels, _group_order
+from evaluate.compare.tables import best_labels, group_order
 from evaluate.metric_info import METRICS
 from misato.errors import MisatoError
 from misato.io import atomic_write_text
@@ -253,7 +253,7 @@ def _mark_best(rows: list[TableRow], metrics: Sequence[str]) -> tuple[TableRow, 
     """Rows with ``best`` set on the best unflagged measured value of each column (ties at the printed precision
     all best; nothing is best with fewer than two values)."""
     best = {
-        metric: _best_labels({row.label: row.cells[metric].value for row in rows
+        metric: best_labels({row.label: row.cells[metric].value for row in rows
                               if row.cells[metric].value is not None and not row.cells[metric].flagged},
                              metric, DECIMALS)
         for metric in metrics
@@ -306,7 +306,7 @@ def _breakdown_table(mapping: TableMapping, runs: _RunCache) -> PaperTable:
         if run is not None:
             table = build_breakdown([run], by, decimals=DECIMALS)
             groups_of[spec.run] = {row.group: (row.n, row.values) for row in table.rows}
-    groups = _group_order(by, (g for groups in groups_of.values() for g in groups))
+    groups = group_order(by, (g for groups in groups_of.values() for g in groups))
     no_reported = {row.label: None for row in section.rows}
     sections, notes = [], []
     for group in groups:

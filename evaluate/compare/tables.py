@@ -66,7 +66,7 @@ def _check_strict(warnings: list[str], strict: bool) -> None:
         raise MisatoError("refusing to compare (--strict): " + "; ".join(warnings))
 
 
-def _best_labels(values: dict[str, float], metric: str, decimals: int) -> set[str]:
+def best_labels(values: dict[str, float], metric: str, decimals: int) -> set[str]:
     """Labels whose value, rounded as printed, is the best in its column (ties all win; needs >= 2 values)."""
     if len(values) < 2:
         return set()
@@ -248,7 +248,7 @@ def build_comparison(
         notes.extend(join.notes)
 
     intervals = {run.label: _intervals(run, metrics, n_boot, seed) for run in runs}
-    best = {m: _best_labels({run.label: run.metrics[m] for run in runs}, m, decimals) for m in metrics}
+    best = {m: best_labels({run.label: run.metrics[m] for run in runs}, m, decimals) for m in metrics}
     rows = tuple(
         Row(
             label=run.label,
@@ -306,7 +306,7 @@ class BreakdownTable:
     notes: tuple[str, ...]
 
 
-def _group_order(by: str, groups: Iterable[str]) -> list[str]:
+def group_order(by: str, groups: Iterable[str]) -> list[str]:
     """Domains in MISATO order, mask-ratio bins in increasing order; groups the schema does not know after, sorted."""
     groups = set(groups)
     order = [d.name for d in DOMAINS] if by == "domain" else list(schema.MASK_RATIO_LABELS)
@@ -340,7 +340,7 @@ def build_breakdown(runs: Sequence[Run], by: str, strict: bool = False, decimals
     metrics = tuple(m for m in common if any(entry.get(m) is not None for entry in entries_of_all_runs))
     if not metrics:
         raise MisatoError(f"the {key!r} breakdowns hold none of the common metrics ({', '.join(common)})")
-    groups = _group_order(by, (g for run in runs for g in run.summary[key]))
+    groups = group_order(by, (g for run in runs for g in run.summary[key]))
     rows = []
     for group in groups:
         entries = {run.label: run.summary[key].get(group) for run in runs}
@@ -350,7 +350,7 @@ def build_breakdown(runs: Sequence[Run], by: str, strict: bool = False, decimals
             for label, entry in entries.items()
         }
         best = {
-            m: _best_labels({label: v[m] for label, v in values.items() if m in v}, m, decimals) for m in metrics
+            m: best_labels({label: v[m] for label, v in values.items() if m in v}, m, decimals) for m in metrics
         }
         for run in runs:
             entry = entries[run.label]
