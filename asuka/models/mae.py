@@ -185,17 +185,18 @@ class MAEPrior(ModelMixin, ConfigMixin):
     # ------------------------------------------------------------------ inputs
 
     def prepare_inputs(self, image: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Resize to ``image_size`` (area), normalise with ImageNet mean/std and zero the holes.
+        """Resize to ``image_size`` (area), normalise with ImageNet mean/std and zero the holes (in float32, then
+        cast to the module's dtype, so a half-precision MAE takes any input dtype).
 
         Returns:
-            ``normalized [B, 3, S, S]`` (holes = 0) and ``hole [B, 1, S, S]`` in {0, 1}.
+            ``normalized [B, 3, S, S]`` (holes = 0) and ``hole [B, 1, S, S]`` in {0, 1}, in the module's dtype.
         """
         size = self.config.image_size
         image = F.interpolate(image.float(), size=(size, size), mode="area")
         hole = (F.interpolate(mask.float(), size=(size, size), mode="area") > 0).float()
         mean = image.new_tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
         std = image.new_tensor(IMAGENET_STD).view(1, 3, 1, 1)
-        return (image - mean) / std * (1 - hole), hole
+        return ((image - mean) / std * (1 - hole)).to(self.dtype), hole.to(self.dtype)
 
     def token_masks(self, hole: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-token hole fractions of a ``[B, 1, S, S]`` mask → ``(masked, partial)`` booleans ``[B, L]``:

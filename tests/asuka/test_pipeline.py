@@ -107,6 +107,17 @@ def test_mae_input_is_prepared_as_the_release_does_by_default(pipe):
         run(pipe, image[..., :64, :64], mask[..., :64, :64], mae_preprocessing="bicubic")
 
 
+@pytest.mark.parametrize("dtype, tolerance", [(torch.float16, 0.02), (torch.bfloat16, 0.1)])
+def test_half_precision_pipeline_runs_close_to_float32(pipe, example, dtype, tolerance):
+    image, mask = example
+    half = ASUKAInpaintPipeline(**get_dummy_components()).to(torch_dtype=dtype)
+    half.set_progress_bar_config(disable=True)
+    reference, result = run(pipe, image, mask)[0], run(half, image, mask)[0]
+    assert result.dtype == np.float32 and np.isfinite(result).all()
+    assert np.array_equal(result[~mask], reference[~mask])
+    assert np.abs(result - reference).max() < tolerance
+
+
 def test_bad_options(pipe, example):
     image, mask = example
     with pytest.raises(ValueError, match="strength"):
