@@ -27,9 +27,10 @@ COMMAND_MODULES = (
     "misato.cli_build",
     "misato.cli_inpaint",
     "misato.cli_methods",
+    "misato.cli_tables",
     "misato.cli_reproduce",
 )
-EVALUATE_COMMANDS = frozenset({"evaluate", "fid", "compare", "demo", "reproduce"})
+EVALUATE_COMMANDS = frozenset({"evaluate", "fid", "compare", "demo", "tables", "reproduce"})
 """Subcommands that import the ``evaluate`` package: refused up front when Hugging Face's is installed."""
 
 

@@ -1,12 +1,17 @@
 """The numbers the ASUKA/MISATO paper reports, one CSV per table, shipped as package data.
 
 Each CSV has a ``method`` column plus one column per metric, named as in :data:`evaluate.metric_info.METRICS`
-(``psnr``, ``ssim``, ``lpips``, ``fid``, ``uids``, ``pids``, ``grad``); the user study uses ``consistency`` and
+(``psnr``, ``ssim``, ``lpips``, ``fid``, ``uids``, ``pids``, ``grad``, ``clip``); the user study uses ``consistency`` and
 ``quality`` (percent of votes). Values are typed exactly as the paper prints them. ``asuka_flux`` covers two
 benchmarks and therefore also has a ``dataset`` column: pick one with ``"asuka_flux:MISATO@512"``.
 
+``clip_global`` (the official README's global CLIP scores of Table 1) also has a ``dataset`` column
+(``MISATO@512``, ``Places2``); a method the README prints "-" for has no row there.
+
 ``benchmarks.csv`` states what each benchmark is (image count and side length), so measured runs can be checked
-against the set the paper scored.
+against the set the paper scored. ``sources.csv`` states where each table's numbers come from (the paper or the
+official README) and the evaluation protocol (an :mod:`evaluate.protocols` name, ``none`` for the user study)
+they were measured with; :func:`load_reported` attaches both.
 """
 from __future__ import annotations
 
@@ -25,6 +30,7 @@ REPORTED_TABLES: dict[str, str] = {
     "places2": "Places2 validation, 36,500 images",
     "user_study": "User study: percent of votes for consistency and quality (not image metrics)",
     "asuka_flux": "ASUKA-FLUX release: MISATO@512 and MISATO@1K",
+    "clip_global": "Global CLIP scores of Table 1 (official README): MISATO@512 and Places2",
 }
 """Table name → what it is (the CSV is ``results/reported/<name>.csv``)."""
 
@@ -37,6 +43,9 @@ TABLE_BENCHMARKS: dict[str, str] = {
 }
 """Single-dataset table → the benchmark (a ``benchmarks.csv`` row) it was measured on; ``asuka_flux`` names the
 benchmark in its ``dataset`` column, and the user study is not a measurement on a benchmark."""
+
+NO_PROTOCOL = "none"
+"""``sources.csv``'s protocol of a table that is not an image measurement (the user study)."""
 
 DATASET_COLUMN = "dataset"
 
@@ -62,10 +71,27 @@ def load_benchmarks() -> dict[str, Benchmark]:
 
 
 @dataclass(frozen=True)
+class Source:
+    """Where a reported table's numbers come from and the protocol they were measured with (None: no protocol)."""
+
+    source: str
+    protocol: str | None
+
+
+def load_sources() -> dict[str, Source]:
+    """Every table's :class:`Source` from ``results/reported/sources.csv``, by table name."""
+    with _open_data("sources.csv") as handle:
+        frame = pd.read_csv(handle, dtype=str, keep_default_na=False)
+    return {row.table: Source(row.source, None if row.protocol == NO_PROTOCOL else row.protocol)
+            for row in frame.itertuples()}
+
+
+@dataclass(frozen=True)
 class ReportedTable:
     """One reported table: ``values`` is indexed by method name, one float column per metric.
 
-    ``benchmark`` is the image set the numbers were measured on (None for the user study).
+    ``benchmark`` is the image set the numbers were measured on (None for the user study); ``source`` says where
+    they were printed and which protocol measured them.
     """
 
     name: str
@@ -73,6 +99,7 @@ class ReportedTable:
     dataset: str | None
     values: pd.DataFrame
     benchmark: Benchmark | None
+    source: Source
 
     @property
     def metrics(self) -> tuple[str, ...]:
@@ -117,4 +144,5 @@ def load_reported(name: str) -> ReportedTable:
     values = frame.set_index("method").astype(float)
     benchmark_name = dataset or TABLE_BENCHMARKS.get(table_name)
     benchmark = load_benchmarks()[benchmark_name] if benchmark_name else None
-    return ReportedTable(table_name, REPORTED_TABLES[table_name], dataset or None, values, benchmark)
+    source = load_sources()[table_name]
+    return ReportedTable(table_name, REPORTED_TABLES[table_name], dataset or None, values, benchmark, source)

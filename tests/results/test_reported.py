@@ -20,6 +20,9 @@ from results.reported import (
 from results.tables import join_reported
 
 
+MULTI_DATASET = {"asuka_flux": ("MISATO@512", "MISATO@1K"), "clip_global": ("MISATO@512", "Places2")}
+
+
 def _raw_rows(name: str) -> list[dict[str, str]]:
     with resources.files("results").joinpath("reported", f"{name}.csv").open(encoding="utf-8") as handle:
         return list(csv.DictReader(handle))
@@ -44,10 +47,19 @@ HAND_TYPED = [
     ("user_study", None, "ASUKA", "consistency", "39.38"),
     ("user_study", None, "ASUKA", "quality", "40"),
     ("user_study", None, "MAT", "quality", "3.33"),
-    ("asuka_flux", "MISATO@512", "FLUX-Fill", "grad", "69.43"),
-    ("asuka_flux", "MISATO@512", "ASUKA-FLUX", "uids", ".405"),
+    ("asuka_flux", "MISATO@512", "FLUX-Fill", "grad", "69.428"),
+    ("asuka_flux", "MISATO@512", "ASUKA-FLUX", "uids", "0.405"),
     ("asuka_flux", "MISATO@1K", "ASUKA", "fid", "13.503"),
-    ("asuka_flux", "MISATO@1K", "FLUX", "lpips", ".165"),
+    ("asuka_flux", "MISATO@1K", "FLUX", "lpips", "0.165"),
+    ("asuka_flux", "MISATO@1K", "ASUKA", "grad", "34.390"),
+    ("asuka_flux", "MISATO@512", "FLUX-Fill", "clip", "0.936"),
+    ("asuka_flux", "MISATO@1K", "FLUX", "clip", "0.944"),
+    ("clip_global", "MISATO@512", "Co-Mod", "clip", "0.878"),
+    ("clip_global", "MISATO@512", "SD-CAEv2", "clip", "0.866"),
+    ("clip_global", "MISATO@512", "ASUKA-SD", "clip", "0.931"),
+    ("clip_global", "Places2", "LaMa", "clip", "0.927"),
+    ("clip_global", "Places2", "SD-CAEv2", "clip", "0.865"),
+    ("clip_global", "Places2", "SD-LaMa", "clip", "0.917"),
 ]
 
 
@@ -78,8 +90,8 @@ def test_methods_in_paper_order(table, methods):
 def test_every_table_loads_with_known_metric_columns():
     assert set(reported_table_names()) == set(REPORTED_TABLES)
     for name in reported_table_names():
-        if name == "asuka_flux":
-            tables = [load_reported("asuka_flux:MISATO@512"), load_reported("asuka_flux:MISATO@1K")]
+        if name in MULTI_DATASET:
+            tables = [load_reported(f"{name}:{dataset}") for dataset in MULTI_DATASET[name]]
         else:
             tables = [load_reported(name)]
         for table in tables:
@@ -124,7 +136,7 @@ def test_benchmarks_are_the_papers_image_sets():
     assert load_reported("asuka_flux:MISATO@1K").benchmark == Benchmark("MISATO@1K", 1500, 1024)
     assert load_reported("places2").benchmark.images == 36500
     assert load_reported("user_study").benchmark is None
-    assert set(TABLE_BENCHMARKS) == set(REPORTED_TABLES) - {"asuka_flux", "user_study"}
+    assert set(TABLE_BENCHMARKS) == set(REPORTED_TABLES) - {*MULTI_DATASET, "user_study"}
 
 
 @dataclasses.dataclass
@@ -148,3 +160,45 @@ def test_join_reported_matches_labels_and_checks_the_benchmark():
     assert unmatched.warnings == () and "no run label matches a method of 'places2'" in unmatched.notes[0]
     with pytest.raises(MisatoError, match="no metric in common"):
         join_reported("user_study", runs, ["psnr"])
+
+
+README_CLIP = {  # asuka-flux/README.md, "Global CLIP scores of Table 1": MISATO, Places 2 ("-": none)
+    "Co-Mod": (0.878, 0.917), "MAT": (0.882, None), "LaMa": (0.912, 0.927), "MAE-FAR": (0.896, None),
+    "SD-Repaint": (0.875, 0.907), "SD": (0.923, 0.928), "SD-text": (0.924, 0.929), "SD-token": (0.925, 0.929),
+    "SD-IP": (0.926, 0.917), "SD-T2I": (0.917, 0.912), "SD-CAEv2": (0.866, 0.865), "SD-LaMa": (0.926, 0.917),
+    "ASUKA-SD": (0.931, 0.931),
+}
+
+
+def test_global_clip_scores_are_the_readme_row_for_row():
+    misato, places2 = load_reported("clip_global:MISATO@512"), load_reported("clip_global:Places2")
+    assert list(misato.values.index) == list(README_CLIP)
+    assert list(places2.values.index) == [m for m, (_, p) in README_CLIP.items() if p is not None]
+    for method, (on_misato, on_places2) in README_CLIP.items():
+        assert misato.row(method) == {"clip": on_misato}
+        assert places2.row(method) == (None if on_places2 is None else {"clip": on_places2})
+    assert places2.benchmark == Benchmark("Places2", 36500, 512)
+
+
+def test_asuka_flux_rows_carry_grad_and_clip():
+    at_512, at_1k = load_reported("asuka_flux:MISATO@512"), load_reported("asuka_flux:MISATO@1K")
+    assert at_512.metrics == at_1k.metrics == ("fid", "uids", "pids", "psnr", "ssim", "lpips", "grad", "clip")
+    assert at_512.row("ASUKA-FLUX") == {"fid": 11.011, "uids": 0.405, "pids": 0.26, "psnr": 22.329, "ssim": 0.805,
+                                        "lpips": 0.141, "grad": 52.925, "clip": 0.943}
+    assert at_1k.row("FLUX") == {"fid": 15.106, "uids": 0.245, "pids": 0.128, "psnr": 22.583, "ssim": 0.823,
+                                 "lpips": 0.165, "grad": 48.871, "clip": 0.944}
+
+
+def test_every_table_states_its_source_and_protocol():
+    from evaluate.protocols import PROTOCOLS
+    from results.reported import load_sources
+
+    sources = load_sources()
+    assert set(sources) == set(REPORTED_TABLES)
+    for name in REPORTED_TABLES:
+        table = load_reported(f"{name}:{MULTI_DATASET[name][0]}" if name in MULTI_DATASET else name)
+        assert table.source == sources[name] and table.source.source
+        assert table.source.protocol in (None, *PROTOCOLS)
+    assert sources["user_study"].protocol is None
+    assert "README" in sources["asuka_flux"].source and "README" in sources["clip_global"].source
+    assert "arXiv 2312.04831" in sources["table1_misato512"].source
