@@ -23,19 +23,34 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--resume", action="store_true", help="continue the study in --out, reusing what is finished")
     parser.add_argument("--overwrite", action="store_true", help="replace the study in --out (only what it wrote)")
     parser.add_argument("--jobs", type=int, default=1, help="methods run at the same time, one process each (default 1)")
+    parser.add_argument("--device", help="torch device for the methods and the evaluation (default: cuda where "
+                        "available, else cpu)")
     parser.add_argument("--tables-only", action="store_true",
                         help="only build OUT/tables from the run folders in OUT/runs (e.g. made by cluster jobs)")
+    parser.add_argument("--print-commands", action="store_true",
+                        help="print the misato inpaint / misato evaluate command of each method (one cluster job "
+                        "each) instead of running them; write nothing")
     parser.set_defaults(handler=reproduce)
 
 
 def reproduce(args: argparse.Namespace) -> int:
-    from results.study import STUDY_FILE, exit_code
+    from misato.errors import MisatoError
+    from results.study import STUDY_FILE, exit_code, load_config, paper_config, study_commands
     from results.study import reproduce as run_study
 
     methods = [m.strip() for m in args.methods.split(",") if m.strip()] if args.methods else None
+    if args.print_commands:
+        import shlex
+
+        if args.data is None:
+            raise MisatoError("--print-commands needs --data (the commands name it)")
+        config = load_config(args.config or paper_config(), args.overrides)
+        for _, argv in study_commands(config, args.data, args.out, methods, args.device):
+            print(shlex.join(["misato", *argv]))
+        return 0
     record = run_study(args.config, args.data, args.out, methods=methods, resume=args.resume,
                        overwrite=args.overwrite, jobs=args.jobs, tables_only=args.tables_only,
-                       overrides=args.overrides)
+                       overrides=args.overrides, device=args.device)
     tables = record["tables"]
     for table, files in tables["built"].items():
         print(f"Table {table}: {', '.join(files)} in {args.out}/tables")

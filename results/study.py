@@ -319,7 +319,8 @@ def select_methods(config: StudyConfig, methods: Sequence[str] | None) -> dict[s
 
 @dataclasses.dataclass(frozen=True)
 class Job:
-    """Everything a worker needs to inpaint and evaluate one method (picklable)."""
+    """Everything a worker needs to inpaint and evaluate one method (picklable): ``metrics`` are the study's,
+    ``computable`` those whose weights are here (the others are left out and recorded by the evaluator)."""
 
     entry: MethodEntry
     study: str
@@ -327,6 +328,7 @@ class Job:
     seed: int
     protocol: str
     metrics: tuple[str, ...]
+    computable: tuple[str, ...]
     ids_pca: str | int | None
     eval_batch_size: int
     device: str
@@ -373,7 +375,7 @@ def _inpaint_and_evaluate(job: Job) -> dict[str, Any]:
         run_method(method, job.data, predictions, seed=job.seed, resume=True, batch_size=job.entry.batch_size)
         inpainted = "computed"
     key = {"predictions_sha256": predictions_digest(predictions, names), "n": len(names), "protocol": job.protocol,
-           "metrics": list(job.metrics), "ids_pca": job.ids_pca}
+           "metrics": list(job.computable), "ids_pca": job.ids_pca}
     state, run = study / "state" / f"{name}.json", study / "runs" / name
     finished = (run / SUMMARY_JSON).is_file()
     if finished and state.is_file() and read_record(state).get("evaluation") == key:
@@ -382,7 +384,8 @@ def _inpaint_and_evaluate(job: Job) -> dict[str, Any]:
         (run / SUMMARY_JSON).unlink(missing_ok=True)  # first: a killed redo must not leave the old one looking new
         atomic_write_text(state, json.dumps({"evaluation": key}, indent=2) + "\n")
         evaluator.evaluate_folder(predictions, job.data, run, protocol=job.protocol, metrics=list(job.metrics),
-                                  ids_pca=job.ids_pca, batch_size=job.eval_batch_size, device=job.device, method=name)
+                                  ids_pca=job.ids_pca, batch_size=job.eval_batch_size, device=job.device, method=name,
+                                  skip_missing_weights=True)
         evaluated = "redone" if finished else "computed"
     return {"status": DONE, "predictions_sha256": key["predictions_sha256"], "inpainted": inpainted,
             "evaluated": evaluated}
@@ -493,7 +496,7 @@ def build_study_tables(config: StudyConfig, study: Path) -> dict[str, Any]:
         built[name] = sorted(path.name for path in report.files)
     result: dict[str, Any] = {"built": built, "skipped": skipped}
     if not built:
-        result["problem"] = "no table could be built: " + ("; ".join(skipped.values()) or "no table configured")
+        result["problem"] = "no configured table has a run here" if skipped else "no table is configured"
     return result
 
 
@@ -536,6 +539,7 @@ def reproduce(
     jobs: int = 1,
     tables_only: bool = False,
     overrides: Sequence[str] = (),
+    device: str | None = None,
     report: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """Run the study ``config`` (default: the paper's) on ``data`` into ``out``; see the module docstring.
@@ -548,6 +552,9 @@ def reproduce(
         jobs: methods run at the same time, each in its own worker process (1: one by one in this process).
         tables_only: only build the tables from ``out/runs`` (e.g. runs made by separate cluster jobs).
         overrides: ``NAME.OPTION=VALUE`` (see :func:`load_config`).
+        device: torch device of the methods that take one (unless their options fix it) and of the evaluation;
+            default ``cuda`` where available, else ``cpu``. Without CUDA, GPU-advised methods are skipped unless
+            named in ``methods``.
         report: called with one line per finished method (default: print to stdout).
     Returns:
         The ``study.json`` record (``{"methods": {name: {"status", "reason", ...}}, "tables": ..., ...}``);
@@ -588,7 +595,8 @@ def reproduce(
     chosen = select_methods(config, methods)
     if previous is not None:
         _check_resumable(previous.record, settings, chosen, out)
-    cuda = cuda_available()
+    device = study_device(device)
+    cuda = device.startswith("cuda")
     explicit = set(methods or ())
     before = previous.record.get("methods", {}) if previous is not None else {}
     record: dict[str, Any] = {
@@ -605,13 +613,11 @@ def reproduce(
         elif reasons := not_ready_reasons(entry, name in explicit, cuda):
             row.update(status=SKIPPED, reason="; ".join(reasons))
         else:
-            row.update(status="pending")
-            device = "cuda" if cuda else "cpu"
-            if "device" not in entry.options and _declares(entry, "device"):
-                entry = dataclasses.replace(entry, options={**entry.options, "device": device})
-                row["options"] = entry.options
-            todo.append(Job(entry, str(out), str(data), config.seed, config.protocol, tuple(metrics), config.ids_pca,
-                            config.eval_batch_size, device, None if jobs == 1 else max(1, (os.cpu_count() or 1) // jobs)))
+            entry = on_device(entry, device)
+            row.update(options=entry.options, status="pending")
+            todo.append(Job(entry, str(out), str(data), config.seed, config.protocol, config.metrics, tuple(metrics),
+                            config.ids_pca, config.eval_batch_size, device,
+                            None if jobs == 1 else max(1, (os.cpu_count() or 1) // jobs)))
         record["methods"][name] = row
     for name, row in record["methods"].items():
         if row["status"] == SKIPPED:
@@ -642,10 +648,55 @@ def reproduce(
     return record
 
 
-def _declares(entry: MethodEntry, option: str) -> bool:
+def study_device(device: str | None) -> str:
+    """``device`` checked (:func:`baselines.base.check_device`), or ``cuda`` where available, else ``cpu``."""
+    from baselines.base import check_device
+
+    if device is None:
+        return "cuda" if cuda_available() else "cpu"
+    check_device(device)
+    return device
+
+
+def on_device(entry: MethodEntry, device: str) -> MethodEntry:
+    """``entry`` with its ``device`` option set to ``device`` when the method takes one and the config does not
+    fix it."""
     from baselines.base import get_spec
 
-    return get_spec(entry.method).option(option) is not None
+    if "device" in entry.options or get_spec(entry.method).option("device") is None:
+        return entry
+    return dataclasses.replace(entry, options=dict(sorted({**entry.options, "device": device}.items())))
+
+
+def study_commands(config: StudyConfig, data: str | os.PathLike, out: str | os.PathLike,
+                   methods: Sequence[str] | None = None, device: str | None = None) -> list[tuple[str, list[str]]]:
+    """The ``misato`` command lines that do what the study does for each method, one job per method (e.g. one
+    cluster job each, see docs/reproduce.md): ``misato inpaint`` into ``out/predictions/<name>`` with the entry's
+    options and ``misato evaluate`` into ``out/runs/<name>``; afterwards ``misato reproduce --tables-only``.
+
+    Returns:
+        ``[(name, argv without the leading "misato"), ...]``, two per method (inpaint, then evaluate), for every
+        selected entry whether or not it is ready here.
+    """
+    from baselines.base import get_spec
+
+    device, out, data = study_device(device), Path(out), str(data)
+    commands = []
+    for name, entry in select_methods(config, methods).items():
+        spec, entry = get_spec(entry.method), on_device(entry, device)
+        flags = []
+        for key, value in entry.options.items():
+            flag = spec.option(key).flag
+            flags += ([flag if value else "--no-" + flag[2:]] if isinstance(value, bool) else [flag, str(value)])
+        predictions = str(out / "predictions" / name)
+        commands.append((name, ["inpaint", "--method", entry.method, "--data", data, "--out", predictions,
+                                "--seed", str(config.seed), "--batch-size", str(entry.batch_size), "--resume", *flags]))
+        ids_pca = ["--ids-pca", str(config.ids_pca)] if config.ids_pca is not None else []
+        commands.append((name, ["evaluate", "--pred", predictions, "--gt", data, "--out", str(out / "runs" / name),
+                                "--protocol", config.protocol, "--metrics", ",".join(config.metrics), *ids_pca,
+                                "--batch-size", str(config.eval_batch_size), "--device", device, "--method", name,
+                                "--skip-missing-weights"]))
+    return commands
 
 
 def exit_code(record: dict[str, Any]) -> int:
