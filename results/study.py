@@ -228,7 +228,7 @@ def load_config(path: str | os.PathLike, overrides: Sequence[str] = ()) -> Study
     seed, eval_batch = study.get("seed", 0), evaluation.get("batch_size", 8)
     if not isinstance(seed, int) or not isinstance(eval_batch, int) or eval_batch < 1:
         raise MisatoError(f"{path}: [study] seed must be an integer and [evaluation] batch_size a positive integer")
-    return StudyConfig(
+    config = StudyConfig(
         path=path,
         methods={name: method_entry(name, m["method"], m["options"], f"{path} [methods.{name}]", m["requires"],
                                     m["batch_size"]) for name, m in methods.items()},
@@ -240,6 +240,8 @@ def load_config(path: str | os.PathLike, overrides: Sequence[str] = ()) -> Study
         seed=seed,
         eval_batch_size=eval_batch,
     )
+    _check_tables(config)
+    return config
 
 
 # --- what is ready here -----------------------------------------------------------------------------------------
@@ -347,14 +349,19 @@ def finished_predictions(folder: Path, names: Sequence[str]) -> bool:
             and all((folder / f"{name}.png").is_file() for name in names))
 
 
-def predictions_digest(folder: Path, names: Sequence[str]) -> str:
-    """sha256 over every prediction's name and sha256: what an evaluation of ``folder`` was computed from."""
+def files_digest(files: dict[str, Path]) -> str:
+    """sha256 over every ``name → file``'s name and sha256, in name order."""
     from misato.hashing import file_sha256
 
     digest = hashlib.sha256()
-    for name in names:
-        digest.update(f"{name}\t{file_sha256(folder / f'{name}.png')}\n".encode())
+    for name in sorted(files):
+        digest.update(f"{name}\t{file_sha256(files[name])}\n".encode())
     return digest.hexdigest()
+
+
+def predictions_digest(folder: Path, names: Sequence[str]) -> str:
+    """What an evaluation of the prediction ``folder`` was computed from (:func:`files_digest` of its PNGs)."""
+    return files_digest({name: folder / f"{name}.png" for name in names})
 
 
 def _inpaint_and_evaluate(job: Job) -> dict[str, Any]:
@@ -462,7 +469,11 @@ def _check_tables(config: StudyConfig) -> None:
     mapping = _tables_module("mapping")
     if mapping is None:
         return
-    for table in [*map(mapping.shipped_mapping, config.tables), *map(mapping.load_mapping, config.mappings)]:
+    try:
+        tables = [*map(mapping.shipped_mapping, config.tables), *map(mapping.load_mapping, config.mappings)]
+    except MisatoError as error:
+        raise MisatoError(f"{config.path} [tables]: {error}") from None
+    for table in tables:
         for section in table.sections:
             missing = [m for m in section.metrics if m not in config.metrics]
             if section.protocol != config.protocol or missing:
@@ -502,7 +513,7 @@ def build_study_tables(config: StudyConfig, study: Path) -> dict[str, Any]:
 
 # --- the study ------------------------------------------------------------------------------------------------
 
-GLOBAL_SETTINGS = ("data", "seed", "protocol", "ids_pca")
+GLOBAL_SETTINGS = ("data", "data_sha256", "seed", "protocol", "ids_pca")
 
 
 def _check_resumable(previous: dict[str, Any], settings: dict[str, Any], entries: dict[str, MethodEntry],
@@ -572,7 +583,6 @@ def reproduce(
     if not isinstance(config, StudyConfig):
         config = load_config(config if config is not None else paper_config(), overrides)
     out = Path(out)
-    _check_tables(config)
     if tables_only:
         if not (out / "runs").is_dir():
             raise MisatoError(f"--tables-only: {out / 'runs'} not found; point --out at a study folder")
@@ -590,13 +600,14 @@ def reproduce(
     metrics, metric_skips = weights_plan(get_protocol(config.protocol), list(config.metrics))
     if not metrics:
         raise MisatoError("no metric can be computed here: " + "; ".join(f"{m}: {r}" for m, r in metric_skips.items()))
-    settings = {"data": str(Path(data).resolve()), "seed": config.seed, "protocol": config.protocol,
-                "ids_pca": config.ids_pca}
-    chosen = select_methods(config, methods)
-    if previous is not None:
-        _check_resumable(previous.record, settings, chosen, out)
+    masks = {f"mask/{name}": path for name, path in pairs.masks.items()}
+    settings = {"data": str(Path(data).resolve()), "data_sha256": files_digest({**pairs.images, **masks}),
+                "seed": config.seed, "protocol": config.protocol, "ids_pca": config.ids_pca}
     device = study_device(device)
     cuda = device.startswith("cuda")
+    chosen = {name: on_device(entry, device) for name, entry in select_methods(config, methods).items()}
+    if previous is not None:
+        _check_resumable(previous.record, settings, chosen, out)
     explicit = set(methods or ())
     before = previous.record.get("methods", {}) if previous is not None else {}
     record: dict[str, Any] = {
@@ -613,8 +624,7 @@ def reproduce(
         elif reasons := not_ready_reasons(entry, name in explicit, cuda):
             row.update(status=SKIPPED, reason="; ".join(reasons))
         else:
-            entry = on_device(entry, device)
-            row.update(options=entry.options, status="pending")
+            row.update(status="pending")
             todo.append(Job(entry, str(out), str(data), config.seed, config.protocol, config.metrics, tuple(metrics),
                             config.ids_pca, config.eval_batch_size, device,
                             None if jobs == 1 else max(1, (os.cpu_count() or 1) // jobs)))

@@ -183,6 +183,22 @@ def test_changed_predictions_redo_only_their_evaluation(reference, sample, confi
     assert before[0] == after[0] and before[2:] == after[2:] and before[1] != after[1]  # only image 0000 changed
 
 
+def test_resume_refuses_other_options_or_other_data(reference, sample, config, tmp_path):
+    out = tmp_path / "study"
+    shutil.copytree(reference, out)
+    other = tmp_path / "other.toml"
+    other.write_text(CONFIG.replace("radius = 5", "radius = 2").replace('"classical.toml"', f'"{config.parent}/classical.toml"'))
+    with pytest.raises(MisatoError, match=r"other settings \(options of navier-stokes\)"):
+        reproduce(other, sample, out, resume=True)
+    data = tmp_path / "data"
+    shutil.copytree(sample, data)
+    study = tmp_path / "study-on-copy"
+    reproduce(config, data, study, methods=["telea"], report=lambda line: None)
+    write_image(data / "image" / "0000.png", np.zeros((SIZE, SIZE, 3), np.uint8))
+    with pytest.raises(MisatoError, match=r"other settings \(data_sha256\)"):
+        reproduce(config, data, study, resume=True)
+
+
 def test_parallel_study_matches_the_serial_one(reference, same_path, sample, config):
     out = same_path
     record = reproduce(config, sample, out, jobs=2, report=lambda line: None)
