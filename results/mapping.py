@@ -111,6 +111,11 @@ class TableMapping:
     sections: tuple[SectionSpec, ...]
     tolerance: dict[str, float] = field(default_factory=dict)
 
+    @property
+    def run_folders(self) -> tuple[str, ...]:
+        """Every run folder the table reads (relative to ``--runs``), once each, in row order."""
+        return tuple(dict.fromkeys(row.run for section in self.sections for row in section.rows))
+
 
 def parse_table_names(tables: str | Sequence[str] | None) -> list[str]:
     """``None``/``"all"`` → every table; ``"1,flux"`` or ``["1", "flux"]`` → those names, checked, in the given order.

@@ -14,7 +14,7 @@ and writes ``<stem>.csv``, ``<stem>.md`` and ``<stem>.tex`` per table (:mod:`res
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Sequence
 
@@ -215,7 +215,7 @@ def _flag_note(label: str, flags: Sequence[str], section: SectionSpec) -> list[s
             "not compared"]
 
 
-def _lacking_notes(rows_by_group: dict[str, Sequence[TableRow]], runs_dir: Path, where: str) -> list[str]:
+def _lacking_notes(rows_by_group: dict[str, Sequence[TableRow]], where: str) -> list[str]:
     """One note per found run with empty cells: which metrics its ``summary.json`` (at ``where``) lacks, and for
     a breakdown (``where`` not empty) in which groups."""
     lacking: dict[tuple[str, str], dict[str, list[str]]] = {}
@@ -225,9 +225,11 @@ def _lacking_notes(rows_by_group: dict[str, Sequence[TableRow]], runs_dir: Path,
                 lacking.setdefault((row.label, row.run), {}).setdefault(metric, []).append(group)
     notes = []
     for (label, run), metrics in lacking.items():
-        parts = [METRICS[m].label + (f" for {', '.join(groups)}" if where else "") for m, groups in metrics.items()]
-        notes.append(f"{label}: {runs_dir / run / schema.SUMMARY_JSON}{where} has no {'; no '.join(parts)}; "
-                     "cell(s) left empty")
+        if where:
+            missing = "; no ".join(f"{METRICS[m].label} for {', '.join(groups)}" for m, groups in metrics.items())
+        else:
+            missing = ", ".join(METRICS[m].label for m in metrics)
+        notes.append(f"{label}: {run}/{schema.SUMMARY_JSON}{where} has no {missing}; cell(s) left empty")
     return notes
 
 
@@ -256,12 +258,8 @@ def _mark_best(rows: list[TableRow], metrics: Sequence[str]) -> tuple[TableRow, 
                              metric, DECIMALS)
         for metric in metrics
     }
-    return tuple(
-        TableRow(row.label, row.run, row.found, row.n, row.protocol,
-                 {m: Cell(c.value, c.reported, row.label in best[m], c.flagged) for m, c in row.cells.items()},
-                 row.flags, row.notes)
-        for row in rows
-    )
+    return tuple(replace(row, cells={m: replace(c, best=row.label in best[m]) for m, c in row.cells.items()})
+                 for row in rows)
 
 
 def _section_rows(section: SectionSpec, runs: _RunCache, values_of,
@@ -273,7 +271,7 @@ def _section_rows(section: SectionSpec, runs: _RunCache, values_of,
         paper = reported[spec.label] or {}
         if run is None:
             cells = {m: Cell(None, paper.get(m)) for m in section.metrics}
-            note = f"{spec.label}: no run folder {runs.runs_dir / spec.run}; row left empty"
+            note = f"{spec.label}: no run folder {spec.run!r} in the runs folder; row left empty"
             rows.append(TableRow(spec.label, spec.run, False, None, None, cells, (), (note,)))
             continue
         flags, size_notes = _flags(run, section)
@@ -291,7 +289,7 @@ def _paper_table(mapping: TableMapping, runs: _RunCache, vs_reported: bool) -> P
         rows = _section_rows(section, runs, lambda _, run: (run.n, {m: float(v) for m, v in run.metrics.items()}),
                              reported)
         notes += reported_notes + [note for row in rows for note in row.notes]
-        notes += _lacking_notes({section.title: rows}, runs.runs_dir, "")
+        notes += _lacking_notes({section.title: rows}, "")
         sections.append(TableSection(section.title, section.metrics, _mark_best(rows, section.metrics),
                                      section.reported if vs_reported else None, source))
     return PaperTable(mapping.name, mapping.stem, mapping.title, None, tuple(sections), vs_reported,
@@ -318,18 +316,20 @@ def _breakdown_table(mapping: TableMapping, runs: _RunCache) -> PaperTable:
         rows = _section_rows(section, runs, values_of, no_reported)
         notes += [note for row in rows for note in row.notes]
         sections.append(TableSection(group, section.metrics, _mark_best(rows, section.metrics)))
-    notes += _lacking_notes({s.title: s.rows for s in sections}, runs.runs_dir, f" {schema.BREAKDOWNS[by]}")
+    notes += _lacking_notes({s.title: s.rows for s in sections}, f" {schema.BREAKDOWNS[by]}")
     return PaperTable(mapping.name, mapping.stem, mapping.title, by, tuple(sections), False, mapping.tolerance,
                       tuple(dict.fromkeys(notes)))
 
 
-def build_table(mapping: TableMapping, runs_dir: str | Path, vs_reported: bool = False,
-                runs: _RunCache | None = None) -> PaperTable:
+def build_table(mapping: TableMapping, runs_dir: str | Path, vs_reported: bool = False, *,
+                cache: _RunCache | None = None) -> PaperTable:
     """Build the table ``mapping`` describes from the run folders under ``runs_dir`` (nothing is written).
+
+    ``cache`` (internal) shares loaded runs between the tables of one :func:`build_tables` call.
 
     Raises :class:`MisatoError` when a named folder exists but is not a finished evaluation run.
     """
-    runs = runs or _RunCache(Path(runs_dir))
+    runs = cache or _RunCache(Path(runs_dir))
     if mapping.breakdown is not None:
         return _breakdown_table(mapping, runs)
     return _paper_table(mapping, runs, vs_reported)
@@ -341,12 +341,9 @@ def _mappings(tables: Sequence[str] | str | None, mapping: str | Path | None) ->
         if tables is not None:
             raise MisatoError("--table and --mapping exclude each other: a mapping file is one table")
         return [load_mapping(mapping)], True
-    named = tables is not None and ALL_TABLES not in ([tables] if isinstance(tables, str) else list(tables))
+    requested = tables.split(",") if isinstance(tables, str) else list(tables or [ALL_TABLES])
+    named = ALL_TABLES not in [name.strip() for name in requested]
     return [shipped_mapping(name) for name in parse_table_names(tables)], named
-
-
-def _run_names(mapping: TableMapping) -> list[str]:
-    return list(dict.fromkeys(row.run for section in mapping.sections for row in section.rows))
 
 
 def build_tables(
@@ -379,25 +376,26 @@ def build_tables(
     runs = _RunCache(runs_dir)
     built, skipped = [], {}
     for table_mapping in mappings:
-        names = _run_names(table_mapping)
+        names = table_mapping.run_folders
         if not any((runs_dir / name).exists() for name in names):
             reason = f"none of its runs exist under {runs_dir} (looked for {', '.join(names)})"
             if named:
                 raise MisatoError(f"table {table_mapping.name} ({table_mapping.source}): {reason}")
             skipped[table_mapping.name] = reason
             continue
-        built.append(build_table(table_mapping, runs_dir, vs_reported, runs))
+        built.append(build_table(table_mapping, runs_dir, vs_reported, cache=runs))
     if not built:
         raise MisatoError(f"no paper table has a run under {runs_dir}: name run folders as docs/tables.md says "
                           "(e.g. lama, asuka, places2/lama) or pass --mapping")
-    prepare_output(out_dir, TABLES_POLICY, resume=True, inputs=[run.path for run in runs.loaded.values()])
-    return _write(out_dir, built, skipped, runs)
+    previous = prepare_output(out_dir, TABLES_POLICY, resume=True,
+                              inputs=[run.path for run in runs.loaded.values()])
+    return _write(out_dir, built, skipped, previous.record if previous else {})
 
 
-def _write(out_dir: Path, built: Sequence[PaperTable], skipped: dict[str, str], runs: _RunCache) -> TablesReport:
+def _write(out_dir: Path, built: Sequence[PaperTable], skipped: dict[str, str], record: dict) -> TablesReport:
+    """Write every table's files, then ``tables.json`` (``record``, the previous one, keeps the tables not
+    rebuilt now)."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    record_file = out_dir / TABLES_FILE
-    record = json.loads(record_file.read_text(encoding="utf-8")) if record_file.is_file() else {}
     entries = dict(record.get("tables", {}))
     results = []
     for table in built:
@@ -410,8 +408,6 @@ def _write(out_dir: Path, built: Sequence[PaperTable], skipped: dict[str, str], 
         entries[table.name] = {"title": table.title, "files": [f.name for f in files], "vs_reported": table.vs_reported,
                                "runs": used, "verdict": table.verdict, "notes": list(table.notes)}
         results.append(TableResult(table.name, table.title, tuple(files), table.notes, table.verdict))
-    versions = sorted({run.version for run in runs.loaded.values() if run.version})
-    record = {"tables": {name: entries[name] for name in sorted(entries)}, "evaluated_with": versions,
-              "provenance": provenance(("pandas",))}
-    atomic_write_text(record_file, json.dumps(record, indent=2) + "\n")
+    record = {"tables": {name: entries[name] for name in sorted(entries)}, "provenance": provenance(("pandas",))}
+    atomic_write_text(out_dir / TABLES_FILE, json.dumps(record, indent=2) + "\n")
     return TablesReport(out_dir, tuple(results), skipped)

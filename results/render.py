@@ -68,7 +68,8 @@ def _grid(table: PaperTable, section: TableSection, fmt: str) -> list[list[str]]
         reported = [_number(row.cells[m].reported, fmt) for m in section.metrics]
         lines.append(first[:1] + ["measured"] + first[1:] + values)
         lines.append(["", "reported"] + [""] * (len(first) - 1) + reported)
-        lines.append(["", style.delta] + [""] * (len(first) - 1) + [_delta(row, m, table, fmt) for m in section.metrics])
+        deltas = [_delta(row, m, table, fmt) for m in section.metrics]
+        lines.append(["", style.delta] + [""] * (len(first) - 1) + deltas)
     return lines
 
 

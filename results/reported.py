@@ -1,8 +1,9 @@
 """The numbers the ASUKA/MISATO paper reports, one CSV per table, shipped as package data.
 
 Each CSV has a ``method`` column plus one column per metric, named as in :data:`evaluate.metric_info.METRICS`
-(``psnr``, ``ssim``, ``lpips``, ``fid``, ``uids``, ``pids``, ``grad``, ``clip``); the user study uses ``consistency`` and
-``quality`` (percent of votes). Values are typed exactly as the paper prints them. ``asuka_flux`` covers two
+(``psnr``, ``ssim``, ``lpips``, ``fid``, ``uids``, ``pids``, ``grad``, ``clip``); the user study uses
+``consistency`` and ``quality`` (percent of votes). Values are typed exactly as the paper (or the official README)
+prints them. ``asuka_flux`` covers two
 benchmarks and therefore also has a ``dataset`` column: pick one with ``"asuka_flux:MISATO@512"``.
 
 ``clip_global`` (the official README's global CLIP scores of Table 1) also has a ``dataset`` column

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import re
 import shutil
 import subprocess
@@ -55,7 +56,8 @@ def runs(tmp_path: Path) -> Path:
 
 def _body(text: str) -> list[dict[str, str]]:
     """The CSV's rows without its ``#`` comment lines."""
-    return list(csv.DictReader(io.StringIO("".join(line for line in text.splitlines(True) if not line.startswith("#")))))
+    body = "".join(line for line in text.splitlines(True) if not line.startswith("#"))
+    return list(csv.DictReader(io.StringIO(body)))
 
 
 def _md_rows(text: str) -> list[list[str]]:
@@ -92,9 +94,10 @@ def test_markdown_has_arrows_bold_best_and_the_papers_decimals(runs, tmp_path):
 def test_missing_run_leaves_an_empty_row_with_a_note(runs, tmp_path):
     report = build_tables(runs, tmp_path / "out", mapping=_mapping(tmp_path, SMALL))
     (table,) = report.tables
-    assert f"MAT: no run folder {runs / 'mat'}; row left empty" in table.notes
+    assert "MAT: no run folder 'mat' in the runs folder; row left empty" in table.notes
     md = (tmp_path / "out" / "mine.md").read_text()
-    assert f"- Note: MAT: no run folder {runs / 'mat'}; row left empty" in md
+    assert "- Note: MAT: no run folder 'mat' in the runs folder; row left empty" in md
+    assert str(tmp_path) not in md  # the files do not depend on where the runs are
     built = build_table(load_mapping(_mapping(tmp_path, SMALL)), runs)
     mat = built.sections[0].rows[1]
     assert not mat.found and all(cell.value is None for cell in mat.cells.values())
@@ -157,8 +160,10 @@ def test_shipped_table_1_flags_runs_on_fewer_images_than_the_paper(runs, tmp_pat
     assert [row["method"] for row in rows] == list(load_reported("table1_misato512").values.index)
     lama = next(row for row in rows if row["method"] == "LaMa")
     assert lama["flags"] == "4 images instead of 2000" and lama["psnr"] == "23.5" and lama["ssim"] == ""
-    assert f"LaMa: {runs / 'lama' / 'summary.json'} has no SSIM; cell(s) left empty" in \
-        report.tables[0].notes
+    assert "LaMa: lama/summary.json has no SSIM; cell(s) left empty" in report.tables[0].notes
+    write_run(runs, "sd", {"psnr": [22.0] * 4}, {"fid": 12.0})
+    (table,) = build_tables(runs, tmp_path / "out", tables=["1"]).tables
+    assert "SD: sd/summary.json has no SSIM, LPIPS, U-IDS, P-IDS; cell(s) left empty" in table.notes
 
 
 def test_tex_is_a_booktabs_fragment_with_bold_best_and_arrows(runs, tmp_path):
@@ -229,6 +234,9 @@ def test_breakdown_tables_hold_every_method_per_domain_and_hole_ratio(tmp_path):
                                                   "ASUKA", "FLUX-Fill", "ASUKA-FLUX"]
     ratio = _body((tmp_path / "out" / "mask_ratio.csv").read_text())
     assert list(dict.fromkeys(r["mask_ratio"] for r in ratio)) == ["0-10%", "10-20%", "30-40%", "60%+"]
+    assert "LaMa: lama/summary.json by_domain has no SSIM for landscape, indoor, building, background; no LPIPS " \
+        "for landscape, indoor, building, background; no FID for landscape, indoor, building, background; cell(s) " \
+        "left empty" in build_tables(root, tmp_path / "out", tables=["domain"]).tables[0].notes
     asuka = {r["mask_ratio"]: r for r in ratio if r["method"] == "ASUKA"}
     assert asuka["10-20%"]["psnr"] == "23.0" and asuka["60%+"]["grad"] == "44.0"
     md = (tmp_path / "out" / "mask_ratio.md").read_text()
@@ -264,11 +272,19 @@ def test_shipped_mappings_follow_the_reported_tables():
 def test_same_runs_give_identical_files_and_the_folder_is_refreshed(runs, tmp_path):
     mapping = _mapping(tmp_path, SMALL)
     build_tables(runs, tmp_path / "a", vs_reported=True, mapping=mapping)
-    build_tables(runs, tmp_path / "b", vs_reported=True, mapping=mapping)
-    for fmt in ("csv", "md", "tex"):
-        assert (tmp_path / "a" / f"mine.{fmt}").read_bytes() == (tmp_path / "b" / f"mine.{fmt}").read_bytes()
+    shutil.copytree(runs, tmp_path / "elsewhere" / "runs")
+    build_tables(tmp_path / "elsewhere" / "runs", tmp_path / "b", vs_reported=True, mapping=mapping)
+    for name in ("mine.csv", "mine.md", "mine.tex", "tables.json"):
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
     build_tables(runs, tmp_path / "a", mapping=mapping)  # a tables folder is refreshed in place
     assert "_reported" not in (tmp_path / "a" / "mine.csv").read_text()
+    assert set(json.loads((tmp_path / "a" / "tables.json").read_text())["tables"]) == {"mine"}
+    build_tables(runs, tmp_path / "a", tables=["domain"])  # other tables join the record
+    record = json.loads((tmp_path / "a" / "tables.json").read_text())
+    assert set(record["tables"]) == {"mine", "domain"} and record["tables"]["domain"]["runs"] == ["lama"]
+    (tmp_path / "a" / "tables.json").write_text("{broken")
+    with pytest.raises(MisatoError, match="tables.json is damaged"):
+        build_tables(runs, tmp_path / "a", mapping=mapping)
     foreign = tmp_path / "foreign"
     foreign.mkdir()
     (foreign / "thesis.tex").write_text("mine")
@@ -309,9 +325,21 @@ def test_bad_inputs_are_one_line_errors(runs, tmp_path):
         load_mapping(tmp_path / "absent.toml")
 
 
+def test_run_folders_follow_the_naming_convention():
+    assert shipped_mapping("1").run_folders == ("comod", "mat", "lama", "maefar", "sd", "sd-text", "sd-prompt", "asuka")
+    assert shipped_mapping("flux").run_folders == ("flux-fill", "asuka-flux", "misato1k/flux-fill",
+                                                   "misato1k/asuka-flux")
+    assert shipped_mapping("3").run_folders[-1] == "asuka"
+    assert all(f.startswith("places2/") for f in shipped_mapping("places2").run_folders)
+
+
 def test_table_names():
     assert parse_table_names(None) == parse_table_names("all") == list(TABLE_NAMES)
     assert parse_table_names("flux, 1") == ["flux", "1"]
+    assert parse_table_names(["1", "all"]) == list(TABLE_NAMES)
+    from misato.cli_tables import TABLE_CHOICES  # spelled out so the parser does not import evaluate
+
+    assert TABLE_CHOICES.split("|") == [*TABLE_NAMES, "all"]
     assert TABLE_NAMES[:7] == ("1", "2", "3", "4", "places2", "flux", "clip")
 
 
@@ -326,6 +354,10 @@ def test_cli_writes_the_tables_and_reports_errors_on_one_line(runs, tmp_path, ca
     for stem in ("table1", "table2", "table3", "table4", "clip", "domain", "mask_ratio"):
         assert {f"{stem}.csv", f"{stem}.md", f"{stem}.tex"} <= set(written)
     assert "places2.csv" not in written and "tables.json" in written
+    assert main(["tables", "--runs", str(runs), "--out", str(tmp_path / "two"), "--table", "1,domain"]) == 0
+    assert sorted(p.name for p in (tmp_path / "two").iterdir()) == [
+        "domain.csv", "domain.md", "domain.tex", "table1.csv", "table1.md", "table1.tex", "tables.json"]
+    capsys.readouterr()
     assert main(["tables", "--runs", str(runs), "--out", str(out), "--table", "places2"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("misato tables: error: table places2")
@@ -334,3 +366,38 @@ def test_cli_writes_the_tables_and_reports_errors_on_one_line(runs, tmp_path, ca
 def test_render_refuses_unknown_format(runs, tmp_path):
     with pytest.raises(MisatoError, match="unknown format 'pdf'"):
         render(build_table(load_mapping(_mapping(tmp_path, SMALL)), runs), "pdf")
+
+
+def test_compare_reported_takes_the_new_tables(tmp_path, capsys):
+    root = tmp_path / "runs"
+    write_run(root, "lama", {"psnr": [22.0] * 4, "clip": [0.925] * 4}, SET)
+    assert main(["compare", str(root / "lama"), "--out", str(tmp_path / "c.csv"), "--labels", "LaMa", "--reported",
+                 "clip_global:Places2", "--bootstrap", "0"]) == 0
+    row = _body((tmp_path / "c.csv").read_text())[0]
+    assert float(row["clip_reported"]) == 0.927 and float(row["clip_delta"]) == 0.925 - 0.927
+    assert "instead of 36500" in capsys.readouterr().err  # 4 images, not Places2's
+
+
+def test_a_mappings_tolerance_overrides_the_default(runs, tmp_path):
+    head, sections = SMALL.split("[[sections]]")
+    loose = _mapping(tmp_path, head + "[tolerance]\npsnr = 0.2\nlpips = 0.03\n\n[[sections]]" + sections, "loose")
+    (table,) = build_tables(runs, tmp_path / "out", vs_reported=True, mapping=loose).tables
+    assert table.verdict == "Small table: 6 of 6 compared cells within tolerance; not compared: 3 without a " \
+                            "measured value (of 9 reported cells)"
+    assert "PSNR 0.2, LPIPS 0.03, FID 0.5" in (tmp_path / "out" / "loose.md").read_text()
+
+
+def test_a_run_from_misato_evaluate_fills_its_row(tmp_path):
+    """End to end through the real evaluator: its summary values land in the table unchanged."""
+    from evaluate import evaluate_folder
+    from tests.helpers import write_misato_folder, write_predictions
+
+    gt = write_misato_folder(tmp_path / "gt", n=3, size=32)
+    pred = write_predictions(gt, tmp_path / "pred")
+    result = evaluate_folder(pred, gt, tmp_path / "runs" / "telea", metrics="psnr,ssim,grad", progress=False)
+    mapping = _mapping(tmp_path, 'title = "Mine"\nprotocol = "asuka"\nmetrics = ["psnr", "ssim", "grad"]\n'
+                       '[[sections]]\nn = 3\nresolution = 32\nrows = [ { label = "Telea", run = "telea" } ]\n')
+    build_tables(tmp_path / "runs", tmp_path / "out", mapping=mapping)
+    (row,) = _body((tmp_path / "out" / "mine.csv").read_text())
+    assert {m: float(row[m]) for m in ("psnr", "ssim", "grad")} == result.summary["metrics"]
+    assert row["flags"] == "" and row["n"] == "3" and row["protocol"] == "asuka"
