@@ -167,9 +167,11 @@ def load_config(path: str | os.PathLike, overrides: Sequence[str] = ()) -> Study
         overrides: ``NAME.OPTION=VALUE`` strings (``--set``), applied to method ``NAME``'s options: how a
             machine's model folders reach the shipped config.
     Raises:
-        MisatoError: a missing or malformed file, an unknown section or key, an unknown method or option, an
-        option of the wrong type, tables stating different protocols, an unknown metric.
+        MisatoError: a missing or malformed file, an unknown section or key, an unknown method, option, metric,
+        protocol or table, an option of the wrong type, a bad ``ids_pca``, a table measured with another protocol
+        or showing metrics the study does not compute.
     """
+    from baselines.base import get_spec
     from evaluate.metric_info import parse_metrics
     from evaluate.protocols import get_protocol
 
@@ -207,7 +209,9 @@ def load_config(path: str | os.PathLike, overrides: Sequence[str] = ()) -> Study
         if not isinstance(entry, dict):
             raise MisatoError(f"{where}: must be a table")
         _unknown_keys(where, entry, METHOD_KEYS)
-        if not isinstance(entry.get("options", {}), dict) or not isinstance(entry.get("requires", []), list):
+        requires = entry.get("requires", [])
+        if not isinstance(entry.get("options", {}), dict) or not (isinstance(requires, list)
+                                                                  and all(isinstance(r, str) for r in requires)):
             raise MisatoError(f"{where}: options must be a table and requires a list of option names")
         methods[name] = {"method": entry.get("method", name), "options": dict(entry.get("options", {})),
                          "requires": entry.get("requires", []), "batch_size": entry.get("batch_size", 1)}
@@ -218,16 +222,16 @@ def load_config(path: str | os.PathLike, overrides: Sequence[str] = ()) -> Study
             raise MisatoError(f"--set {override}: expected NAME.OPTION=VALUE (e.g. sd.model=/models/sd-inpainting)")
         if name not in methods:
             raise MisatoError(f"--set {override}: the config has no method {name!r} ({', '.join(methods)})")
-        from baselines.base import get_spec
-
         declared = get_spec(methods[name]["method"]).option(option.replace("-", "_"))
         if declared is None:
             raise MisatoError(f"--set {override}: method {methods[name]['method']} takes no option {option}")
         methods[name]["options"][declared.name] = _parse_override(value, declared, f"--set {override}")
 
-    seed, eval_batch = study.get("seed", 0), evaluation.get("batch_size", 8)
+    seed, eval_batch, ids_pca = study.get("seed", 0), evaluation.get("batch_size", 8), evaluation.get("ids_pca")
     if not isinstance(seed, int) or not isinstance(eval_batch, int) or eval_batch < 1:
         raise MisatoError(f"{path}: [study] seed must be an integer and [evaluation] batch_size a positive integer")
+    if not (ids_pca is None or ids_pca == "none" or (type(ids_pca) is int and ids_pca > 0)):
+        raise MisatoError(f"{path} [evaluation]: ids_pca must be a positive integer or \"none\", got {ids_pca!r}")
     config = StudyConfig(
         path=path,
         methods={name: method_entry(name, m["method"], m["options"], f"{path} [methods.{name}]", m["requires"],
@@ -236,7 +240,7 @@ def load_config(path: str | os.PathLike, overrides: Sequence[str] = ()) -> Study
         mappings=tuple((path.parent / m).resolve() for m in mappings),
         protocol=protocol,
         metrics=metrics,
-        ids_pca=evaluation.get("ids_pca"),
+        ids_pca=ids_pca,
         seed=seed,
         eval_batch_size=eval_batch,
     )

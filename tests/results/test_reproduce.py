@@ -250,6 +250,36 @@ def test_paper_config_names_every_run_of_the_paper_tables():
         assert runs <= set(config.methods), (table, runs - set(config.methods))
 
 
+@pytest.mark.parametrize("change, message", [
+    (("[study]", "[study]\ncolour = 1"), r"\[study\]: unknown key\(s\) colour"),
+    (('metrics = ["psnr", "ssim", "grad"]\nbatch_size', 'metrics = ["psnr", "bleu"]\nbatch_size'), "unknown metrics"),
+    (("batch_size = 4", "batch_size = 4\nids_pca = -3"), "ids_pca must be a positive integer"),
+    (('mappings = ["classical.toml"]', 'build = ["9"]'), "unknown table '9'"),
+    (('mappings = ["classical.toml"]', 'build = ["1"]'), "table 1 .* needs metrics lpips, fid, uids, pids"),
+    (('mappings = ["classical.toml"]', 'mappings = ["comod.toml"]'), "table comod .* is measured with protocol comod"),
+    (("[methods.telea]", "[methods.telea]\nrequires = ['model']"), "requires model, which method telea does not take"),
+    (("radius = 5", "radius = 5, colour = 'red'"), "takes no --colour"),
+])
+def test_config_mistakes_name_the_file_and_the_key(tmp_path, change, message):
+    (tmp_path / "comod.toml").write_text(MAPPING.replace('protocol = "asuka"', 'protocol = "comod"'))
+    (tmp_path / "classical.toml").write_text(MAPPING)
+    path = tmp_path / "study.toml"
+    path.write_text(CONFIG.replace(*change))
+    with pytest.raises(MisatoError, match=message) as error:
+        load_config(path)
+    assert str(path) in str(error.value)
+
+
+def test_overwrite_replaces_only_what_a_study_wrote(reference, sample, config, tmp_path):
+    out = tmp_path / "study"
+    shutil.copytree(reference, out)
+    (out / "notes.txt").write_text("kept")
+    (out / "predictions" / "telea" / "0000.png").unlink()
+    record = reproduce(config, sample, out, overwrite=True, report=lambda line: None)
+    assert exit_code(record) == 0 and (out / "notes.txt").read_text() == "kept"
+    assert study_files(out) == {**study_files(reference), "notes.txt": b"kept"}
+
+
 def one_line_error(capsys, argv) -> str:
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()
