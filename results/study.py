@@ -49,8 +49,8 @@ PAPER_CONFIG = "paper.toml"
 """The paper's study, shipped in this package (:func:`paper_config`)."""
 STUDY_PACKAGES = ("opencv-python-headless", "scikit-image", "diffusers")
 DONE, FAILED, SKIPPED, NOT_SELECTED = "done", "failed", "skipped", "not selected"
-GPU_RULE = ("GPU advised and no CUDA device here: skipped on CPU unless named in --methods (which runs it on the "
-            "CPU anyway)")
+GPU_RULE = ("GPU advised and the study's device is not CUDA (no GPU here, or --device): skipped unless named in "
+            "--methods, which runs it on that device anyway")
 
 
 def paper_config() -> Path:
@@ -264,8 +264,8 @@ def not_ready_reasons(entry: MethodEntry, explicit: bool, cuda: bool) -> list[st
       own weights) the weights-registry files the method needs
       (:func:`misato.cli_methods.method_status`, as ``misato methods`` reports), with the registry's message
       saying where to put each missing one;
-    - :attr:`baselines.base.MethodSpec.gpu_advised` on a machine without CUDA, unless ``explicit`` (named in
-      ``--methods``).
+    - :attr:`baselines.base.MethodSpec.gpu_advised` when ``cuda`` is False (the study's device is not CUDA),
+      unless ``explicit`` (named in ``--methods``): :data:`GPU_RULE`.
     """
     from baselines.base import get_spec
     from misato import weights
@@ -561,7 +561,7 @@ def reproduce(
 
     Args:
         methods: entry names to run (default: every configured one); naming a GPU-advised method runs it on a
-            machine without CUDA too (otherwise it is skipped there: :data:`GPU_RULE`).
+            non-CUDA device too (otherwise it is skipped there: :data:`GPU_RULE`).
         resume: continue the study in ``out`` (each finished level reused); without it, a study folder is refused.
         overwrite: replace the study in ``out`` (only what a study writes is deleted).
         jobs: methods run at the same time, each in its own worker process (1: one by one in this process).
