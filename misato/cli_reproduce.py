@@ -54,7 +54,7 @@ def reproduce(args: argparse.Namespace) -> int:
     tables = record["tables"]
     for table, files in tables["built"].items():
         print(f"Table {table}: {', '.join(files)} in {args.out}/tables")
-    for table, reason in tables["skipped"].items():
+    for table, reason in {**tables["skipped"], **tables["failed"]}.items():
         print(f"Table {table} not built: {reason}")
     if "problem" in tables:
         print(f"No table built: {tables['problem']}")

@@ -468,16 +468,22 @@ def _tables_module(name: str):
         return None
 
 
-def _check_tables(config: StudyConfig) -> None:
-    """Every configured table exists and is measured with the study's protocol on metrics the study computes."""
+def table_mappings(config: StudyConfig) -> list[tuple[Any, dict[str, Any]]]:
+    """``[(results.mapping.TableMapping, build_tables selection), ...]`` for ``config``'s tables (empty where the
+    tables builder is not installed)."""
     mapping = _tables_module("mapping")
     if mapping is None:
-        return
+        return []
     try:
-        tables = [*map(mapping.shipped_mapping, config.tables), *map(mapping.load_mapping, config.mappings)]
+        return ([(mapping.shipped_mapping(name), {"tables": [name]}) for name in config.tables]
+                + [(mapping.load_mapping(path), {"mapping": path}) for path in config.mappings])
     except MisatoError as error:
         raise MisatoError(f"{config.path} [tables]: {error}") from None
-    for table in tables:
+
+
+def _check_tables(config: StudyConfig) -> None:
+    """Every configured table exists and is measured with the study's protocol on metrics the study computes."""
+    for table, _ in table_mappings(config):
         for section in table.sections:
             missing = [m for m in section.metrics if m not in config.metrics]
             if section.protocol != config.protocol or missing:
@@ -488,29 +494,33 @@ def _check_tables(config: StudyConfig) -> None:
 
 
 def build_study_tables(config: StudyConfig, study: Path) -> dict[str, Any]:
-    """Build each of ``config``'s tables from ``study/runs`` into ``study/tables``
+    """Build each of ``config``'s tables that has at least one run in ``study/runs`` into ``study/tables``
     (:func:`results.paper.build_tables`, with the reported numbers beside the measured ones).
 
     Returns:
-        ``{"built": {table: [file names]}, "skipped": {table: why}}``, plus ``"problem"`` (one line) when no table
-        was built (no runs, none of any table's runs, or the tables builder missing).
+        ``{"built": {table: [file names]}, "skipped": {table: why}, "failed": {table: the builder's error}}``
+        (no absolute paths: a study's record does not depend on where it lies), plus ``"problem"`` (one line)
+        when a table failed or none was built.
     """
     paper = _tables_module("paper")
     if paper is None:
-        return {"built": {}, "skipped": {}, "problem": TABLES_MISSING}
+        return {"built": {}, "skipped": {}, "failed": {}, "problem": TABLES_MISSING}
     runs = study / "runs"
-    built, skipped = {}, {}
-    calls = [(name, {"tables": [name]}) for name in config.tables]
-    calls += [(path.stem, {"mapping": path}) for path in config.mappings]
-    for name, selection in calls:
+    built, skipped, failed = {}, {}, {}
+    for table, selection in table_mappings(config):
+        if not any((runs / folder).is_dir() for folder in table.run_folders):
+            skipped[table.name] = f"none of its runs is in runs/ (it reads {', '.join(table.run_folders)})"
+            continue
         try:
             report = paper.build_tables(runs, study / "tables", vs_reported=True, **selection)
-        except MisatoError as error:  # typically: none of the table's runs is here
-            skipped[name] = str(error)
+        except MisatoError as error:
+            failed[table.name] = str(error)
             continue
-        built[name] = sorted(path.name for path in report.files)
-    result: dict[str, Any] = {"built": built, "skipped": skipped}
-    if not built:
+        built[table.name] = sorted(path.name for path in report.files)
+    result: dict[str, Any] = {"built": built, "skipped": skipped, "failed": failed}
+    if failed:
+        result["problem"] = f"table(s) {', '.join(failed)} could not be built"
+    elif not built:
         result["problem"] = "no configured table has a run here" if skipped else "no table is configured"
     return result
 

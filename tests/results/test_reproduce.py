@@ -117,6 +117,8 @@ def test_study_writes_every_file(reference):
         assert summary["protocol"] == "asuka" and set(summary["metrics"]) == {"psnr", "ssim", "grad"}
         assert "== " + method in (reference / "logs" / f"{method}.log").read_text()
     assert (reference / "skipped.csv").read_text() == "name,method,status,reason\n"
+    written_at = str(reference.with_name("study"))
+    assert not [name for name, data in study_files(reference).items() if written_at.encode() in data]
     assert record["tables"]["built"] == {"classical": ["classical.csv", "classical.md", "classical.tex"]}
     table = (reference / "tables" / "classical.md").read_text()
     telea = json.loads((reference / "runs" / "telea" / "summary.json").read_text())["metrics"]
@@ -220,6 +222,14 @@ def test_printed_commands_then_tables_only_give_the_study_files(reference, sampl
     made, expected = study_files(study), study_files(reference)
     assert made == {name: data for name, data in expected.items() if name.startswith(("predictions/", "runs/",
                                                                                         "tables/"))}
+
+
+def test_tables_only_reports_a_table_it_cannot_build(config, tmp_path):
+    (tmp_path / "study" / "runs" / "telea").mkdir(parents=True)  # not an evaluation run
+    record = reproduce(config, out=tmp_path / "study", tables_only=True)
+    assert list(record["tables"]["failed"]) == ["classical"] and exit_code(record) == 1
+    with pytest.raises(MisatoError, match="--tables-only"):
+        reproduce(config, out=tmp_path / "elsewhere", tables_only=True)
 
 
 def test_paper_config_says_why_each_method_cannot_run_here(tmp_path, monkeypatch):
