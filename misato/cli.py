@@ -28,8 +28,9 @@ COMMAND_MODULES = (
     "misato.cli_inpaint",
     "misato.cli_methods",
     "misato.cli_tables",
+    "misato.cli_reproduce",
 )
-EVALUATE_COMMANDS = frozenset({"evaluate", "fid", "compare", "demo", "tables"})
+EVALUATE_COMMANDS = frozenset({"evaluate", "fid", "compare", "demo", "tables", "reproduce"})
 """Subcommands that import the ``evaluate`` package: refused up front when Hugging Face's is installed."""
 
 
