@@ -15,13 +15,15 @@ A mapping is a TOML file (format in ``docs/tables.md``)::
 default of every section) or per section; ``n`` and ``resolution`` replace a benchmark for an image set of your
 own. A row's ``run`` is the run folder relative to ``--runs``; its ``reported`` names the method in the reported
 table when it differs from ``label``. ``breakdown = "domain"`` / ``"mask_ratio"`` makes a breakdown table (one
-section, no reported numbers: the paper reports none). ``[tolerance]`` overrides :data:`TOLERANCES` per metric.
+section, no reported numbers: the paper reports none); with ``other_runs = true`` it also gets a row for every
+other evaluation run directly under ``--runs`` (label = folder name, sorted), so a user's own methods appear in
+it. ``[tolerance]`` overrides :data:`TOLERANCES` per metric.
 """
 from __future__ import annotations
 
 import math
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from importlib import resources
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -69,7 +71,7 @@ of the paper's last printed digit for the per-image means, more for the image-se
 sampling seed of a generative method (FID by several tenths at N = 2,000). Docs: ``docs/tables.md``."""
 
 _TOP_KEYS = {"title", "protocol", "metrics", "benchmark", "n", "resolution", "reported", "breakdown", "tolerance",
-             "sections"}
+             "sections", "other_runs"}
 _SECTION_KEYS = {"title", "protocol", "metrics", "benchmark", "n", "resolution", "reported", "rows"}
 _INHERITED = ("protocol", "metrics", "reported")
 _IMAGE_SET_KEYS = {"benchmark", "n", "resolution"}
@@ -110,11 +112,27 @@ class TableMapping:
     breakdown: str | None
     sections: tuple[SectionSpec, ...]
     tolerance: dict[str, float] = field(default_factory=dict)
+    other_runs: bool = False
 
     @property
     def run_folders(self) -> tuple[str, ...]:
         """Every run folder the table reads (relative to ``--runs``), once each, in row order."""
         return tuple(dict.fromkeys(row.run for section in self.sections for row in section.rows))
+
+    def with_runs_in(self, runs_dir: Path) -> "TableMapping":
+        """This mapping with, when ``other_runs`` is set, a row appended for every finished evaluation run directly
+        under ``runs_dir`` that no row names (sorted by folder name; label = folder name)."""
+        if not self.other_runs or not runs_dir.is_dir():
+            return self
+        named = set(self.run_folders)
+        labels = {row.label for section in self.sections for row in section.rows}
+        extra = tuple(RowSpec(path.name, path.name, path.name) for path in sorted(runs_dir.iterdir())
+                      if path.name not in named and path.name not in labels
+                      and (path / schema.SUMMARY_JSON).is_file())
+        if not extra:
+            return self
+        (section,) = self.sections
+        return replace(self, sections=(replace(section, rows=section.rows + extra),))
 
 
 def parse_table_names(tables: str | Sequence[str] | None) -> list[str]:
@@ -239,6 +257,9 @@ def parse_mapping(data: Mapping[str, Any], source: str, name: str, stem: str) ->
     if breakdown is not None and (len(parsed) > 1 or parsed[0].reported):
         raise MisatoError(f"{where}: a breakdown table has one section and no reported table (the paper reports no "
                           "breakdowns)")
+    other_runs = data.get("other_runs", False)
+    if not isinstance(other_runs, bool) or (other_runs and breakdown is None):
+        raise MisatoError(f"{where}: other_runs must be true or false, and only a breakdown table may set it")
     tolerance = data.get("tolerance", {})
     if not isinstance(tolerance, dict):
         raise MisatoError(f"{where}: [tolerance] must be a table of metric = number")
@@ -246,7 +267,7 @@ def parse_mapping(data: Mapping[str, Any], source: str, name: str, stem: str) ->
         if metric not in METRICS or isinstance(value, bool) or not isinstance(value, (int, float)) \
                 or not math.isfinite(value) or value < 0:
             raise MisatoError(f"{where}: tolerance {metric} = {value!r}; give a known metric and a number >= 0")
-    return TableMapping(name, stem, title, source, breakdown, parsed, {**TOLERANCES, **tolerance})
+    return TableMapping(name, stem, title, source, breakdown, parsed, {**TOLERANCES, **tolerance}, other_runs)
 
 
 def _parse_toml(text: str, source: str) -> dict[str, Any]:

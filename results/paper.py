@@ -376,6 +376,7 @@ def build_tables(
     runs = _RunCache(runs_dir)
     built, skipped = [], {}
     for table_mapping in mappings:
+        table_mapping = table_mapping.with_runs_in(runs_dir)
         names = table_mapping.run_folders
         if not any((runs_dir / name).exists() for name in names):
             reason = f"none of its runs exist under {runs_dir} (looked for {', '.join(names)})"

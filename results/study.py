@@ -452,28 +452,10 @@ def run_jobs(jobs: Sequence[Job], workers: int, on_done: Callable[[dict[str, Any
 
 # --- tables ---------------------------------------------------------------------------------------------------
 
-TABLES_MISSING = ("the tables builder results.paper (misato tables) is not in this installation; the runs in "
-                  "STUDY/runs are complete: build the tables with `misato reproduce --tables-only` once it is there")
-
-
-def _tables_module(name: str):
-    """``results.paper`` or ``results.mapping`` (the tables builder), or None where it is not installed."""
-    import importlib
-
-    try:
-        return importlib.import_module(f"results.{name}")
-    except ModuleNotFoundError as error:
-        if error.name != f"results.{name}":
-            raise
-        return None
-
-
 def table_mappings(config: StudyConfig) -> list[tuple[Any, dict[str, Any]]]:
-    """``[(results.mapping.TableMapping, build_tables selection), ...]`` for ``config``'s tables (empty where the
-    tables builder is not installed)."""
-    mapping = _tables_module("mapping")
-    if mapping is None:
-        return []
+    """``[(results.mapping.TableMapping, build_tables selection), ...]`` for ``config``'s tables."""
+    from results import mapping
+
     try:
         return ([(mapping.shipped_mapping(name), {"tables": [name]}) for name in config.tables]
                 + [(mapping.load_mapping(path), {"mapping": path}) for path in config.mappings])
@@ -502,12 +484,12 @@ def build_study_tables(config: StudyConfig, study: Path) -> dict[str, Any]:
         (no absolute paths: a study's record does not depend on where it lies), plus ``"problem"`` (one line)
         when a table failed or none was built.
     """
-    paper = _tables_module("paper")
-    if paper is None:
-        return {"built": {}, "skipped": {}, "failed": {}, "problem": TABLES_MISSING}
+    from results import paper
+
     runs = study / "runs"
     built, skipped, failed = {}, {}, {}
     for table, selection in table_mappings(config):
+        table = table.with_runs_in(runs)
         if not any((runs / folder).is_dir() for folder in table.run_folders):
             skipped[table.name] = f"none of its runs is in runs/ (it reads {', '.join(table.run_folders)})"
             continue

@@ -251,6 +251,15 @@ def test_paper_config_says_why_each_method_cannot_run_here(tmp_path, monkeypatch
     assert given.options["model"] == str(model) and not_ready_reasons(given, explicit=True, cuda=False) == []
 
 
+def test_paper_config_on_the_demo_sample_tabulates_the_classical_methods_per_domain_and_hole_ratio(sample, tmp_path):
+    lines = []
+    record = reproduce(paper_config(), sample, tmp_path / "study", methods=list(METHODS), report=lines.append)
+    assert exit_code(record) == 0, lines
+    assert set(record["tables"]["built"]) == {"domain", "mask_ratio"}
+    table = (tmp_path / "study" / "tables" / "mask_ratio.csv").read_text()
+    assert ",telea," in table and ",navier-stokes," in table
+
+
 def test_paper_config_names_every_run_of_the_paper_tables():
     from results.mapping import shipped_mapping
 

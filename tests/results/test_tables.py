@@ -221,6 +221,25 @@ def test_sections_are_stacked_under_one_header(tmp_path):
     assert report.tables[0].name == "flux"
 
 
+def test_breakdown_tables_add_a_row_for_every_other_run(tmp_path):
+    root = tmp_path / "runs"
+    write_run(root, "lama", {"psnr": [20.0, 22.0, 24.0, 26.0]}, SET)
+    write_run(root, "telea", {"psnr": [10.0, 11.0, 12.0, 13.0]})
+    write_run(root, "my-method", {"psnr": [30.0, 31.0, 32.0, 33.0]})
+    (root / "unfinished").mkdir()  # no summary.json: not a run, no row
+    report = build_tables(root, tmp_path / "out", tables=["domain", "1"])
+    domain = _body((tmp_path / "out" / "domain.csv").read_text())
+    indoor = {r["method"]: r["psnr"] for r in domain if r["domain"] == "indoor"}
+    assert list(indoor)[-2:] == ["my-method", "telea"] and indoor["telea"] == "11.0" and indoor["LaMa"] == "22.0"
+    assert "unfinished" not in indoor
+    table1 = _body((tmp_path / "out" / "table1.csv").read_text())
+    assert "telea" not in {r["method"] for r in table1}  # a paper table keeps the paper's rows only
+    assert report.tables[0].name == "domain"
+    with pytest.raises(MisatoError, match="only a breakdown table may set it"):
+        load_mapping(_mapping(tmp_path, (Path(__file__).parents[2] / "results" / "mappings" / "table1.toml")
+                              .read_text().replace("title =", "other_runs = true\ntitle =", 1), "bad"))
+
+
 def test_breakdown_tables_hold_every_method_per_domain_and_hole_ratio(tmp_path):
     root = tmp_path / "runs"
     write_run(root, "lama", {"psnr": [20.0, 22.0, 24.0, 26.0], "grad": [40.0, 41.0, 42.0, 43.0]}, SET)
