@@ -27,8 +27,10 @@ COMMAND_MODULES = (
     "misato.cli_build",
     "misato.cli_inpaint",
     "misato.cli_methods",
+    "misato.cli_grid",
+    "misato.cli_plot",
 )
-EVALUATE_COMMANDS = frozenset({"evaluate", "fid", "compare", "demo"})
+EVALUATE_COMMANDS = frozenset({"evaluate", "fid", "compare", "demo", "plot"})
 """Subcommands that import the ``evaluate`` package: refused up front when Hugging Face's is installed."""
 
 
