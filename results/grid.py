@@ -67,6 +67,7 @@ MAX_PNG_ROWS = 64
 JPEG_QUALITY = 92
 INPUT_LABEL = "input"
 TRUTH_LABEL = "ground truth"
+ZOOM_LABEL = "zoom"
 GRID_FILE = "grid.json"
 INDEX_FILE = "index.html"
 ROWS_DIR = "rows"
@@ -409,6 +410,8 @@ def compose_png(strips: Sequence[np.ndarray], rows: Sequence[GridRow], columns: 
         for line, text in enumerate(t for t in (row.name, row.domain, row.note) if t):
             draw.text((4, y + 2 + 14 * line), _fitted_text(draw, text, layout.label_width - 8), fill=TEXT_COLOUR,
                       font=_font())
+        if layout.zoom:
+            draw.text((4, layout.tile_box(index, 0, zoomed=True)[0] + 2), ZOOM_LABEL, fill=TEXT_COLOUR, font=_font())
     return np.asarray(picture)
 
 
