@@ -114,6 +114,8 @@ def open_prediction_runs(paths: Sequence[str | os.PathLike],
         raise MisatoError("--runs: give at least one prediction folder")
     if labels is not None and len(labels) != len(paths):
         raise MisatoError(f"--labels has {len(labels)} label(s) for {len(paths)} prediction folder(s)")
+    if labels is not None and not all(label.strip() for label in labels):
+        raise MisatoError(f"--labels contains an empty label: {','.join(labels)}")
     runs = [open_prediction_run(p, labels[i] if labels else None) for i, p in enumerate(paths)]
     seen = [run.label for run in runs]
     clashes = sorted({label for label in seen if seen.count(label) > 1})

@@ -203,6 +203,7 @@ def plot_fid_vs_lpips(runs: Sequence[Run]):
     axis.scatter(points[:, 0], points[:, 1])
     for run, (lpips, fid) in zip(shown, points):
         axis.annotate(run.label, (lpips, fid), textcoords="offset points", xytext=(4, 4), fontsize="small")
+    axis.margins(0.15)  # room for the labels of the outermost points
     axis.set_xlabel(_title("lpips"))
     axis.set_ylabel(_title("fid"))
     axis.set_title("FID vs LPIPS (lower left is better)")

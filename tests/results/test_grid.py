@@ -208,6 +208,7 @@ def test_bad_input_is_one_line_naming_the_problem(study, tmp_path, capsys):
     assert_one_line_error(capsys, [*base, "--worst", "psnr"], "--worst METRIC and --eval RUN go together")
     assert_one_line_error(capsys, [*base, "--per-domain", "0"], "--per-domain must be at least 1")
     assert_one_line_error(capsys, [*base, ns, "--labels", "only-one"], "--labels has 1 label(s) for 2")
+    assert_one_line_error(capsys, [*base, ns, "--labels", "a,"], "--labels contains an empty label")
     assert_one_line_error(capsys, [*base, telea], "share the label 'telea'")
     assert_one_line_error(capsys, ["grid", "--data", data, "--runs", telea, "--out", str(Path(telea) / "g.png")],
                     "lies inside the input folder")
