@@ -235,7 +235,7 @@ def _worst_rows(pairs: PairedFolder, metric: str, eval_run: str | os.PathLike, c
     values = run.per_image[metric]
     ordered = sorted(values.index, key=lambda n: (values[n] if METRICS[metric].higher_is_better else -values[n], n))
     label = METRICS[metric].label
-    return [GridRow(n, pairs.domains[n], f"{label} {values[n]:.3f}") for n in ordered[:count]]
+    return [GridRow(n, pairs.domains[n], f"{label}: {values[n]:.3f}") for n in ordered[:count]]
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -190,7 +190,7 @@ def test_worst_orders_images_by_the_evaluation_runs_metric(study, tmp_path):
     run = write_run(tmp_path, "eval", {"psnr": psnr, "lpips": lpips}, names=NAMES)
     worst_psnr = grid(study["data"], study["runs"], tmp_path / "p.png", worst="psnr", eval_run=run, count=3)
     assert [row["name"] for row in worst_psnr["rows"]] == ["0500", "0100", "1000"]
-    assert worst_psnr["rows"][0]["note"] == "PSNR 12.000"
+    assert worst_psnr["rows"][0]["note"] == "PSNR: 12.000"
     worst_lpips = grid(study["data"], study["runs"], tmp_path / "l.png", worst="lpips", eval_run=run)
     assert [row["name"] for row in worst_lpips["rows"]] == ["0100", "1000", "0500", "0499", "0000", "0700"]
 
