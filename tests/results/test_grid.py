@@ -14,8 +14,8 @@ from misato.cli import main
 from misato.errors import MisatoError
 from misato.io import read_image, read_mask
 from results import grid as grid_module
-from results.grid import (GAP, HEADER, HOLE_TINT, LABEL_WIDTH, TINT_ALPHA, GridLayout, grid, hole_boundary,
-                          tint_hole, zoom_window)
+from results.grid import (GAP, HEADER, HOLE_TINT, LABEL_WIDTH, TINT_ALPHA, GridLayout, fit_tile, grid,
+                          hole_boundary, tint_hole, zoom_window)
 from tests.evaluate.test_compare import write_run
 from tests.helpers import write_misato_folder
 from tests.results.cli_errors import assert_one_line_error
@@ -92,6 +92,16 @@ def test_enlarged_tiles_repeat_pixels_and_the_layout_scales(study, tmp_path):
     doubled = truth.repeat(2, axis=0).repeat(2, axis=1)
     np.testing.assert_array_equal(_tile(picture, 0, 2, tile=2 * SIZE), doubled)
     assert picture.shape[:2] == GridLayout(1, 3, 2 * SIZE).size
+
+
+def test_a_wide_image_is_letterboxed_with_its_aspect_kept():
+    rng = np.random.default_rng(2)
+    wide = rng.integers(0, 256, (20, 40, 3), dtype=np.uint8)
+    tile = fit_tile(wide, 20)
+    assert (tile[:5] == 255).all() and (tile[15:] == 255).all()
+    shrunk = np.asarray(Image.fromarray(wide).resize((20, 10), Image.Resampling.LANCZOS))
+    np.testing.assert_array_equal(tile[5:15], shrunk)
+    np.testing.assert_array_equal(fit_tile(wide, 80)[20:60], wide.repeat(2, 0).repeat(2, 1))
 
 
 def test_zoom_window_is_where_the_boundary_is_densest():
@@ -207,6 +217,10 @@ def test_bad_input_is_one_line_naming_the_problem(study, tmp_path, capsys):
     assert_one_line_error(capsys, [*base, "--worst", "fid", "--eval", str(evaluation)], "--worst 'fid'", "psnr")
     assert_one_line_error(capsys, [*base, "--worst", "psnr"], "--worst METRIC and --eval RUN go together")
     assert_one_line_error(capsys, [*base, "--per-domain", "0"], "--per-domain must be at least 1")
+    assert_one_line_error(capsys, [*base, "--count", "3"], "--count applies to --worst only")
+    assert_one_line_error(capsys, [*base, "--worst", "psnr", "--eval", str(evaluation), "--count", "0"],
+                          "--count must be at least 1")
+    assert_one_line_error(capsys, [*base, "--tile", "4"], "--tile must be at least 8")
     assert_one_line_error(capsys, [*base, ns, "--labels", "only-one"], "--labels has 1 label(s) for 2")
     assert_one_line_error(capsys, [*base, ns, "--labels", "a,"], "--labels contains an empty label")
     assert_one_line_error(capsys, [*base, telea], "share the label 'telea'")
