@@ -29,8 +29,10 @@ COMMAND_MODULES = (
     "misato.cli_methods",
     "misato.cli_tables",
     "misato.cli_reproduce",
+    "misato.cli_grid",
+    "misato.cli_plot",
 )
-EVALUATE_COMMANDS = frozenset({"evaluate", "fid", "compare", "demo", "tables", "reproduce"})
+EVALUATE_COMMANDS = frozenset({"evaluate", "fid", "compare", "demo", "tables", "reproduce", "plot"})
 """Subcommands that import the ``evaluate`` package: refused up front when Hugging Face's is installed."""
 
 

@@ -4,7 +4,8 @@
    a mask preset.
 2. Fill the holes with two weight-free methods (OpenCV Telea and Navier–Stokes) through the standard runner.
 3. Evaluate both with every metric whose weights are present, saying which were skipped and why.
-4. Write a comparison table (Markdown and CSV).
+4. Write a comparison table (Markdown and CSV), an image grid (``grid.png``: masked input, both methods, ground
+   truth, with a zoom on the hole boundary) and the metric-vs-hole-ratio plot (``plots/mask_ratio.png``/``.svg``).
 """
 from __future__ import annotations
 
@@ -25,9 +26,12 @@ SAMPLE_IMAGES = (
 """scikit-image data functions whose files are bundled in its wheel (no download)."""
 DEMO_METHODS = ("telea", "navier-stokes")
 DEMO_FILE = "demo.json"
+GRID_FILE = "grid.png"
+PLOTS_DIR = "plots"
 
 DEMO_POLICY = OutputPolicy(what="demo", markers=(DEMO_FILE,), can_resume=False,
-                           owned=("data", "predictions", "runs", "comparison.md", "comparison.csv", DEMO_FILE))
+                           owned=("data", "predictions", "runs", "comparison.md", "comparison.csv", GRID_FILE,
+                                  PLOTS_DIR, DEMO_FILE))
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -46,7 +50,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(handler=_demo_command)
 
 
-def _sample_image(name: str) -> np.ndarray:
+def sample_image(name: str) -> np.ndarray:
+    """One of :data:`SAMPLE_IMAGES` as RGB ``uint8 [H, W, 3]`` (from scikit-image's wheel, no download)."""
     from skimage import data
 
     image = data.stereo_motorcycle()[0] if name == "motorcycle" else getattr(data, name)()
@@ -64,7 +69,7 @@ def build_sample(root: Path, size: int, mask_preset: str, seed: int) -> Path:
     rows = []
     for index, name in enumerate(SAMPLE_IMAGES):
         stem = f"{index:04d}"
-        write_image(root / "image" / f"{stem}.png", crop_resize_image(_sample_image(name), size))
+        write_image(root / "image" / f"{stem}.png", crop_resize_image(sample_image(name), size))
         mask, kinds = generator.sample(rng)
         write_mask(root / "mask" / f"{stem}.png", mask)
         rows.append({"name": stem, "domain": "sample", "source": f"skimage.data.{name}", "mask_kinds": "+".join(kinds),
@@ -98,7 +103,7 @@ def available_metrics(protocol: str, weights_dir: str | None) -> tuple[list[str]
 def demo(out: str | Path = "misato-demo", size: int = 256, mask_preset: str = "lama-medium-256", seed: int = 0,
          protocol: str = "asuka", weights_dir: str | None = None, overwrite: bool = False,
          progress: bool = True) -> dict[str, Any]:
-    """Run the demo into ``out``; returns ``{"metrics", "skipped", "runs", "table"}``.
+    """Run the demo into ``out``; returns ``{"metrics", "skipped", "runs", "table", "pictures"}``.
 
     ``out`` must be empty or missing, or hold an earlier demo, which ``overwrite`` replaces (only what a demo writes
     is deleted: see :data:`DEMO_POLICY`). ``out/demo.json`` records the settings and the provenance.
@@ -109,6 +114,8 @@ def demo(out: str | Path = "misato-demo", size: int = 256, mask_preset: str = "l
     from misato.io import atomic_write_text
     from misato.outputs import prepare_output
     from misato.provenance import provenance
+    from results.grid import grid
+    from results.plots import plot
 
     evaluator = import_evaluator()
     out = Path(out)
@@ -126,16 +133,19 @@ def demo(out: str | Path = "misato-demo", size: int = 256, mask_preset: str = "l
         runs.append(run_dir)
     text, _ = compare(runs, out / "comparison.md")
     compare(runs, out / "comparison.csv")
+    pictures = grid(data, [out / "predictions" / m for m in DEMO_METHODS], out / GRID_FILE, zoom=True)["files"]
+    pictures += plot(runs, out / PLOTS_DIR, kinds=("mask_ratio",))["files"]
     record = {**settings, "metrics": metrics, "skipped": skipped, "complete": True,
-              "provenance": provenance(("opencv-python-headless", "scikit-image"), protocol=protocol)}
+              "provenance": provenance(("opencv-python-headless", "scikit-image", "matplotlib"), protocol=protocol)}
     atomic_write_text(out / DEMO_FILE, json.dumps(record, indent=2))
-    return {"metrics": metrics, "skipped": skipped, "runs": runs, "table": text}
+    return {"metrics": metrics, "skipped": skipped, "runs": runs, "table": text, "pictures": pictures}
 
 
 def _demo_command(args: argparse.Namespace) -> int:
     result = demo(args.out, args.size, args.mask_preset, args.seed, args.protocol, args.weights_dir, args.overwrite)
     print(result["table"])
-    print(f"\nSample, predictions, run folders and tables are in {Path(args.out).resolve()}")
+    print(f"\nSample, predictions, run folders, tables and pictures are in {Path(args.out).resolve()}")
+    print("Pictures: " + ", ".join(str(Path(path).relative_to(args.out)) for path in result["pictures"]))
     caveat = " (FID/IDS on so few images only exercise the pipeline; they are not meaningful scores)"
     computed_sets = {"fid", "uids", "pids"} & set(result["metrics"])
     print(f"Computed: {', '.join(result['metrics'])} on {len(SAMPLE_IMAGES)} images{caveat if computed_sets else ''}")

@@ -5,9 +5,10 @@ import pytest
 
 from evaluate.metric_info import DEFAULT_METRICS
 from misato.cli import main
-from misato.cli_demo import SAMPLE_IMAGES, demo
+from misato.cli_demo import DEMO_METHODS, SAMPLE_IMAGES, demo
 from misato.errors import MisatoError
 from misato.io import list_images, read_image
+from results.grid import DEFAULT_TILE, GridLayout
 
 
 def test_demo_runs_end_to_end_and_accounts_for_every_metric(tmp_path):
@@ -22,12 +23,21 @@ def test_demo_runs_end_to_end_and_accounts_for_every_metric(tmp_path):
     table = (tmp_path / "d" / "comparison.md").read_text()
     assert "telea" in table and "navier-stokes" in table
     assert (tmp_path / "d" / "comparison.csv").is_file()
+    layout = GridLayout(len(SAMPLE_IMAGES), 2 + len(DEMO_METHODS), DEFAULT_TILE, zoom=True)
+    grid_png = read_image(tmp_path / "d" / "grid.png")
+    assert grid_png.shape[:2] == layout.size
+    y0, x0, y1, x1 = layout.tile_box(3, 1 + DEMO_METHODS.index("telea"))  # 64 px enlarged 4x, pixel for pixel
+    telea = read_image(tmp_path / "d" / "predictions" / "telea" / "0003.png")
+    assert (grid_png[y0:y1, x0:x1] == telea.repeat(4, 0).repeat(4, 1)).all()
+    assert sorted(p.name for p in result["pictures"]) == ["grid.png", "mask_ratio.png", "mask_ratio.svg"]
+    assert (tmp_path / "d" / "plots" / "mask_ratio.svg").is_file()
 
 
 def test_demo_is_reproducible_and_refuses_to_overwrite(tmp_path, capsys):
     demo(tmp_path / "a", size=64, progress=False)
     demo(tmp_path / "b", size=64, progress=False)
-    for sub in ("data/mask/0003.png", "predictions/telea/0003.png", "runs/telea/per_image.csv"):
+    for sub in ("data/mask/0003.png", "predictions/telea/0003.png", "runs/telea/per_image.csv", "grid.png",
+                "plots/mask_ratio.svg", "plots/mask_ratio.png"):
         assert (tmp_path / "a" / sub).read_bytes() == (tmp_path / "b" / sub).read_bytes()
     with pytest.raises(MisatoError, match="--overwrite"):
         demo(tmp_path / "a", size=64, progress=False)
