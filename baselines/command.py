@@ -285,10 +285,11 @@ register_method(
         MethodOption("image_pattern", str, "input image file name, with {name} (default {name}.png)"),
         MethodOption("mask_pattern", str, "input mask file name, with {name} (default {name}.png)"),
         MethodOption("output_pattern", str, "file the command writes per image, with {name} (default {name}.png)"),
-        MethodOption("mask_polarity", str, "what 255 means in the mask files written", MASK_POLARITIES),
+        MethodOption("mask_polarity", str, "what a 1 (255 in mask files) means: hole, or known pixel (command: "
+                     "the preset's, else hole)", MASK_POLARITIES),
         MethodOption("shell", bool, "run the command through /bin/sh -c (paths quoted)", default=False),
         MethodOption("chunk", int, "images per command call (a killed run loses at most one chunk)", default=16),
-        MethodOption("paste_back", bool, "copy the known pixels from the input into the outputs", default=True),
+        MethodOption("paste_back", bool, "copy the known pixels from the input into the outputs (default on)"),
     ),
     description="an upstream repository's own inference script, run per chunk (--preset lama|mat|comod|maefar)",
 )

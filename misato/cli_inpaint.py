@@ -68,9 +68,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         users = [spec.name for spec in specs.values() if spec.option(name) is not None]
         kwargs = ({"action": argparse.BooleanOptionalAction} if option.type is bool
                   else {"type": finite_float if option.type is float else option.type, "metavar": option.name.upper()})
-        default = f"; default {option.default}" if option.default is not None else ""
         group.add_argument(option.flag, dest=f"option_{name}", default=None,
-                           help=f"{option.help}{default} [{', '.join(users)}]", **kwargs)
+                           help=f"{option.help}{_defaults_help(specs, name)} [{', '.join(users)}]", **kwargs)
     parser.set_defaults(handler=inpaint, option_problem=problem)
 
     asuka = subparsers.add_parser("asuka", help="ASUKA model tools")
@@ -94,6 +93,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     assemble.add_argument("--seed", type=int, default=0, help="seed for freshly initialised parts")
     assemble.add_argument("--overwrite", action="store_true", help="write into a non-empty --out")
     assemble.set_defaults(handler=asuka_assemble)
+
+
+def _defaults_help(specs: dict, name: str) -> str:
+    """``"; default X"`` when every method declaring option ``name`` declares default X, else the methods that
+    declare one (``"; default hole (torchscript)"``: the others have their own rule, given in their help)."""
+    by_default: dict = {}
+    for spec in specs.values():
+        option = spec.option(name)
+        if option is not None:
+            by_default.setdefault(option.default, []).append(spec.name)
+    declared = {value: users for value, users in by_default.items() if value is not None}
+    if len(by_default) == 1:
+        return "".join(f"; default {value}" for value in declared)
+    return "; default " + ", ".join(f"{value} ({', '.join(users)})" for value, users in declared.items())
 
 
 def _method_options(args: argparse.Namespace, spec) -> dict:

@@ -180,3 +180,14 @@ def test_presets_match_the_upstream_interfaces(tmp_path, monkeypatch, preset, sc
         result = read_image(tmp_path / "pred" / f"{name}.png")
         np.testing.assert_array_equal(result[~hole], image[~hole])
         assert (result[hole] == 7).all()
+
+
+def test_help_gives_each_methods_own_default_of_a_shared_flag():
+    from baselines.base import method_specs
+    from misato.cli_inpaint import _defaults_help
+
+    specs = method_specs()
+    assert _defaults_help(specs, "mask_polarity") == "; default hole (torchscript)"  # command: the preset's
+    assert _defaults_help(specs, "chunk") == "; default 16"
+    assert _defaults_help(specs, "weights") == ""
+    assert create_method("command", command=fake(), chunk=3).batch_size == 3  # the runner's default batch
