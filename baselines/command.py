@@ -175,16 +175,20 @@ class CommandMethod(InpaintingMethod):
         for needed, value in (("weights", self.weights), ("repo", self.repo)):
             if needed in used and value is None:
                 raise MisatoError(f"--command uses {{{needed}}}: pass --{needed}")
+        if self.preset is not None and self.repo is None:
+            raise MisatoError(f"--preset {self.preset} runs the script inside its repository: pass --repo "
+                              "(the upstream checkout)")
+        if not self.shell:
+            try:
+                shlex.split(self.command)
+            except ValueError as error:
+                raise MisatoError(f"--command {self.command!r}: cannot split it into words ({error})") from None
 
     def _argv(self, paths: dict[str, Path]) -> list[str]:
         values = {key: str(value) for key, value in paths.items() if value is not None}
         if self.shell:
             return ["/bin/sh", "-c", _PLACEHOLDER.sub(lambda m: shlex.quote(values[m.group(1)]), self.command)]
-        try:
-            words = shlex.split(self.command)
-        except ValueError as error:
-            raise MisatoError(f"--command {self.command!r}: cannot split it into words ({error})") from None
-        return [_PLACEHOLDER.sub(lambda m: values[m.group(1)], word) for word in words]
+        return [_PLACEHOLDER.sub(lambda m: values[m.group(1)], word) for word in shlex.split(self.command)]
 
     def _run(self, argv: list[str], scratch: Path) -> None:
         environment = dict(os.environ)

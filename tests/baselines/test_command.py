@@ -121,6 +121,8 @@ def test_no_shell_keeps_a_path_with_spaces_one_word_and_shell_mode_quotes(tmp_pa
     ({"command": "x {images} {masks} {out}", "output_pattern": "out.png"}, "must contain {name}"),
     ({"preset": "lama", "repo": "/nonexistent/lama"}, "--repo /nonexistent/lama: no such folder"),
     ({"command": "x {images} {masks} {out}", "chunk": 0}, "--chunk must be at least 1"),
+    ({"preset": "comod"}, "--preset comod runs the script inside its repository: pass --repo"),
+    ({"command": "x {images} {masks} {out} 'unclosed"}, "cannot split it into words"),
 ])
 def test_bad_templates(options, message):
     with pytest.raises(MisatoError, match=message):
