@@ -6,10 +6,25 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
+
+from baselines.base import InpaintingMethod
 from misato.cli import main
+from misato.errors import MisatoError
 from tests.helpers import write_misato_folder
 
 REPO = Path(__file__).resolve().parents[2]
+
+
+class FailsOnRank1(InpaintingMethod):
+    """Copies the image on rank 0; refuses every image on rank 1 (a method failing on one rank only)."""
+
+    name = "fails-on-rank-1"
+
+    def inpaint_one(self, image: np.ndarray, mask: np.ndarray, seed: int) -> np.ndarray:
+        if os.environ.get("RANK") == "1":
+            raise MisatoError("rank 1's method refuses")
+        return image.copy()
 
 
 def free_port() -> int:
@@ -66,3 +81,15 @@ def test_a_refusal_on_rank_0_stops_both_ranks(tmp_path):
     results = run_two_ranks("inpaint", "--method", "telea", "--data", str(data), "--out", str(out))
     assert [r.returncode for r in results] == [2, 2]
     assert "holds a complete run" in results[0].stderr and "rank 0 stopped" in results[1].stderr
+
+
+def test_a_method_failing_on_rank_1_stops_both_and_keeps_rank_0s_outputs(tmp_path):
+    data = write_misato_folder(tmp_path / "data", n=4, size=32)
+    out = tmp_path / "pred"
+    results = run_two_ranks("inpaint", "--method", "tests.baselines.test_sharding:FailsOnRank1", "--data", str(data),
+                            "--out", str(out))
+    assert [r.returncode for r in results] == [2, 2]
+    assert "rank 1 stopped: rank 1's method refuses" in results[0].stderr
+    assert "rank 1's method refuses" in results[1].stderr
+    assert sorted(p.name for p in out.glob("*.png")) == ["0000.png", "0002.png"]  # rank 0's share
+    assert json.loads((out / "run.json").read_text())["complete"] is False
