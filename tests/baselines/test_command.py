@@ -162,9 +162,49 @@ FAKE_MAT = '''
         Image.fromarray(image).save(os.path.join(args.outdir, os.path.basename(image_name)))
 '''
 
+FAKE_COMOD = '''
+    # zengxianyu/co-mod-gan-pytorch test.py --dataset_mode testimage: masks listed from mask_dir, the image of the
+    # same name in image_dir, mask > 0 is the hole; writes output_dir/<name>
+    import argparse, os
+    import numpy as np
+    from PIL import Image
+    parser = argparse.ArgumentParser()
+    for flag in ("--image_dir", "--mask_dir", "--output_dir", "--which_epoch", "--name"):
+        parser.add_argument(flag, required=True)
+    args, _ = parser.parse_known_args()
+    assert os.path.isfile(f"checkpoints/{args.name}/{args.which_epoch}_net_G_ema.pth")
+    for mask_name in os.listdir(args.mask_dir):
+        image = np.array(Image.open(f"{args.image_dir}/{mask_name}").convert("RGB"))
+        image[np.asarray(Image.open(f"{args.mask_dir}/{mask_name}").convert("L")) > 0] = 7
+        Image.fromarray(image).save(f"{args.output_dir}/{mask_name}")
+'''
+FAKE_MAEFAR = '''
+    # ewrfcas/MAE-FAR test_custom.py: images and masks globbed and paired in sorted order, mask > 127 is the hole;
+    # writes output_path/<image name, .jpg -> .png>
+    import argparse, glob, os
+    import numpy as np
+    from PIL import Image
+    parser = argparse.ArgumentParser()
+    for flag in ("--resume", "--config", "--image_path", "--mask_path", "--output_path", "--image_size"):
+        parser.add_argument(flag, required=True)
+    parser.add_argument("--load_pl", action="store_true")
+    args = parser.parse_args()
+    assert args.load_pl and os.path.isfile(args.config) and os.path.isfile(args.resume)
+    images = sorted(glob.glob(args.image_path + "/*"))
+    masks = sorted(glob.glob(args.mask_path + "/*"))
+    for image_name, mask_name in zip(images, masks):
+        image = np.array(Image.open(image_name).convert("RGB"))
+        image[np.asarray(Image.open(mask_name)) > 127] = 7
+        Image.fromarray(image).save(os.path.join(args.output_path, os.path.basename(image_name).replace(".jpg", ".png")))
+'''
 
-@pytest.mark.parametrize("preset, script, weights", [("lama", ("bin/predict.py", FAKE_LAMA), "big-lama"),
-                                                      ("mat", ("generate_image.py", FAKE_MAT), "G.pkl")])
+
+@pytest.mark.parametrize("preset, script, weights", [
+    ("lama", ("bin/predict.py", FAKE_LAMA), "big-lama"),
+    ("mat", ("generate_image.py", FAKE_MAT), "G.pkl"),
+    ("comod", ("test.py", FAKE_COMOD), None),
+    ("maefar", ("test_custom.py", FAKE_MAEFAR), "G.pkl"),
+])
 def test_presets_match_the_upstream_interfaces(tmp_path, monkeypatch, preset, script, weights):
     repo = tmp_path / "repo"
     (repo / script[0]).parent.mkdir(parents=True, exist_ok=True)
@@ -172,9 +212,14 @@ def test_presets_match_the_upstream_interfaces(tmp_path, monkeypatch, preset, sc
     (tmp_path / "big-lama").mkdir()
     (tmp_path / "big-lama" / "config.yaml").write_text("{}")
     (tmp_path / "G.pkl").write_bytes(b"pkl")
+    for checkpoint in ("checkpoints/comod-places-512/co-mod-gan-places2-050000_net_G_ema.pth",
+                       "configs/config_FAR_places2_finetune_512.yml"):
+        (repo / checkpoint).parent.mkdir(parents=True, exist_ok=True)
+        (repo / checkpoint).write_bytes(b"x")
     monkeypatch.setenv("PATH", os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"])  # `python`
     data = write_misato_folder(tmp_path / "data", n=3, size=24, names=["a", "b_mask", "c"])
-    method = create_method("command", preset=preset, repo=str(repo), weights=str(tmp_path / weights))
+    method = create_method("command", preset=preset, repo=str(repo),
+                           weights=None if weights is None else str(tmp_path / weights))
     record = run_method(method, data, tmp_path / "pred", progress=False)
     assert record["command"] == PRESETS[preset].command and record["mask_polarity"] == PRESETS[preset].mask_polarity
     for name in ("a", "b_mask", "c"):
