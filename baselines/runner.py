@@ -78,12 +78,15 @@ def data_fingerprint(pairs: PairedFolder) -> dict[str, Any]:
     }
 
 
-def _check_same_data(out: Path, previous: dict[str, Any], now: dict[str, Any]) -> None:
-    """A resumed run must read the data it was started on (records without a fingerprint: folders only)."""
+def _check_same_data(out: Path, previous: dict[str, Any], data: str, now: dict[str, Any]) -> None:
+    """A resumed run must read the data it was started on (``data``: the resolved ``--data``; ``now``: its
+    :func:`data_fingerprint`). Records of older versions, without a fingerprint, are checked by ``data`` alone."""
     before = previous.get("data_files", {})
     differences = [f"{what} is {now[key]} (the run read {before[key]})"
                    for key, what in (("image_folder", "the image folder"), ("mask_folder", "the mask folder"))
                    if key in before and before[key] != now[key]]
+    if not before and previous.get("data", data) != data:
+        differences.append(f"--data is {data} (the run read {previous['data']})")
     if not differences and "names_sha256" in before and before["names_sha256"] != now["names_sha256"]:
         differences.append(f"the image/mask names differ ({now['n_pairs']} pairs now, {before.get('n_pairs')} "
                            "in the run)")
@@ -119,16 +122,17 @@ def _prepare(method: InpaintingMethod, pairs: PairedFolder, out: Path, seed: int
     """Check and prepare ``out`` (rank 0 only); ``(record, names of this run, names still to compute)``."""
     inputs = [pairs.images[pairs.names[0]].parent, pairs.masks[pairs.names[0]].parent]
     fingerprint = data_fingerprint(pairs)
+    data = fingerprint["image_folder"] if pairs.root is None else str(pairs.root.resolve())
     previous = prepare_output(out, RUN_POLICY, resume=resume, overwrite=overwrite, inputs=inputs)
     names = pairs.names[:limit] if limit is not None else pairs.names
     if previous is not None:
         _check_same_settings(out, previous.record, method, seed)
-        _check_same_data(out, previous.record, fingerprint)
+        _check_same_data(out, previous.record, data, fingerprint)
         _check_no_unlisted_outputs(out, names, limit)
     todo = [n for n in names if not (out / f"{n}.png").is_file()]
     record: dict[str, Any] = {
         **method.describe(),
-        "data": fingerprint["image_folder"] if pairs.root is None else str(pairs.root.resolve()),
+        "data": data,
         "data_files": fingerprint,
         "seed": seed,
         "n_images": len(names),

@@ -155,6 +155,10 @@ def test_resume_with_other_data_is_refused_naming_what_differs(tmp_path):
     with pytest.raises(MisatoError, match="the images or masks were changed"):
         run_method(create_method("telea"), data, out, resume=True, progress=False)
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # nothing written by the refused runs
+    older = {key: value for key, value in record.items() if key != "data_files"}  # a record of an older version
+    (out / "run.json").write_text(json.dumps(older))
+    with pytest.raises(MisatoError, match=f"other data: --data is {other.resolve()}"):
+        run_method(create_method("telea"), other, out, resume=True, progress=False)
 
 
 def test_resume_with_a_smaller_limit_is_refused_and_deletes_nothing(tmp_path):
