@@ -11,7 +11,8 @@ A resumed run must read the data it was started on: ``run.json`` records the res
 a digest of the pair list (names, file names) and of every file's size and modification time
 (:func:`data_fingerprint`); any difference is refused, naming what differs. A resume must also list every output
 already in the folder: resuming with a smaller ``limit`` is refused, naming the outputs it would no longer list
-(nothing is deleted; delete them or use ``overwrite``).
+(nothing is deleted; delete them or use ``overwrite``). A resume deletes the temporary files of writes a kill
+cut short.
 
 Sharding (:mod:`misato.distributed`): when the caller joined a process group of ``W`` ranks, rank 0 prepares the
 folder and the list of missing images, rank ``r`` computes entries ``r::W`` of that list and writes their files,
@@ -37,7 +38,7 @@ from misato.errors import MisatoError
 from misato.hashing import bytes_sha256
 from misato.io import atomic_write_bytes, atomic_write_text, preview_names, read_image, read_mask
 from misato.layout import PairedFolder, open_pairs
-from misato.outputs import OutputPolicy, prepare_output
+from misato.outputs import TEMPORARY_FILES, OutputPolicy, prepare_output
 from misato.provenance import provenance
 
 RUN_FILE = "run.json"
@@ -129,6 +130,8 @@ def _prepare(method: InpaintingMethod, pairs: PairedFolder, out: Path, seed: int
         _check_same_settings(out, previous.record, method, seed)
         _check_same_data(out, previous.record, data, fingerprint)
         _check_no_unlisted_outputs(out, names, limit)
+        for leftover in out.glob(TEMPORARY_FILES):  # a write cut short by a kill
+            leftover.unlink()
     todo = [n for n in names if not (out / f"{n}.png").is_file()]
     record: dict[str, Any] = {
         **method.describe(),
