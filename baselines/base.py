@@ -30,9 +30,11 @@ class InpaintingMethod(abc.ABC):
     """An inpainting method.
 
     Subclasses set ``name`` and implement :meth:`inpaint_one`; methods that batch override :meth:`inpaint`.
+    ``batch_size`` is the batch the runner hands over when its caller names none (``--batch-size`` not given).
     """
 
     name: str = ""
+    batch_size: int = 1
 
     @abc.abstractmethod
     def inpaint_one(self, image: np.ndarray, mask: np.ndarray, seed: int) -> np.ndarray:
@@ -214,6 +216,7 @@ def _load_adapters() -> None:
     import baselines.mat  # noqa: F401  (mat)
     import baselines.comod  # noqa: F401  (comod)
     import baselines.flux  # noqa: F401  (asuka-flux, flux-fill)
+    import baselines.command  # noqa: F401  (command)
     from importlib.metadata import entry_points
 
     for entry_point in entry_points(group=ENTRY_POINT_GROUP):

@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 
 from misato.errors import MisatoError
 
@@ -46,8 +47,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "inpaint",
         help="inpaint every image of a MISATO folder with one method (resumable)",
         description="Write PRED_DIR/<name>.png for every image of --data and PRED_DIR/run.json (method, options, "
-        "seed, weight hashes, versions, timings). `misato methods` lists the methods, their flags and weights; "
-        "--method also takes package.module:factory (your own method).",
+        "seed, weight hashes, the data read, versions, timings). `misato methods` lists the methods, their flags and "
+        "weights; --method also takes package.module:factory (your own method). Under `torchrun` or `accelerate "
+        "launch -m misato inpaint ...` every rank takes its share of the images (a bare --device cuda means one GPU "
+        "per rank).",
     )
     parser.add_argument("--method", required=True, help=" | ".join(specs) + " | package.module:factory")
     parser.add_argument("--data", required=True, help="MISATO folder (image/, mask/) or an image folder with --mask")
@@ -55,7 +58,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--out", required=True, help="prediction folder to write")
     parser.add_argument("--seed", type=int, default=0, help="run seed (per-image seeds derive from it and the name)")
     parser.add_argument("--limit", type=int, help="only the first N images (sorted by name)")
-    parser.add_argument("--batch-size", type=int, default=1, help="images handed to the method at once (default 1)")
+    parser.add_argument("--batch-size", type=int,
+                        help="images handed to the method at once (default: the method's own, 1 for most; "
+                        "--chunk for command)")
     parser.add_argument("--resume", action="store_true", help="continue a stopped run in --out")
     parser.add_argument("--overwrite", action="store_true", help="replace a finished run in --out")
     group = parser.add_argument_group("method options", "each applies to the methods named in brackets")
@@ -63,9 +68,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         users = [spec.name for spec in specs.values() if spec.option(name) is not None]
         kwargs = ({"action": argparse.BooleanOptionalAction} if option.type is bool
                   else {"type": finite_float if option.type is float else option.type, "metavar": option.name.upper()})
-        default = f"; default {option.default}" if option.default is not None else ""
         group.add_argument(option.flag, dest=f"option_{name}", default=None,
-                           help=f"{option.help}{default} [{', '.join(users)}]", **kwargs)
+                           help=f"{option.help}{_defaults_help(specs, name)} [{', '.join(users)}]", **kwargs)
     parser.set_defaults(handler=inpaint, option_problem=problem)
 
     asuka = subparsers.add_parser("asuka", help="ASUKA model tools")
@@ -89,6 +93,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     assemble.add_argument("--seed", type=int, default=0, help="seed for freshly initialised parts")
     assemble.add_argument("--overwrite", action="store_true", help="write into a non-empty --out")
     assemble.set_defaults(handler=asuka_assemble)
+
+
+def _defaults_help(specs: dict, name: str) -> str:
+    """``"; default X"`` when every method declaring option ``name`` declares default X, else the methods that
+    declare one (``"; default hole (torchscript)"``: the others have their own rule, given in their help)."""
+    by_default: dict = {}
+    for spec in specs.values():
+        option = spec.option(name)
+        if option is not None:
+            by_default.setdefault(option.default, []).append(spec.name)
+    declared = {value: users for value, users in by_default.items() if value is not None}
+    if len(by_default) == 1:
+        return "".join(f"; default {value}" for value in declared)
+    return "; default " + ", ".join(f"{value} ({', '.join(users)})" for value, users in declared.items())
 
 
 def _method_options(args: argparse.Namespace, spec) -> dict:
@@ -116,11 +134,17 @@ def inpaint(args: argparse.Namespace) -> int:
 
     if args.option_problem is not None:
         raise args.option_problem
-    if args.batch_size < 1:
+    if args.batch_size is not None and args.batch_size < 1:
         raise MisatoError(f"--batch-size must be at least 1, got {args.batch_size}")
     spec = get_spec(args.method)
     options = _method_options(args, spec)
     open_pairs(args.data, args.mask)  # a mistyped --data fails here, before a (possibly multi-GB) model loads
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # torchrun / accelerate launch: join the group, one device each
+        from misato.distributed import init_from_env
+
+        device = init_from_env(options.get("device", "cpu"))
+        if spec.option("device") is not None:
+            options["device"] = device
     method = create_method(args.method, **options)
     record = run_method(method, args.data, args.out, seed=args.seed, mask=args.mask, resume=args.resume,
                         overwrite=args.overwrite, limit=args.limit, batch_size=args.batch_size)

@@ -14,16 +14,17 @@ The rule, everywhere:
 from __future__ import annotations
 
 import os
+import sys
 from typing import Any
 
 from misato.errors import MisatoError
 
 
 def rank_and_world() -> tuple[int, int]:
-    """``(rank, world size)`` of the initialised torch.distributed group, ``(0, 1)`` without one."""
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized():
+    """``(rank, world size)`` of the initialised torch.distributed group, ``(0, 1)`` without one (then torch is
+    not imported: no group can exist before ``torch.distributed`` is, so weight-free jobs stay torch-free)."""
+    dist = sys.modules.get("torch.distributed")
+    if dist is not None and dist.is_available() and dist.is_initialized():
         return dist.get_rank(), dist.get_world_size()
     return 0, 1
 
@@ -76,11 +77,11 @@ def setup(device: str | None) -> tuple[int, int, str]:
 
 def all_gather_objects(value: Any) -> list[Any]:
     """Every rank's ``value`` (picklable), in rank order; ``[value]`` without a group."""
+    if rank_and_world()[1] == 1:
+        return [value]
     import torch.distributed as dist
 
-    rank, world = rank_and_world()
-    if world == 1:
-        return [value]
+    world = rank_and_world()[1]
     shards: list[Any] = [None] * world
     dist.all_gather_object(shards, value)
     return shards
@@ -100,10 +101,10 @@ def gather(rows: list[dict[str, Any]], real: dict, fake: dict) -> tuple[list[dic
 
 def broadcast_from_rank0(value: Any) -> Any:
     """Rank 0's ``value`` on every rank (identity without a group)."""
-    import torch.distributed as dist
-
     if rank_and_world()[1] == 1:
         return value
+    import torch.distributed as dist
+
     box = [value]
     dist.broadcast_object_list(box, src=0)
     return box[0]
@@ -111,7 +112,7 @@ def broadcast_from_rank0(value: Any) -> Any:
 
 def barrier() -> None:
     """Wait for every rank (no-op without a group)."""
-    import torch.distributed as dist
-
     if rank_and_world()[1] > 1:
+        import torch.distributed as dist
+
         dist.barrier()

@@ -136,3 +136,37 @@ def test_overwrite_deletes_only_what_a_run_wrote(tmp_path):
     assert json.loads((out / "run.json").read_text()) == record
     with pytest.raises(MisatoError, match="either --resume or --overwrite"):
         run_method(create_method("telea"), data, out, overwrite=True, resume=True, progress=False)
+
+
+def test_resume_with_other_data_is_refused_naming_what_differs(tmp_path):
+    data = write_misato_folder(tmp_path / "data", n=3, size=32)
+    out = tmp_path / "pred"
+    record = run_method(create_method("telea"), data, out, limit=1, progress=False)
+    assert record["data"] == str(data.resolve()) and record["data_files"]["n_pairs"] == 3
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    other = write_misato_folder(tmp_path / "other", n=3, size=32, seed=5)  # same names, other pixels
+    with pytest.raises(MisatoError, match=f"other data: the image folder is {other.resolve() / 'image'}"):
+        run_method(create_method("telea"), other, out, resume=True, progress=False)
+    write_misato_folder(data, n=4, size=32)  # one pair more (and the first three rewritten)
+    with pytest.raises(MisatoError, match=r"names differ \(4 pairs now, 3 in the run\)"):
+        run_method(create_method("telea"), data, out, resume=True, progress=False)
+    (data / "image" / "0003.png").unlink()
+    (data / "mask" / "0003.png").unlink()
+    with pytest.raises(MisatoError, match="the images or masks were changed"):
+        run_method(create_method("telea"), data, out, resume=True, progress=False)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # nothing written by the refused runs
+    older = {key: value for key, value in record.items() if key != "data_files"}  # a record of an older version
+    (out / "run.json").write_text(json.dumps(older))
+    with pytest.raises(MisatoError, match=f"other data: --data is {other.resolve()}"):
+        run_method(create_method("telea"), other, out, resume=True, progress=False)
+
+
+def test_resume_with_a_smaller_limit_is_refused_and_deletes_nothing(tmp_path):
+    data = write_misato_folder(tmp_path / "data", n=5, size=32)
+    out = tmp_path / "pred"
+    run_method(create_method("telea"), data, out, limit=4, progress=False)
+    with pytest.raises(MisatoError, match=r"2 output\(s\) this run \(--limit 2\) would not list: 0002, 0003"):
+        run_method(create_method("telea"), data, out, limit=2, resume=True, progress=False)
+    assert sorted(list_images(out)) == ["0000", "0001", "0002", "0003"]
+    assert json.loads((out / "run.json").read_text())["limit"] == 4
+    assert run_method(create_method("telea"), data, out, limit=4, resume=True, progress=False)["computed"] == 0
