@@ -152,6 +152,51 @@ class MethodSpec:
         """The declared option called ``name``, or None."""
         return next((option for option in self.options if option.name == name), None)
 
+    def resolve_options(self, given: dict[str, Any]) -> dict[str, Any]:
+        """``given`` (keyword name → value, None = not given) checked against the declared options — an
+        undeclared one is refused, choices are checked — with declared defaults filling the rest."""
+        given = {name: value for name, value in given.items() if value is not None}
+        foreign = [name for name in given if self.option(name) is None]
+        if foreign:
+            flags = ", ".join("--" + name.replace("_", "-") for name in foreign)
+            raise MisatoError(f"method {self.name} takes no {flags}")
+        for name, value in given.items():
+            option = self.option(name)
+            if option.choices is not None and value not in option.choices:
+                raise MisatoError(f"{option.flag} must be one of {', '.join(map(str, option.choices))}, "
+                                  f"got {value!r}")
+        defaults = {option.name: option.default for option in self.options if option.default is not None}
+        return {**defaults, **given}
+
+    def status(self) -> dict[str, Any]:
+        """Whether the method is ready here (its weights found where the registry looks), as ``misato methods``
+        reports it: ``method``, ``description``, ``flags``, ``weights`` (file names), ``gpu_advised``, ``ready``,
+        ``found`` (paths), ``problem`` (a found file failing its hash check)."""
+        from misato.weights import find_local, get_entry
+
+        entries = [get_entry(name) for name in self.weights]
+        problem = None
+        try:
+            if self.locate is not None:
+                found = self.locate()
+                ready, where = found is not None, str(found[0]) if found is not None else None
+            else:
+                located = [find_local(entry) for entry in entries]
+                ready = all(located)
+                where = ", ".join(str(found.path) for found in located if found) or None
+        except MisatoError as error:  # a found file failing its hash check: reported, not fatal for the listing
+            ready, where, problem = False, None, str(error)
+        return {
+            "method": self.name,
+            "description": self.description,
+            "flags": [option.flag for option in self.options],
+            "weights": [entry.filename for entry in entries],
+            "gpu_advised": self.gpu_advised,
+            "ready": ready,
+            "found": where,
+            "problem": problem,
+        }
+
 
 WEIGHTS_OPTION = MethodOption("weights", str, "weight file to load (explicit: trusted, hashed for the record)")
 DEVICE_OPTION = MethodOption("device", str, "torch device: cpu (default), cuda[:N] or mps")

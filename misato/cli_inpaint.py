@@ -110,20 +110,10 @@ def _defaults_help(specs: dict, name: str) -> str:
 
 
 def _method_options(args: argparse.Namespace, spec) -> dict:
-    """The options given on the command line, as ``spec``'s keyword names; a flag the method does not declare is
-    refused, choices are checked, and declared defaults fill the flags not given."""
-    given = {key[len("option_"):]: value for key, value in vars(args).items()
-             if key.startswith("option_") and key != "option_problem" and value is not None}
-    foreign = [name for name in given if spec.option(name) is None]
-    if foreign:
-        flags = ", ".join("--" + name.replace("_", "-") for name in foreign)
-        raise MisatoError(f"method {spec.name} takes no {flags}")
-    for name, value in given.items():
-        option = spec.option(name)
-        if option.choices is not None and value not in option.choices:
-            raise MisatoError(f"{option.flag} must be one of {', '.join(map(str, option.choices))}, got {value!r}")
-    defaults = {option.name: option.default for option in spec.options if option.default is not None}
-    return {**defaults, **given}
+    """The options given on the command line (``option_*`` attributes), resolved by ``spec``
+    (:meth:`baselines.base.MethodSpec.resolve_options`)."""
+    return spec.resolve_options({key[len("option_"):]: value for key, value in vars(args).items()
+                                 if key.startswith("option_") and key != "option_problem"})
 
 
 def inpaint(args: argparse.Namespace) -> int:

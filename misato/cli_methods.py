@@ -16,40 +16,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(handler=methods)
 
 
-def method_status(spec) -> dict:
-    """What ``misato methods`` reports for one :class:`baselines.base.MethodSpec`."""
-    from misato.errors import MisatoError
-    from misato.weights import find_local, get_entry
-
-    entries = [get_entry(name) for name in spec.weights]
-    problem = None
-    try:
-        if spec.locate is not None:
-            found = spec.locate()
-            ready, where = found is not None, str(found[0]) if found is not None else None
-        else:
-            located = [find_local(entry) for entry in entries]
-            ready = all(located)
-            where = ", ".join(str(found.path) for found in located if found) or None
-    except MisatoError as error:  # a found file failing its hash check: reported, not fatal for the listing
-        ready, where, problem = False, None, str(error)
-    return {
-        "method": spec.name,
-        "description": spec.description,
-        "flags": [option.flag for option in spec.options],
-        "weights": [entry.filename for entry in entries],
-        "gpu_advised": spec.gpu_advised,
-        "ready": ready,
-        "found": where,
-        "problem": problem,
-    }
-
-
 def methods(args: argparse.Namespace) -> int:
-    """Print :func:`method_status` for every registered method."""
+    """Print :meth:`baselines.base.MethodSpec.status` for every registered method."""
     from baselines.base import method_specs
 
-    rows = [method_status(spec) for spec in method_specs().values()]
+    rows = [spec.status() for spec in method_specs().values()]
     if args.json:
         for row in rows:
             print(json.dumps(row))

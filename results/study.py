@@ -138,10 +138,7 @@ def method_entry(name: str, method: str, options: dict[str, Any], where: str, re
                  batch_size: int = 1) -> MethodEntry:
     """A validated :class:`MethodEntry`: the method is registered, every option is one it declares, of its type
     and among its choices; declared defaults fill the rest (as ``misato inpaint`` does)."""
-    import argparse
-
     from baselines.base import get_spec
-    from misato.cli_inpaint import _method_options
 
     try:
         spec = get_spec(method)
@@ -149,7 +146,7 @@ def method_entry(name: str, method: str, options: dict[str, Any], where: str, re
         for key, value in options.items():
             option = spec.option(key)
             typed[key] = value if option is None else _typed(where, option, value)  # undeclared: refused below
-        options = _method_options(argparse.Namespace(**{f"option_{k}": v for k, v in typed.items()}), spec)
+        options = spec.resolve_options(typed)
     except MisatoError as error:
         raise MisatoError(f"{where}: {error}") from None
     undeclared = [key for key in requires if spec.option(key) is None]
@@ -262,14 +259,13 @@ def not_ready_reasons(entry: MethodEntry, explicit: bool, cuda: bool) -> list[st
     - a required option (``requires``) not given, or naming a path that does not exist;
     - an explicit ``weights`` option naming no file; otherwise (and without a ``model`` folder, which carries its
       own weights) the weights-registry files the method needs
-      (:func:`misato.cli_methods.method_status`, as ``misato methods`` reports), with the registry's message
+      (:meth:`baselines.base.MethodSpec.status`, as ``misato methods`` reports), with the registry's message
       saying where to put each missing one;
     - :attr:`baselines.base.MethodSpec.gpu_advised` when ``cuda`` is False (the study's device is not CUDA),
       unless ``explicit`` (named in ``--methods``): :data:`GPU_RULE`.
     """
     from baselines.base import get_spec
     from misato import weights
-    from misato.cli_methods import method_status
 
     spec = get_spec(entry.method)
     reasons = []
@@ -286,7 +282,7 @@ def not_ready_reasons(entry: MethodEntry, explicit: bool, cuda: bool) -> list[st
         if not Path(entry.options["weights"]).expanduser().is_file():
             reasons.append(f"option weights: file {entry.options['weights']} not found")
     else:
-        status = method_status(spec)
+        status = spec.status()
         if status["problem"]:
             reasons.append(status["problem"])
         elif not status["ready"]:
