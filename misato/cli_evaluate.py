@@ -4,7 +4,9 @@ from __future__ import annotations
 import argparse
 
 
-from misato.cli_choices import METRIC_NAMES, PROTOCOL_CHOICES, PROTOCOL_HELP
+from misato.cli_choices import (BATCH_RANGE, METRIC_NAMES, PROTOCOL_CHOICES, PROTOCOL_HELP, WORKER_RANGE, device_name,
+                                int_in)
+from misato.outputs import declare_paths
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -27,9 +29,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "(default: through the registry)")
     parser.add_argument("--weights-dir", help="folder searched first for weight files ($MISATO_WEIGHTS_DIR)")
     parser.add_argument("--ids-pca", default=None, help="PCA size before the IDS SVM: N or none (default: protocol's)")
-    parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--device", default="cpu", help="cpu or cuda")
-    parser.add_argument("--workers", type=int, default=0, help="DataLoader worker processes for decoding")
+    parser.add_argument("--batch-size", type=int_in(*BATCH_RANGE), default=8)
+    parser.add_argument("--device", type=device_name, default="cpu", help="cpu or cuda")
+    parser.add_argument("--workers", type=int_in(*WORKER_RANGE), default=0, help="DataLoader worker processes for decoding")
     parser.add_argument("--cache-dir", help="feature cache root (default $MISATO_CACHE or ~/.cache/misato)")
     parser.add_argument("--no-cache", action="store_true", help="neither read nor write cached ground-truth features")
     parser.add_argument("--overwrite", action="store_true", help="replace a finished run in OUT")
@@ -37,6 +39,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--skip-missing-weights", action="store_true",
                         help="compute the metrics whose weight files are here and say which were skipped and why")
     parser.set_defaults(handler=evaluate)
+    declare_paths(parser, inputs=("pred", "gt", "mask"), outputs=("out", "cache_dir"))
 
 
 def evaluate(args: argparse.Namespace) -> int:

@@ -3,9 +3,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 
+from misato.cli_choices import finite_float
 from misato.errors import MisatoError
+from misato.outputs import declare_paths
 
 RUNNER_FLAGS = ("method", "data", "mask", "out", "seed", "limit", "batch_size", "resume", "overwrite", "help")
 
@@ -23,14 +24,6 @@ def _shared_options(specs: dict) -> dict:
                 raise MisatoError(f"option {option.flag} is {first.type.__name__} for one method and "
                                   f"{option.type.__name__} for {spec.name!r}; one flag needs one type")
     return shared
-
-
-def finite_float(text: str) -> float:
-    """argparse type for float options: ``nan`` and ``inf`` are refused (they would reach run.json as invalid JSON)."""
-    value = float(text)
-    if not math.isfinite(value):
-        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
-    return value
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -67,6 +60,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         group.add_argument(option.flag, dest=f"option_{name}", default=None,
                            help=f"{option.help}{default} [{', '.join(users)}]", **kwargs)
     parser.set_defaults(handler=inpaint, option_problem=problem)
+    declare_paths(parser, inputs=("data", "mask", "option_model"), outputs=("out",))
 
     asuka = subparsers.add_parser("asuka", help="ASUKA model tools")
     actions = asuka.add_subparsers(dest="action", metavar="ACTION", required=True)
@@ -89,6 +83,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     assemble.add_argument("--seed", type=int, default=0, help="seed for freshly initialised parts")
     assemble.add_argument("--overwrite", action="store_true", help="write into a non-empty --out")
     assemble.set_defaults(handler=asuka_assemble)
+    declare_paths(assemble, inputs=("sd", "flux", "asuka_flux", "mae", "alignment", "decoder"), outputs=("out",))
 
 
 def _method_options(args: argparse.Namespace, spec) -> dict:

@@ -383,7 +383,12 @@ def build(
     generator = mask_generator
     if generator is None:  # made before the long feature stage, so a missing generator fails fast
         objects = mask_objects if mask_objects is not None else coco_annotations
-        generator = default_mask_generator(size, mask_ratio_range, objects)
+        try:
+            generator = default_mask_generator(size, mask_ratio_range, objects)
+        except MisatoError as error:
+            if error.option == "objects":  # build's own argument: mask_objects (--mask-objects)
+                error.option = "mask_objects"
+            raise
     state = out / STATE_DIR
     barrier()  # every rank has checked the output before rank 0 writes into it
     plan = _state_json(state / "plan.json")

@@ -240,7 +240,7 @@ def test_bad_inputs(tmp_path, raw, encoder):
     with pytest.raises(MisatoError, match="mask-ratio-range"):
         run(tmp_path / "g", {"flickr_landscape": raw["flickr_landscape"]}, encoder, None, mask_ratio_range=(0.5, 0.2))
     for inside in (raw["flickr_landscape"], Path(raw["flickr_landscape"]) / "misato"):
-        with pytest.raises(MisatoError, match="lies inside the input folder"):
+        with pytest.raises(MisatoError, match="is the input .* itself|lies inside the input folder"):
             run(inside, {"flickr_landscape": raw["flickr_landscape"]}, encoder, None)
 
 
