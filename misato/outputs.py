@@ -99,8 +99,9 @@ class PreviousOutput:
     complete: bool
 
 
-TEMPORARY_FILES = ".*.tmp"
-"""Pattern of the temporary files atomic writes leave when killed (:func:`misato.io.atomic_write_bytes`)."""
+TEMPORARY_FILES = "**/.*.tmp"
+"""Pattern (at any depth) of the hidden temporary files atomic writes leave when killed
+(:func:`misato.io.atomic_write_bytes`): ``overwrite`` and ``resume`` delete them."""
 
 
 def _owned_paths(out: Path, policy: OutputPolicy) -> list[Path]:
@@ -159,6 +160,9 @@ def prepare_output(out: str | os.PathLike, policy: OutputPolicy, *, resume: bool
                 path.unlink(missing_ok=True)
         return None
     if resume:
+        for path in out.glob(TEMPORARY_FILES):  # left by a killed write; the resumed job writes them anew
+            if path.is_file():
+                path.unlink()
         return PreviousOutput(record, marker, complete)
     options = [option for option, offered in (("--resume to continue or complete it", policy.can_resume),
                                               ("--overwrite to replace it", policy.can_overwrite)) if offered]
