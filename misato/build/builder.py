@@ -49,11 +49,15 @@ from misato.io import atomic_write_text, write_image, write_mask
 from misato.layout import DOMAINS, MANIFEST_NAME
 from misato.outputs import OutputPolicy, prepare_output
 from misato.provenance import provenance
+from misato.resources import check_memory
 from misato.masks.base import check_ratio_range
-from misato.masks.generate import mask_rng
+from misato.masks.generate import BYTES_PER_PIXEL as MASK_BYTES_PER_PIXEL, mask_rng
 
 STATE_DIR = ".misato-build"
 BUILD_JSON = "build.json"
+WRITE_BYTES_PER_PIXEL = 2 * MASK_BYTES_PER_PIXEL
+"""Peak memory of writing one image, per output pixel: its mask (:data:`misato.masks.generate.BYTES_PER_PIXEL`)
+plus the cropped, resized and encoded RGB copies, counted as much again (the raw file's own decode comes on top)."""
 BUILD_POLICY = OutputPolicy(what="build", markers=(BUILD_JSON, f"{STATE_DIR}/settings.json"),
                             owned=("image", "mask", MANIFEST_NAME, BUILD_JSON, STATE_DIR), can_overwrite=False)
 BUILD_PACKAGES = ("open_clip_torch", "pycocotools", "scikit-learn")
@@ -344,6 +348,7 @@ def build(
     out = Path(out).expanduser()
     if size < 8 or per_domain < 1:
         raise MisatoError(f"--size must be >= 8 and --per-domain >= 1 (got {size}, {per_domain})")
+    check_memory(WRITE_BYTES_PER_PIXEL * size**2, f"--size {size} build")
     mask_ratio_range = check_ratio_range(mask_ratio_range, "--mask-ratio-range")
     min_side = size // 2 if min_side is None else min_side
     device = local_device(device)
