@@ -399,9 +399,9 @@ def build(
     plan = _state_json(state / "plan.json")
     encoder_info = _state_json(state / "encoder.json")
     if plan is None:
+        encoder = encoder or load_clip(clip_model, clip_pretrained, device, weights_dir)  # fails before any write
         if rank == 0:
             _write_json(state / "settings.json", settings)
-        encoder = encoder or load_clip(clip_model, clip_pretrained, device, weights_dir)
         encoder_info = encoder.describe()
         cache_root = Path(feature_cache).expanduser() if feature_cache else misato_cache_dir()
         hook = (lambda count: on_step("features", count)) if on_step else None
