@@ -70,9 +70,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "verify", help="check a MISATO folder: layout, sizes, mask values, domain ranges, manifest",
         description="Check a MISATO folder; prints every problem and exits 2 when there is any.",
     )
-    checker.add_argument("out", help="the MISATO folder")
+    checker.add_argument("folder", help="the MISATO folder")
     checker.set_defaults(handler=verify)
-    declare_paths(checker, inputs=("out",))
+    declare_paths(checker, inputs=("folder",))
 
 
 def build(args: argparse.Namespace) -> int:
@@ -118,10 +118,10 @@ def verify(args: argparse.Namespace) -> int:
     """Handler of ``misato verify``."""
     from misato.build import verify as run_verify
 
-    problems = run_verify(args.out)
+    problems = run_verify(args.folder)
     for problem in problems:
         print(problem)
     if problems:
-        raise MisatoError(f"{args.out}: {len(problems)} problem(s), listed above")
-    print(f"{args.out}: OK", file=sys.stderr)
+        raise MisatoError(f"{args.folder}: {len(problems)} problem(s), listed above")
+    print(f"{args.folder}: OK", file=sys.stderr)
     return 0
