@@ -333,3 +333,15 @@ def test_masks_resume_with_a_smaller_n_keeps_exactly_the_listed_files(tmp_path):
     assert sorted(_files(big)) == sorted([*_files(small), "notes.txt"])
     assert _without_provenance({k: v for k, v in _files(big).items() if k != "notes.txt"}) == \
         _without_provenance(_files(small))
+
+
+def test_build_device_cuda_without_a_gpu(world, tmp_path, capsys):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA device is present here")
+    before = tree_digest(world)
+    assert main(_fill(BUILD + " --device cuda --out {out}/b", world, tmp_path).split()) == 2
+    assert capsys.readouterr().err.strip() == ("misato build: error: --device cuda: no CUDA device is available here; "
+                                              "use --device cpu")
+    assert tree_digest(world) == before and not (tmp_path / "b").exists()
