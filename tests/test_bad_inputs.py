@@ -139,6 +139,7 @@ CASES = [
     Case("build-negative-seed", BUILD + " --seed -1 --out {out}/b", ("--seed",)),
     Case("compare-negative-seed", "compare {in}/runA --seed -1 --out {out}/t.csv", ("--seed",)),
     Case("build-zero-batch", BUILD + " --batch-size 0 --out {out}/b", ("--batch-size",)),
+    Case("fid-zero-batch", "fid {in}/pred {in}/gt/image --batch-size 0", ("--batch-size",)),
     Case("evaluate-negative-workers", EVAL + " --workers -1 --out {out}/e", ("--workers",)),
     Case("build-device-tpu", BUILD + " --device tpu --out {out}/b", ("--device", "'tpu'")),
     Case("evaluate-device-tpu", EVAL + " --device tpu --out {out}/e", ("--device", "'tpu'")),
