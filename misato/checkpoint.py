@@ -65,16 +65,21 @@ def read_checkpoint(path: str | os.PathLike, what: str = "this network") -> Any:
             return load_file(str(path), device="cpu")
         with torch.serialization.safe_globals(SAFE_RECORD_CLASSES):
             return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as error:
-        refused = _REFUSED_GLOBAL.search(str(error))
-        if refused is None:
-            raise _not_a_checkpoint(path, what) from None
-        raise MisatoError(
-            f"{path}: holds pickled Python objects besides tensors ({refused[1]}), which safe loading refuses; "
-            "save only the state dict (torch.save(model.state_dict(), FILE)) or convert it to .safetensors"
-        ) from None
-    except Exception:  # noqa: BLE001 - safetensors/zip/pickle errors all mean "this is not a checkpoint file"
-        raise _not_a_checkpoint(path, what) from None
+    except Exception as error:  # noqa: BLE001 - safetensors/zip/pickle errors all mean "this is not a checkpoint file"
+        raise load_error(path, what, error) from None
+
+
+def load_error(path: str | os.PathLike, what: str, error: BaseException) -> MisatoError:
+    """The one-line error for a file that safe loading (``torch.load(weights_only=True)``, here or in a library
+    such as open_clip) could not read: pickled Python objects are named, anything else is "not a checkpoint of
+    ``what``". Never advises turning safe loading off."""
+    refused = _REFUSED_GLOBAL.search(str(error)) if isinstance(error, pickle.UnpicklingError) else None
+    if refused is None:
+        return _not_a_checkpoint(Path(path), what)
+    return MisatoError(
+        f"{path}: holds pickled Python objects besides tensors ({refused[1]}), which safe loading refuses; "
+        "save only the state dict (torch.save(model.state_dict(), FILE)) or convert it to .safetensors"
+    )
 
 
 def unwrap_state_dict(content: Any, source: str, what: str = "this network",

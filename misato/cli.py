@@ -16,6 +16,7 @@ import sys
 from misato import __version__
 from misato.compat import HF_EVALUATE_MESSAGE, hf_evaluate_installed, is_evaluator_clash
 from misato.errors import MisatoError
+from misato.outputs import check_command_paths
 
 COMMAND_MODULES = (
     "misato.cli_weights",
@@ -55,17 +56,33 @@ USER_OS_ERRORS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPER
 says which path and exits 2, wherever in the code the write happened (atomic writes leave no partial file)."""
 
 
+def option_flags(parser: argparse.ArgumentParser, command: str) -> dict[str, str]:
+    """``{dest: flag}`` of subcommand ``command``'s options (and its own subcommands'), the longest spelling of
+    each; messages about an option use them (:meth:`~misato.errors.MisatoError.for_flags`)."""
+    flags: dict[str, str] = {}
+    pending = [action.choices[command] for action in parser._actions if isinstance(action, argparse._SubParsersAction)]
+    while pending:
+        for action in pending.pop()._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                pending.extend(action.choices.values())
+            elif action.option_strings:
+                flags.setdefault(action.dest, max(action.option_strings, key=len))
+    return flags
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the command line ``argv`` (default ``sys.argv[1:]``) and return the exit code."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     clash = f"misato {args.command}: error: {HF_EVALUATE_MESSAGE}"
     if args.command in EVALUATE_COMMANDS and hf_evaluate_installed():
         print(clash, file=sys.stderr)
         return 2
     try:
+        check_command_paths(args)
         return int(args.handler(args) or 0)
     except MisatoError as error:
-        print(f"misato {args.command}: error: {error}", file=sys.stderr)
+        print(f"misato {args.command}: error: {error.for_flags(option_flags(parser, args.command))}", file=sys.stderr)
         return 2
     except ImportError as error:
         if not is_evaluator_clash(error):  # a subcommand missing from EVALUATE_COMMANDS

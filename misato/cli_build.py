@@ -5,7 +5,10 @@ import argparse
 import os
 import sys
 
+from misato.cli_choices import (BATCH_RANGE, COUNT_RANGE, SEED_RANGE, SIDE_RANGE, WORKER_RANGE, device_name,
+                                finite_float, int_in)
 from misato.errors import MisatoError
+from misato.outputs import declare_paths
 
 
 def _domain_pair(text: str) -> tuple[str, str]:
@@ -22,9 +25,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Build a MISATO folder (image/, mask/, manifest.csv, build.json) from raw datasets.",
     )
     parser.add_argument("--out", required=True, help="output folder (empty or new, unless --resume)")
-    parser.add_argument("--size", type=int, default=512, help="output side in pixels (default 512)")
-    parser.add_argument("--per-domain", type=int, default=500, help="images (clusters) per domain (default 500)")
-    parser.add_argument("--seed", type=int, default=0, help="clustering and mask seed (default 0)")
+    parser.add_argument("--size", type=int_in(*SIDE_RANGE), default=512, help="output side in pixels (default 512)")
+    parser.add_argument("--per-domain", type=int_in(*COUNT_RANGE), default=500, help="images (clusters) per domain (default 500)")
+    parser.add_argument("--seed", type=int_in(*SEED_RANGE), default=0, help="clustering and mask seed (default 0)")
     sources = parser.add_argument_group("raw datasets (root or any folder inside)")
     sources.add_argument("--flickr-landscape", metavar="DIR", help="Flickr-Landscape photo folder → landscape")
     sources.add_argument("--matterport", metavar="DIR", help="Matterport3D v1 scans (zipped or unzipped) → indoor")
@@ -42,31 +45,34 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="openai (OpenAI's ViT-L-14.pt via the weights registry), none (random init) or a checkpoint FILE",
     )
     clip.add_argument("--weights-dir", help="folder holding weight files such as ViT-L-14.pt")
-    clip.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
-    clip.add_argument("--batch-size", type=int, default=32, help="images per CLIP forward pass (default 32)")
+    clip.add_argument("--device", type=device_name, help="torch device (default: cuda if available, else cpu)")
+    clip.add_argument("--batch-size", type=int_in(*BATCH_RANGE), default=32, help="images per CLIP forward pass (default 32)")
     clip.add_argument(
-        "--workers", type=int, default=min(4, os.cpu_count() or 1), help="image-decoding DataLoader workers"
+        "--workers", type=int_in(*WORKER_RANGE), default=min(4, os.cpu_count() or 1), help="image-decoding DataLoader workers"
     )
     clip.add_argument("--feature-cache", metavar="DIR", help="feature cache root (default $MISATO_CACHE or ~/.cache/misato; rows go to DIR/features/)")
     masks = parser.add_argument_group("masks")
     masks.add_argument(
-        "--mask-ratio-range", type=float, nargs=2, metavar=("LO", "HI"),
+        "--mask-ratio-range", type=finite_float, nargs=2, metavar=("LO", "HI"),
         help="hole-ratio range for the mask generator (the paper's value is unknown; default: the generator's)",
     )
     masks.add_argument(
         "--mask-objects", metavar="PATH",
         help="object-shape source for the mask generator (default: --coco-annotations when given)",
     )
-    parser.add_argument("--min-side", type=int, help="skip images whose shorter side is below this (default size/2)")
+    parser.add_argument("--min-side", type=int_in(1, SIDE_RANGE[1]), help="skip images whose shorter side is below this (default size/2)")
     parser.add_argument("--resume", action="store_true", help="continue an interrupted build in --out")
     parser.set_defaults(handler=build)
+    declare_paths(parser, inputs=("flickr_landscape", "matterport", "megadepth", "coco_images", "coco_annotations",
+                                  "domain", "mask_objects", "clip_pretrained"), outputs=("out", "feature_cache"))
 
     checker = subparsers.add_parser(
         "verify", help="check a MISATO folder: layout, sizes, mask values, domain ranges, manifest",
         description="Check a MISATO folder; prints every problem and exits 2 when there is any.",
     )
-    checker.add_argument("out", help="the MISATO folder")
+    checker.add_argument("folder", help="the MISATO folder")
     checker.set_defaults(handler=verify)
+    declare_paths(checker, inputs=("folder",))
 
 
 def build(args: argparse.Namespace) -> int:
@@ -112,10 +118,10 @@ def verify(args: argparse.Namespace) -> int:
     """Handler of ``misato verify``."""
     from misato.build import verify as run_verify
 
-    problems = run_verify(args.out)
+    problems = run_verify(args.folder)
     for problem in problems:
         print(problem)
     if problems:
-        raise MisatoError(f"{args.out}: {len(problems)} problem(s), listed above")
-    print(f"{args.out}: OK", file=sys.stderr)
+        raise MisatoError(f"{args.folder}: {len(problems)} problem(s), listed above")
+    print(f"{args.folder}: OK", file=sys.stderr)
     return 0

@@ -4,6 +4,9 @@ from __future__ import annotations
 import argparse
 import sys
 
+from misato.cli_choices import BOOTSTRAP_RANGE, SEED_RANGE, int_in
+from misato.outputs import declare_paths
+
 BY_CHOICES = ("domain", "mask_ratio")
 """``evaluate.schema.BREAKDOWNS``' names, spelled out: building the parser must not import ``evaluate`` (it may be
 Hugging Face's, see :mod:`misato.compat`)."""
@@ -27,12 +30,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--by", choices=BY_CHOICES,
         help="print the per-domain or per-mask-ratio table instead (no intervals, paired tests or paper numbers)",
     )
-    parser.add_argument("--bootstrap", type=int, metavar="B", help="bootstrap resamples (default 1000; 0 = none)")
-    parser.add_argument("--seed", type=int, help="seed of the bootstrap resamples (default 0)")
+    parser.add_argument("--bootstrap", type=int_in(*BOOTSTRAP_RANGE), metavar="B", help="bootstrap resamples (default 1000; 0 = none)")
+    parser.add_argument("--seed", type=int_in(*SEED_RANGE), help="seed of the bootstrap resamples (default 0)")
     parser.add_argument("--baseline", metavar="LABEL", help="run the paired tests compare against (default: the first)")
     parser.add_argument("--no-paired", action="store_true", help="skip paired tests (allows runs on different images)")
     parser.add_argument("--strict", action="store_true", help="refuse runs with different protocols or weight files")
     parser.set_defaults(handler=compare)
+    declare_paths(parser, inputs=("run_dirs",), outputs=("out",))
 
 
 def compare(args: argparse.Namespace) -> int:

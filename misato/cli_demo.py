@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from misato.outputs import OutputPolicy
+from misato.outputs import OutputPolicy, declare_paths
 
 SAMPLE_IMAGES = (
     "astronaut", "chelsea", "coffee", "rocket", "motorcycle", "hubble_deep_field", "retina", "immunohistochemistry",
@@ -48,6 +48,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--weights-dir", help="folder searched first for weight files")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing demo folder")
     parser.set_defaults(handler=_demo_command)
+    declare_paths(parser, inputs=("weights_dir",), outputs=("out",))
 
 
 def sample_image(name: str) -> np.ndarray:

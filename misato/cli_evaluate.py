@@ -2,9 +2,12 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
-
-from misato.cli_choices import METRIC_NAMES, PROTOCOL_CHOICES, PROTOCOL_HELP
+from misato.cli_choices import (BATCH_RANGE, METRIC_NAMES, PROTOCOL_CHOICES, PROTOCOL_HELP, WORKER_RANGE, device_name,
+                                int_in)
+from misato.errors import MisatoError
+from misato.outputs import declare_paths
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -27,9 +30,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "(default: through the registry)")
     parser.add_argument("--weights-dir", help="folder searched first for weight files ($MISATO_WEIGHTS_DIR)")
     parser.add_argument("--ids-pca", default=None, help="PCA size before the IDS SVM: N or none (default: protocol's)")
-    parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--device", default="cpu", help="cpu or cuda")
-    parser.add_argument("--workers", type=int, default=0, help="DataLoader worker processes for decoding")
+    parser.add_argument("--batch-size", type=int_in(*BATCH_RANGE), default=8)
+    parser.add_argument("--device", type=device_name, default="cpu", help="cpu or cuda")
+    parser.add_argument("--workers", type=int_in(*WORKER_RANGE), default=0, help="DataLoader worker processes for decoding")
     parser.add_argument("--cache-dir", help="feature cache root (default $MISATO_CACHE or ~/.cache/misato)")
     parser.add_argument("--no-cache", action="store_true", help="neither read nor write cached ground-truth features")
     parser.add_argument("--overwrite", action="store_true", help="replace a finished run in OUT")
@@ -37,6 +40,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--skip-missing-weights", action="store_true",
                         help="compute the metrics whose weight files are here and say which were skipped and why")
     parser.set_defaults(handler=evaluate)
+    declare_paths(parser, inputs=("pred", "gt", "mask"), outputs=("out", "cache_dir"))
+
+
+def _check_out(out: Path, overwrite: bool) -> None:
+    """Refuse to replace run files (``per_image.csv``, ``summary.csv``, ``summary.json``) already in ``out`` without
+    --overwrite, a finished run's or not: a folder without ``summary.json`` may hold the user's own files of
+    those names (or those of an evaluation killed before it finished)."""
+    from evaluate.schema import RUN_FILES, SUMMARY_JSON
+
+    if out.exists() and not out.is_dir():
+        raise MisatoError(f"--out {out} exists and is not a folder")
+    found = [name for name in RUN_FILES if (out / name).exists()]
+    if found and not overwrite:
+        what = "a finished evaluation" if SUMMARY_JSON in found else f"{', '.join(found)} but no {SUMMARY_JSON}"
+        raise MisatoError(f"--out {out} already holds {what}; pass --overwrite to replace them, or choose another "
+                          "folder")
 
 
 def evaluate(args: argparse.Namespace) -> int:
@@ -45,6 +64,7 @@ def evaluate(args: argparse.Namespace) -> int:
     from misato.distributed import init_from_env
 
     evaluator = import_evaluator()
+    _check_out(Path(args.out), args.overwrite)
     device = init_from_env(args.device)  # joins the process group torchrun/accelerate describe, if any
     result = evaluator.evaluate_folder(
         pred=args.pred,

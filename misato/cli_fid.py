@@ -4,7 +4,8 @@ from __future__ import annotations
 import argparse
 
 
-from misato.cli_choices import PROTOCOL_CHOICES, PROTOCOL_HELP
+from misato.cli_choices import BATCH_RANGE, PROTOCOL_CHOICES, PROTOCOL_HELP, WORKER_RANGE, device_name, int_in
+from misato.outputs import declare_paths
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -22,10 +23,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "protocol, weights sha256) to FILE.npz")
     parser.add_argument("--inception-weights", help="Inception weight file (default: found through the registry)")
     parser.add_argument("--weights-dir", help="folder searched first for weight files ($MISATO_WEIGHTS_DIR)")
-    parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--device", default="cpu", help="cpu or cuda")
-    parser.add_argument("--workers", type=int, default=0, help="DataLoader worker processes for decoding")
+    parser.add_argument("--batch-size", type=int_in(*BATCH_RANGE), default=8)
+    parser.add_argument("--device", type=device_name, default="cpu", help="cpu or cuda")
+    parser.add_argument("--workers", type=int_in(*WORKER_RANGE), default=0, help="DataLoader worker processes for decoding")
     parser.set_defaults(handler=fid)
+    declare_paths(parser, inputs=("first", "second"), outputs=("save_stats",))
 
 
 def fid(args: argparse.Namespace) -> int:

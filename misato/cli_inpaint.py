@@ -3,10 +3,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 
+from misato.cli_choices import BATCH_RANGE, COUNT_RANGE, SEED_RANGE, finite_float, int_in
 from misato.errors import MisatoError
+from misato.outputs import declare_paths
 
 RUNNER_FLAGS = ("method", "data", "mask", "out", "seed", "limit", "batch_size", "resume", "overwrite", "help")
 
@@ -24,14 +25,6 @@ def _shared_options(specs: dict) -> dict:
                 raise MisatoError(f"option {option.flag} is {first.type.__name__} for one method and "
                                   f"{option.type.__name__} for {spec.name!r}; one flag needs one type")
     return shared
-
-
-def finite_float(text: str) -> float:
-    """argparse type for float options: ``nan`` and ``inf`` are refused (they would reach run.json as invalid JSON)."""
-    value = float(text)
-    if not math.isfinite(value):
-        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
-    return value
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -56,9 +49,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--data", required=True, help="MISATO folder (image/, mask/) or an image folder with --mask")
     parser.add_argument("--mask", help="mask folder when --data is a plain image folder")
     parser.add_argument("--out", required=True, help="prediction folder to write")
-    parser.add_argument("--seed", type=int, default=0, help="run seed (per-image seeds derive from it and the name)")
-    parser.add_argument("--limit", type=int, help="only the first N images (sorted by name)")
-    parser.add_argument("--batch-size", type=int,
+    parser.add_argument("--seed", type=int_in(*SEED_RANGE), default=0, help="run seed (per-image seeds derive from it and the name)")
+    parser.add_argument("--limit", type=int_in(*COUNT_RANGE), help="only the first N images (sorted by name)")
+    parser.add_argument("--batch-size", type=int_in(*BATCH_RANGE),
                         help="images handed to the method at once (default: the method's own, 1 for most; "
                         "--chunk for command)")
     parser.add_argument("--resume", action="store_true", help="continue a stopped run in --out")
@@ -71,6 +64,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         group.add_argument(option.flag, dest=f"option_{name}", default=None,
                            help=f"{option.help}{_defaults_help(specs, name)} [{', '.join(users)}]", **kwargs)
     parser.set_defaults(handler=inpaint, option_problem=problem)
+    declare_paths(parser, inputs=("data", "mask", "option_model"), outputs=("out",))
 
     asuka = subparsers.add_parser("asuka", help="ASUKA model tools")
     actions = asuka.add_subparsers(dest="action", metavar="ACTION", required=True)
@@ -90,9 +84,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     assemble.add_argument("--decoder", default="kl-vae",
                           help="decoder checkpoint (Lightning, decoder.* keys) or diffusers AsymmetricAutoencoderKL "
                           "folder, kl-vae (default) or none")
-    assemble.add_argument("--seed", type=int, default=0, help="seed for freshly initialised parts")
+    assemble.add_argument("--seed", type=int_in(*SEED_RANGE), default=0, help="seed for freshly initialised parts")
     assemble.add_argument("--overwrite", action="store_true", help="write into a non-empty --out")
     assemble.set_defaults(handler=asuka_assemble)
+    declare_paths(assemble, inputs=("sd", "flux", "asuka_flux", "mae", "alignment", "decoder"), outputs=("out",))
 
 
 def _defaults_help(specs: dict, name: str) -> str:

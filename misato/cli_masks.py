@@ -3,6 +3,9 @@ from __future__ import annotations
 
 import argparse
 
+from misato.cli_choices import COUNT_RANGE, SEED_RANGE, SIDE_RANGE, finite_float, int_in
+from misato.outputs import declare_paths
+
 
 class _HelpWithPresets(argparse.Action):
     """``-h/--help`` that appends the preset names, importing the mask code (and OpenCV) only when help is shown."""
@@ -26,11 +29,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("-h", "--help", action=_HelpWithPresets, help="show this help message and exit")
     parser.add_argument("--preset", required=True, metavar="NAME", help="mask preset (see docs/masks.md)")
-    parser.add_argument("--n", type=int, required=True, help="number of masks")
-    parser.add_argument("--size", type=int, default=512, help="mask side in pixels (default 512)")
-    parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    parser.add_argument("--n", type=int_in(*COUNT_RANGE), required=True, help="number of masks")
+    parser.add_argument("--size", type=int_in(*SIDE_RANGE), default=512, help="mask side in pixels (default 512)")
+    parser.add_argument("--seed", type=int_in(*SEED_RANGE), default=0, help="random seed (default 0)")
     parser.add_argument("--out", required=True, help="output folder")
-    parser.add_argument("--ratio-range", type=float, nargs=2, metavar=("LO", "HI"),
+    parser.add_argument("--ratio-range", type=finite_float, nargs=2, metavar=("LO", "HI"),
                         help="keep masks whose hole fraction r satisfies LO < r < HI (default: the preset's)")
     parser.add_argument("--objects", metavar="SOURCE",
                         help="COCO instances JSON or folder of object-mask PNGs (object, asuka-train, misato)")
@@ -38,6 +41,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     group.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
     group.add_argument("--overwrite", action="store_true", help="replace the masks already in --out")
     parser.set_defaults(handler=masks)
+    declare_paths(parser, inputs=("objects",), outputs=("out",))
 
     stats = subparsers.add_parser(
         "mask-stats", help="hole-ratio histogram, quantiles and connected components of a mask folder",
@@ -47,6 +51,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     stats.add_argument("folder", help="folder of mask PNG/JPG files")
     stats.add_argument("--out", help="also write the statistics to FILE (.json or .csv)")
     stats.set_defaults(handler=mask_stats)
+    declare_paths(stats, inputs=("folder",), outputs=("out",))
 
 
 def masks(args: argparse.Namespace) -> int:

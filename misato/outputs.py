@@ -1,6 +1,7 @@
 """The one output-folder policy of every long job (build, masks, runner, demo, assemble, evaluate).
 
-- Outputs never lie on or inside an input folder (:func:`check_output_location`).
+- Outputs never are, or lie inside, an input (:func:`check_output_location`; the CLI checks every command's
+  declared paths with :func:`check_command_paths`, symbolic links resolved).
 - A job's folder is identified by its record file (the *marker*: ``run.json``, ``build.json``, …). An empty or
   missing folder is fresh. A non-empty folder without a marker is never touched: not resumed, not overwritten.
 - ``resume`` continues the job recorded there (the caller checks the record's settings and finds what is
@@ -10,10 +11,11 @@
 """
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import shutil
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,16 +24,48 @@ from misato.errors import MisatoError
 
 
 def check_output_location(out: str | os.PathLike, inputs: Iterable[str | os.PathLike]) -> None:
-    """Refuse an output folder that is, or lies inside, one of the input folders (inputs are never written).
+    """Refuse an output (file or folder) that is one of the inputs (files or folders) or lies inside an input folder.
+
+    Symbolic links are resolved on both sides, so a link to an input is the input. Inputs need not exist.
 
     Raises:
-        MisatoError: naming the output and the input folder it lies in.
+        MisatoError: naming the output and the input it would overwrite.
     """
-    out = Path(out).resolve()
-    for folder in inputs:
-        folder = Path(folder).resolve()
-        if out == folder or folder in out.parents:
-            raise MisatoError(f"output folder {out} lies inside the input folder {folder}; choose another place")
+    out = Path(out).expanduser().resolve()
+    for given in inputs:
+        folder = Path(given).expanduser().resolve()
+        if out == folder:
+            raise MisatoError(f"output {out} is the input {given} itself (inputs are never written); choose another place")
+        if folder in out.parents:
+            raise MisatoError(f"output {out} lies inside the input folder {folder}; choose another place")
+
+
+def declare_paths(parser: argparse.ArgumentParser, inputs: Sequence[str] = (), outputs: Sequence[str] = ()) -> None:
+    """Record which options (argparse ``dest`` names) of a subcommand name what it reads and what it writes.
+
+    :func:`misato.cli.main` calls :func:`check_command_paths` with them before the command runs, so no command
+    writes on or inside one of its inputs. A test checks that every subcommand with an output option declares it.
+    """
+    parser.set_defaults(path_inputs=tuple(inputs), path_outputs=tuple(outputs))
+
+
+def _given_paths(args: argparse.Namespace, dests: Iterable[str]) -> list[str]:
+    """The path values of the options ``dests``: lists flattened, ``NAME=DIR`` pairs give DIR, None and ``-`` skipped."""
+    found = []
+    for dest in dests:
+        value = getattr(args, dest, None)
+        for item in value if isinstance(value, list) else [value]:
+            item = item[-1] if isinstance(item, tuple) else item
+            if item is not None and str(item) != "-":
+                found.append(str(item))
+    return found
+
+
+def check_command_paths(args: argparse.Namespace) -> None:
+    """Refuse a command line whose outputs (declared with :func:`declare_paths`) land on or inside an input."""
+    inputs = _given_paths(args, getattr(args, "path_inputs", ()))
+    for out in _given_paths(args, getattr(args, "path_outputs", ())):
+        check_output_location(out, inputs)
 
 
 @dataclass(frozen=True)
@@ -65,8 +99,9 @@ class PreviousOutput:
     complete: bool
 
 
-TEMPORARY_FILES = ".*.tmp"
-"""Pattern of the temporary files atomic writes leave when killed (:func:`misato.io.atomic_write_bytes`)."""
+TEMPORARY_FILES = "**/.*.tmp"
+"""Pattern (at any depth) of the hidden temporary files atomic writes leave when killed
+(:func:`misato.io.atomic_write_bytes`): ``overwrite`` and ``resume`` delete them."""
 
 
 def _owned_paths(out: Path, policy: OutputPolicy) -> list[Path]:
@@ -125,6 +160,9 @@ def prepare_output(out: str | os.PathLike, policy: OutputPolicy, *, resume: bool
                 path.unlink(missing_ok=True)
         return None
     if resume:
+        for path in out.glob(TEMPORARY_FILES):  # left by a killed write; the resumed job writes them anew
+            if path.is_file():
+                path.unlink()
         return PreviousOutput(record, marker, complete)
     options = [option for option, offered in (("--resume to continue or complete it", policy.can_resume),
                                               ("--overwrite to replace it", policy.can_overwrite)) if offered]

@@ -31,6 +31,8 @@ from evaluate.compare.tables import (
 )
 from misato.errors import MisatoError
 from misato.io import atomic_write_text
+from misato.outputs import check_output_location
+from misato.resources import check_memory
 
 __all__ = [
     "CONFIDENCE", "DEFAULT_BOOTSTRAP", "FORMATS", "BreakdownRow", "BreakdownTable", "Cell", "ComparisonTable", "Row",
@@ -78,7 +80,15 @@ def compare(
         raise MisatoError(f"--out {out} is a folder; give a file name such as {Path(out) / 'comparison.md'}")
     if by is not None:
         _check_breakdown_options(reported, n_boot, seed, baseline, paired)
+    if str(out) != "-":
+        check_output_location(out, run_dirs)
     runs = load_runs(run_dirs, labels)
+    if by is None:
+        resamples = DEFAULT_BOOTSTRAP if n_boot is None else n_boot
+        columns = max(len(run.per_image.columns) for run in runs)
+        # peak: the float64 [B, k] resample means of one run and of a paired test's two sides (index chunks are
+        # bounded by evaluate.stats, a few tens of MB)
+        check_memory(3 * 8 * resamples * columns, f"--bootstrap {resamples}")
     if by is not None:
         table: ComparisonTable | BreakdownTable = build_breakdown(runs, by, strict=strict)
     else:

@@ -37,7 +37,7 @@ class Run:
 
     @property
     def n(self) -> int:
-        return int(self.summary.get(schema.SUMMARY_N, len(self.per_image)))
+        return int(self.summary[schema.SUMMARY_N])
 
     @property
     def protocol(self) -> str | None:
@@ -75,7 +75,10 @@ def _read_summary(path: Path) -> dict:
     for name, value in summary[schema.SUMMARY_METRICS].items():
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
             raise MisatoError(f"{file}: metric {name!r} is {value!r}, not a finite number")
-    if schema.SUMMARY_N in summary and not _is_count(summary[schema.SUMMARY_N]):
+    if schema.SUMMARY_N not in summary:  # without it a per_image.csv cut at a line end would pass as whole
+        raise MisatoError(f"{file} has no \"{schema.SUMMARY_N}\" (the image count), so {schema.PER_IMAGE_CSV} cannot "
+                          f"be checked for truncation; {RERUN}")
+    if not _is_count(summary[schema.SUMMARY_N]):
         raise MisatoError(f"{file}: \"{schema.SUMMARY_N}\" is {summary[schema.SUMMARY_N]!r}, not an image count")
     sizes = summary.get(schema.SUMMARY_IMAGE_SIZES)
     if sizes is not None and not (
@@ -110,7 +113,7 @@ def _read_rows(file: Path) -> tuple[list[str], list[list[str]]]:
     return header, rows
 
 
-def _read_per_image(path: Path, n: int | None) -> pd.DataFrame:
+def _read_per_image(path: Path, n: int) -> pd.DataFrame:
     file = path / schema.PER_IMAGE_CSV
     if not file.is_file():
         raise MisatoError(f"{file} is missing: {path} is not a finished `misato evaluate --out` run folder")
@@ -124,7 +127,7 @@ def _read_per_image(path: Path, n: int | None) -> pd.DataFrame:
     duplicated = frame[name][frame[name].duplicated()].tolist()
     if duplicated:
         raise MisatoError(f"{file} lists some images twice: {preview_names(duplicated)}")
-    if n is not None and len(rows) != n:
+    if len(rows) != n:
         raise MisatoError(
             f"{file} has {len(rows)} image row(s) but {schema.SUMMARY_JSON} says n = {n}: the file is truncated or "
             f"from another run; {RERUN}"
@@ -144,7 +147,7 @@ def load_run(path: str | Path, label: str | None = None) -> Run:
     if not path.is_dir():
         raise MisatoError(f"run folder {path} does not exist (pass folders written by `misato evaluate --out`)")
     summary = _read_summary(path)
-    per_image = _read_per_image(path, summary.get(schema.SUMMARY_N))
+    per_image = _read_per_image(path, summary[schema.SUMMARY_N])
     label = label or summary.get(schema.SUMMARY_METHOD) or path.resolve().name
     return Run(path, str(label), summary, per_image)
 

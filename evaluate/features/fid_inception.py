@@ -166,7 +166,7 @@ def load_fid_inception(path, source: str, weights: dict[str, str]) -> FIDIncepti
     """Build the extractor (eval mode, no gradients) from a pytorch-fid-layout file or its ``.pypi.safetensors``."""
     with torch.device("meta"):  # no random initialisation: every tensor comes from the file
         network = FIDInceptionV3()
-    load_strict(network, read_state_dict(path), source, ignored_prefixes=(CLASSIFIER_PREFIX,))
+    load_strict(network, read_state_dict(path, "the FID Inception-v3"), source, ignored_prefixes=(CLASSIFIER_PREFIX,))
     fold_batch_norms(network.eval())
     network.weights = dict(weights)
     network.requires_grad_(False)

@@ -97,4 +97,4 @@ class TorchvisionInceptionFeatures(nn.Module):
 
 def load_torchvision_inception(path, source: str, weights: dict[str, str]) -> TorchvisionInceptionFeatures:
     """Build the extractor from an official-format file (``inception_v3_google-0cc3c7bd.pth`` layout)."""
-    return TorchvisionInceptionFeatures(read_state_dict(path), source, weights)
+    return TorchvisionInceptionFeatures(read_state_dict(path, "torchvision Inception-v3"), source, weights)

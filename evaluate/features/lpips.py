@@ -52,8 +52,8 @@ class LPIPSDistance(nn.Module):
         with warnings.catch_warnings():  # lpips passes torchvision's deprecated `pretrained=False`
             warnings.simplefilter("ignore", UserWarning)
             model = lpips.LPIPS(pretrained=False, net=net, version="0.1", pnet_rand=True, verbose=False)
-        load_strict(trunk_view(model), read_state_dict(backbone.path), str(backbone.path), BACKBONE_IGNORED)
-        load_strict(linear_view(model), read_state_dict(linear.path), str(linear.path))
+        load_strict(trunk_view(model), read_state_dict(backbone.path, f"the LPIPS {net} backbone"), str(backbone.path), BACKBONE_IGNORED)
+        load_strict(linear_view(model), read_state_dict(linear.path, f"the LPIPS {net} linear layers"), str(linear.path))
         self.net = net
         self.model = model
         self.weights = {backbone.entry.name: backbone.sha256, linear.entry.name: linear.sha256}

@@ -49,11 +49,15 @@ from misato.io import atomic_write_text, write_image, write_mask
 from misato.layout import DOMAINS, MANIFEST_NAME
 from misato.outputs import OutputPolicy, prepare_output
 from misato.provenance import provenance
+from misato.resources import check_memory
 from misato.masks.base import check_ratio_range
-from misato.masks.generate import mask_rng
+from misato.masks.generate import BYTES_PER_PIXEL as MASK_BYTES_PER_PIXEL, mask_rng
 
 STATE_DIR = ".misato-build"
 BUILD_JSON = "build.json"
+WRITE_BYTES_PER_PIXEL = 2 * MASK_BYTES_PER_PIXEL
+"""Peak memory of writing one image, per output pixel: its mask (:data:`misato.masks.generate.BYTES_PER_PIXEL`)
+plus the cropped, resized and encoded RGB copies, counted as much again (the raw file's own decode comes on top)."""
 BUILD_POLICY = OutputPolicy(what="build", markers=(BUILD_JSON, f"{STATE_DIR}/settings.json"),
                             owned=("image", "mask", MANIFEST_NAME, BUILD_JSON, STATE_DIR), can_overwrite=False)
 BUILD_PACKAGES = ("open_clip_torch", "pycocotools", "scikit-learn")
@@ -344,6 +348,7 @@ def build(
     out = Path(out).expanduser()
     if size < 8 or per_domain < 1:
         raise MisatoError(f"--size must be >= 8 and --per-domain >= 1 (got {size}, {per_domain})")
+    check_memory(WRITE_BYTES_PER_PIXEL * size**2, f"--size {size} build")
     mask_ratio_range = check_ratio_range(mask_ratio_range, "--mask-ratio-range")
     min_side = size // 2 if min_side is None else min_side
     device = local_device(device)
@@ -383,15 +388,20 @@ def build(
     generator = mask_generator
     if generator is None:  # made before the long feature stage, so a missing generator fails fast
         objects = mask_objects if mask_objects is not None else coco_annotations
-        generator = default_mask_generator(size, mask_ratio_range, objects)
+        try:
+            generator = default_mask_generator(size, mask_ratio_range, objects)
+        except MisatoError as error:
+            if error.option == "objects":  # build's own argument: mask_objects (--mask-objects)
+                error.option = "mask_objects"
+            raise
     state = out / STATE_DIR
     barrier()  # every rank has checked the output before rank 0 writes into it
     plan = _state_json(state / "plan.json")
     encoder_info = _state_json(state / "encoder.json")
     if plan is None:
+        encoder = encoder or load_clip(clip_model, clip_pretrained, device, weights_dir)  # fails before any write
         if rank == 0:
             _write_json(state / "settings.json", settings)
-        encoder = encoder or load_clip(clip_model, clip_pretrained, device, weights_dir)
         encoder_info = encoder.describe()
         cache_root = Path(feature_cache).expanduser() if feature_cache else misato_cache_dir()
         hook = (lambda count: on_step("features", count)) if on_step else None

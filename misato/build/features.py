@@ -29,6 +29,7 @@ import numpy as np
 
 from misato.build.readers import SourceImage
 from misato.cache import FeatureCache
+from misato.checkpoint import load_error
 from misato.distributed import all_gather_objects, rank_and_world
 from misato.errors import MisatoError
 from misato.hashing import bytes_sha256, file_sha256, state_dict_sha256
@@ -125,8 +126,15 @@ def load_clip(
                 weights_file = resolved.path
                 model, preprocess = _load_openai_archive(model_name, resolved.path)
             elif pretrained == "openai":
-                if open_clip.get_pretrained_cfg(model_name, "openai") == {}:
+                config = open_clip.get_pretrained_cfg(model_name, "openai")
+                if config == {}:
                     raise MisatoError(f"open_clip has no OpenAI weights for {model_name!r}; pass --clip-pretrained FILE")
+                from misato.weights import is_offline
+
+                if is_offline():  # open_clip would try the hub (and retry for a minute): no attempt at all
+                    url = config.get("url") or config.get("hf_hub", "")
+                    raise MisatoError(f"--clip-pretrained openai for {model_name}: downloads are off (offline); "
+                                      f"download {url} and pass --clip-pretrained FILE")
                 model, _, preprocess = open_clip.create_model_and_transforms(model_name, pretrained="openai")
             else:
                 weights_file = Path(pretrained).expanduser()
@@ -139,7 +147,13 @@ def load_clip(
                 else:
                     # created first, then loaded: open_clip ignores `pretrained` for local-dir: model names
                     model, _, preprocess = open_clip.create_model_and_transforms(model_name, pretrained=None)
-                    open_clip.load_checkpoint(model, str(weights_file))
+                    try:
+                        open_clip.load_checkpoint(model, str(weights_file))
+                    except Exception as error:  # noqa: BLE001 - whatever the file's reader raised: one line
+                        if str(error).startswith("Error(s) in loading state_dict"):  # another network's tensors
+                            raise MisatoError(f"{weights_file}: not a checkpoint of CLIP {model_name} (its tensors "
+                                              "do not match the model's)") from None
+                        raise load_error(weights_file, f"CLIP {model_name}", error) from None
         except MisatoError:
             raise
         except (RuntimeError, ValueError, FileNotFoundError, KeyError, OSError) as error:

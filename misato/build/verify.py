@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from misato.errors import MisatoError
+from misato.build.builder import BUILD_JSON, STATE_DIR
 from misato.io import binarize_mask, list_images, read_image, read_mask_uint8
 from misato.layout import DOMAINS, MANIFEST_NAME, domain_of_name, masks_by_image_stem
 
@@ -39,7 +40,9 @@ def verify(root: str | os.PathLike) -> list[str]:
     one size; every mask has that size and holds only 0 and 255, with at least one hole pixel; with a
     ``manifest.csv``: its names equal the files, ``index``/``hole_ratio`` columns agree with the files and
     the domains form contiguous blocks in the MISATO order; without one, every name lies in a released range;
-    with a ``build.json``: its counts agree with the manifest.
+    with a ``build.json``: its counts agree with the manifest; one of ``manifest.csv``/``build.json`` without the
+    other, a manifest row cut short, or a leftover ``.misato-build/`` state folder (an interrupted build) is a
+    problem. A folder with neither file is checked as the official release.
 
     Returns:
         The problems found (empty when the folder is fine).
@@ -87,6 +90,11 @@ def verify(root: str | os.PathLike) -> list[str]:
     if len(sizes) > 1:
         problems.append(f"images have different sizes: {', '.join(f'{s[1]}x{s[0]} ({n})' for s, n in sizes.items())}")
     manifest = root / MANIFEST_NAME
+    if (root / STATE_DIR).exists():
+        problems.append(f"{STATE_DIR}/ is left over: the build was interrupted (`misato build --resume` finishes it)")
+    if manifest.is_file() != (root / BUILD_JSON).is_file():
+        present, absent = (MANIFEST_NAME, BUILD_JSON) if manifest.is_file() else (BUILD_JSON, MANIFEST_NAME)
+        problems.append(f"{absent} is missing (a finished build writes it beside {present})")
     if manifest.is_file():
         problems += _check_manifest(manifest, names, ratios)
     else:
@@ -100,13 +108,18 @@ def _check_manifest(manifest: Path, names: list[str], ratios: dict[str, float]) 
     problems = []
     try:
         with open(manifest, newline="", encoding="utf-8") as handle:
-            reader = csv.DictReader(handle)
-            columns = reader.fieldnames or []
-            rows = list(reader)
+            reader = csv.reader(handle)
+            columns = next(reader, [])
+            records = [(reader.line_num, record) for record in reader if record]
     except (UnicodeDecodeError, csv.Error) as error:
         return [f"{MANIFEST_NAME} is unreadable ({error})"]
     if not {"name", "domain"} <= set(columns):
         return [f"{MANIFEST_NAME} lacks the 'name'/'domain' columns (has {columns})"]
+    ragged = [line for line, record in records if len(record) != len(columns)]
+    if ragged:  # a file cut mid-row: its rows cannot be trusted field by field
+        problems.append(f"{MANIFEST_NAME}: {len(ragged)} row(s) do not have the {len(columns)} fields of the header, "
+                        f"first at line {ragged[0]}: the file is truncated or damaged")
+    rows = [dict(zip(columns, record)) for _, record in records if len(record) == len(columns)]
     listed = [row["name"] for row in rows]
     if len(set(listed)) != len(listed):
         problems.append(f"{MANIFEST_NAME} lists some names twice")
@@ -130,7 +143,7 @@ def _check_manifest(manifest: Path, names: list[str], ratios: dict[str, float]) 
                 problems.append(f"{MANIFEST_NAME}: {name} hole_ratio {row['hole_ratio']} but the mask has {ratios[name]:.6f}")
     domains = {name: by_name[name]["domain"] for name in names if name in by_name}
     problems += _domain_blocks([n for n in names if n in domains], domains)
-    build_json = manifest.parent / "build.json"
+    build_json = manifest.parent / BUILD_JSON
     if build_json.is_file():
         try:
             problems += _check_build_report(json.loads(build_json.read_text(encoding="utf-8")), domains)

@@ -26,7 +26,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from misato.errors import MisatoError
+from misato.errors import OPTION, MisatoError
 from misato.io import list_images, read_mask
 from misato.masks.base import MAX_ATTEMPTS, Kinds, MaskSampler
 from misato.hashing import file_sha256
@@ -141,8 +141,8 @@ def open_object_source(path: str | os.PathLike | None, preset: str) -> ObjectSou
     """A COCO JSON file or a folder of object masks; a clear error when missing or of another kind."""
     if path is None:
         raise MisatoError(
-            f"preset {preset!r} needs object silhouettes: pass --objects (objects=) with a COCO "
-            "instances_*.json or a folder of object-mask PNGs (e.g. the released ASUKA object_masks/)"
+            f"preset {preset!r} needs object silhouettes: pass {OPTION} with a COCO "
+            "instances_*.json or a folder of object-mask PNGs (e.g. the released ASUKA object_masks/)", option="objects"
         )
     path = Path(path)
     if path.is_dir():

@@ -116,7 +116,6 @@ def test_bad_fid_inputs_are_exit_2_before_any_network_loads(tmp_path, capsys):
         ([str(one), str(two)], "at least 2 images, found 1"),
         ([str(two), "--save-stats", str(two / "s.npz")], "lies inside the input folder"),
         ([str(two), "--save-stats", str(tmp_path / "taken.npz")], "exists; choose another file"),
-        ([str(two), str(two), "--batch-size", "0"], "--batch-size must be >= 1"),
         ([str(two)], "give two folders"),
     ]
     for args, message in rows:

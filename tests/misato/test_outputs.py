@@ -67,6 +67,19 @@ def test_overwrite_deletes_only_what_the_job_owns(tmp_path):
 def test_outputs_never_on_or_inside_an_input(tmp_path):
     (tmp_path / "in" / "sub").mkdir(parents=True)
     for bad in (tmp_path / "in", tmp_path / "in" / "sub" / "out"):
-        with pytest.raises(MisatoError, match="lies inside the input folder"):
+        with pytest.raises(MisatoError, match="is the input .* itself|lies inside the input folder"):
             prepare_output(bad, POLICY, inputs=[tmp_path / "in"])
     check_output_location(tmp_path / "elsewhere", [tmp_path / "in"])
+
+
+def test_outputs_never_an_input_file_and_symlinks_are_resolved(tmp_path):
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "per_image.csv").write_text("x")
+    (tmp_path / "link").symlink_to(tmp_path / "run", target_is_directory=True)
+    with pytest.raises(MisatoError, match="is the input .* itself"):
+        check_output_location(tmp_path / "run" / "per_image.csv", [tmp_path / "run" / "per_image.csv"])
+    with pytest.raises(MisatoError, match=f"lies inside the input folder {tmp_path / 'run'}"):
+        check_output_location(tmp_path / "link" / "table.csv", [tmp_path / "run"])
+    with pytest.raises(MisatoError, match="is the input .* itself"):
+        check_output_location(tmp_path / "run", [tmp_path / "link"])
+    check_output_location(tmp_path / "table.csv", [tmp_path / "run" / "per_image.csv", tmp_path / "link"])
