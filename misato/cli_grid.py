@@ -4,6 +4,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from misato.outputs import declare_paths
+
 DEFAULT_TILE = 256
 """``results.grid.DEFAULT_TILE``, spelled out so that building the parser imports nothing heavy."""
 
@@ -28,6 +30,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="a .png file, or a folder for the HTML page (index.html, rows/, grid.json)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing grid")
     parser.set_defaults(handler=grid_command)
+    declare_paths(parser, inputs=("data", "runs", "eval_run"), outputs=("out",))
 
 
 def grid_command(args: argparse.Namespace) -> int:

@@ -4,6 +4,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from misato.outputs import declare_paths
+
 KINDS = ("mask_ratio", "domain", "fid_lpips")
 """``results.plots.KINDS``, spelled out: building the parser must not import ``evaluate`` (see misato.compat)."""
 
@@ -21,6 +23,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--out", required=True, metavar="DIR", help="folder for <kind>.png, <kind>.svg, plots.json")
     parser.add_argument("--overwrite", action="store_true", help="replace the plots of an earlier `misato plot`")
     parser.set_defaults(handler=plot_command)
+    declare_paths(parser, inputs=("runs",), outputs=("out",))
 
 
 def plot_command(args: argparse.Namespace) -> int:

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import argparse
 
+from misato.outputs import declare_paths
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
@@ -31,6 +33,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="print the misato inpaint / misato evaluate command of each method (one cluster job "
                         "each) instead of running them; write nothing")
     parser.set_defaults(handler=reproduce)
+    declare_paths(parser, inputs=("config", "data"), outputs=("out",))
 
 
 def reproduce(args: argparse.Namespace) -> int:

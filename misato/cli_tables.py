@@ -4,6 +4,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from misato.outputs import declare_paths
+
 TABLE_CHOICES = "1|2|3|4|places2|flux|clip|domain|mask_ratio|all"
 """``results.mapping.TABLE_NAMES`` spelled out: building the parser must not import ``evaluate`` (it may be
 Hugging Face's, see :mod:`misato.compat`)."""
@@ -21,6 +23,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--vs-reported", action="store_true",
                         help="add the reported value and measured - reported per cell, and a verdict per table")
     parser.set_defaults(handler=tables)
+    declare_paths(parser, inputs=("runs", "mapping"), outputs=("out",))
 
 
 def tables(args: argparse.Namespace) -> int:
