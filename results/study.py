@@ -501,7 +501,7 @@ def build_study_tables(config: StudyConfig, study: Path) -> dict[str, Any]:
     built, skipped, failed = {}, {}, {}
     for table, selection in table_mappings(config):
         table = table.with_runs_in(runs)
-        if not any((runs / folder).is_dir() for folder in table.run_folders):
+        if not table.has_runs_in(runs):
             skipped[table.name] = f"none of its runs is in runs/ (it reads {', '.join(table.run_folders)})"
             continue
         try:
