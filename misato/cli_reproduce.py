@@ -41,7 +41,7 @@ def reproduce(args: argparse.Namespace) -> int:
     from results.study import STUDY_FILE, exit_code, load_config, paper_config, study_commands
     from results.study import reproduce as run_study
 
-    methods = [m.strip() for m in args.methods.split(",") if m.strip()] if args.methods else None
+    methods = None if args.methods is None else [m.strip() for m in args.methods.split(",") if m.strip()]
     if args.print_commands:
         import shlex
 

@@ -119,6 +119,10 @@ class TableMapping:
         """Every run folder the table reads (relative to ``--runs``), once each, in row order."""
         return tuple(dict.fromkeys(row.run for section in self.sections for row in section.rows))
 
+    def has_runs_in(self, runs_dir: Path) -> bool:
+        """Whether at least one of :attr:`run_folders` exists under ``runs_dir`` (else the table has no row to fill)."""
+        return any((runs_dir / folder).exists() for folder in self.run_folders)
+
     def with_runs_in(self, runs_dir: Path) -> "TableMapping":
         """This mapping with, when ``other_runs`` is set, a row appended for every finished evaluation run directly
         under ``runs_dir`` that no row names (sorted by folder name; label = folder name)."""
@@ -209,8 +213,8 @@ def _rows(value: Any, where: str) -> tuple[RowSpec, ...]:
         _check_keys(row, _ROW_KEYS, at)
         label = _text(row.get("label"), f"{at}: label")
         run = _text(row.get("run"), f"{at}: run")
-        if Path(run).is_absolute():
-            raise MisatoError(f"{at}: run {run!r} must be a folder relative to --runs")
+        if Path(run).is_absolute() or ".." in Path(run).parts:
+            raise MisatoError(f"{at}: run {run!r} must be a folder inside --runs (a relative path without '..')")
         rows.append(RowSpec(label, run, _text(row.get("reported", label), f"{at}: reported")))
     labels = [row.label for row in rows]
     twice = sorted({label for label in labels if labels.count(label) > 1})

@@ -377,20 +377,33 @@ def build_tables(
     built, skipped = [], {}
     for table_mapping in mappings:
         table_mapping = table_mapping.with_runs_in(runs_dir)
-        names = table_mapping.run_folders
-        if not any((runs_dir / name).exists() for name in names):
-            reason = f"none of its runs exist under {runs_dir} (looked for {', '.join(names)})"
+        if not table_mapping.has_runs_in(runs_dir):
+            reason = f"none of its runs exist under {runs_dir} (looked for {', '.join(table_mapping.run_folders)})"
             if named:
                 raise MisatoError(f"table {table_mapping.name} ({table_mapping.source}): {reason}")
             skipped[table_mapping.name] = reason
             continue
         built.append(build_table(table_mapping, runs_dir, vs_reported, cache=runs))
     if not built:
-        raise MisatoError(f"no paper table has a run under {runs_dir}: name run folders as docs/tables.md says "
-                          "(e.g. lama, asuka, places2/lama) or pass --mapping")
+        raise MisatoError(f"no paper table has a run under --runs {runs_dir}: {_not_runs_hint(runs_dir)}")
+    if out_dir.resolve() == runs_dir.resolve():
+        raise MisatoError(f"--out {out_dir} is the --runs folder; write the tables elsewhere (e.g. "
+                          f"{runs_dir.parent / 'tables'})")
     previous = prepare_output(out_dir, TABLES_POLICY, resume=True,
                               inputs=[run.path for run in runs.loaded.values()])
     return _write(out_dir, built, skipped, previous.record if previous else {})
+
+
+def _not_runs_hint(runs_dir: Path) -> str:
+    """What to do when no table found a run under ``runs_dir``: what the folder holds instead, if recognisable."""
+    from baselines.runner import RUN_FILE
+
+    if (runs_dir / schema.SUMMARY_JSON).is_file():
+        return f"it is itself one evaluation run; pass the folder holding it (--runs {runs_dir.parent})"
+    if (runs_dir / RUN_FILE).is_file() or any((folder / RUN_FILE).is_file() for folder in runs_dir.iterdir()):
+        return ("it holds `misato inpaint` predictions (run.json), not evaluations: evaluate them with "
+                "`misato evaluate --out RUNS_DIR/<method>` first")
+    return "name run folders as docs/tables.md says (e.g. lama, asuka, places2/lama) or pass --mapping"
 
 
 def _write(out_dir: Path, built: Sequence[PaperTable], skipped: dict[str, str], record: dict) -> TablesReport:
@@ -398,6 +411,8 @@ def _write(out_dir: Path, built: Sequence[PaperTable], skipped: dict[str, str], 
     rebuilt now)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     entries = dict(record.get("tables", {}))
+    if not (out_dir / TABLES_FILE).is_file():  # the marker first: a folder killed mid-way is refreshed next time
+        atomic_write_text(out_dir / TABLES_FILE, json.dumps({"tables": entries}, indent=2) + "\n")
     results = []
     for table in built:
         files = []

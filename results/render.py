@@ -40,7 +40,8 @@ def _delta(row: TableRow, metric: str, table: PaperTable, fmt: str) -> str:
     if cell.delta is None:
         return STYLES[fmt].missing
     outside = cell.within(table.tolerance[metric]) is False
-    return f"{cell.delta:+.{DECIMALS}f}" + (_OUTSIDE[fmt] if outside else "")
+    text = f"{cell.delta:+.{DECIMALS}f}"
+    return (f"${text}$" if fmt == "tex" else text) + (_OUTSIDE[fmt] if outside else "")  # TeX: a minus, not a hyphen
 
 
 def _with_reported(table: PaperTable) -> bool:
@@ -73,6 +74,12 @@ def _grid(table: PaperTable, section: TableSection, fmt: str) -> list[list[str]]
     return lines
 
 
+def _titled(table: PaperTable) -> bool:
+    """Whether sections print their title: when there are several, and always in a breakdown (the title is the
+    domain or hole-ratio bin)."""
+    return len(table.sections) > 1 or table.breakdown is not None
+
+
 def _left(table: PaperTable) -> int:
     return 2 if _with_reported(table) else 1
 
@@ -95,7 +102,7 @@ def _sources(table: PaperTable) -> list[str]:
 def _render_md(table: PaperTable) -> str:
     out = [f"## {table.title}", ""]
     for section in table.sections:
-        if len(table.sections) > 1:
+        if _titled(table):
             out += [f"### {section.title}", ""]
         header = _header(table, section, "md")
         left = _left(table)
@@ -127,7 +134,7 @@ def _render_tex(table: PaperTable) -> str:
             " & ".join(header) + " \\\\"]
     for section in table.sections:
         out.append("\\midrule")
-        if len(table.sections) > 1:
+        if _titled(table):
             out.append(f"\\multicolumn{{{width}}}{{l}}{{\\textit{{{escape(section.title)}}}}} \\\\")
         out.extend(" & ".join(cells) + " \\\\" for cells in _grid(table, section, "tex"))
     out += ["\\bottomrule", "\\end{tabular}", ""]

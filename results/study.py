@@ -218,7 +218,9 @@ def load_config(path: str | os.PathLike, overrides: Sequence[str] = ()) -> Study
         if not (equals and dot and name and option):
             raise MisatoError(f"--set {override}: expected NAME.OPTION=VALUE (e.g. sd.model=/models/sd-inpainting)")
         if name not in methods:
-            raise MisatoError(f"--set {override}: the config has no method {name!r} ({', '.join(methods)})")
+            raise MisatoError(f"--set {override}: the config has no method {name!r} ({', '.join(methods)}); a "
+                              f"method named only in --methods runs with its defaults: to set its options, add "
+                              f"[methods.{name}] to a copy of the config")
         declared = get_spec(methods[name]["method"]).option(option.replace("-", "_"))
         if declared is None:
             raise MisatoError(f"--set {override}: method {methods[name]['method']} takes no option {option}")
@@ -300,11 +302,20 @@ def not_ready_reasons(entry: MethodEntry, explicit: bool, cuda: bool) -> list[st
 
 def select_methods(config: StudyConfig, methods: Sequence[str] | None) -> dict[str, MethodEntry]:
     """The entries a run covers: all of the config's, or those named (a registered method the config does not
-    list runs with its default options under its own name)."""
+    list runs with its default options under its own name).
+
+    Raises:
+        MisatoError: an empty ``methods``, a name given twice, or one neither in the config nor registered.
+    """
     if methods is None:
         return dict(config.methods)
     from baselines.base import method_specs
 
+    if not methods:
+        raise MisatoError("--methods: no method named; give config entries or registered methods, comma-separated")
+    twice = sorted({name for name in methods if list(methods).count(name) > 1})
+    if twice:
+        raise MisatoError(f"--methods: {', '.join(twice)} named more than once; give each method once")
     chosen = {}
     for name in methods:
         if name in config.methods:
@@ -486,7 +497,7 @@ def build_study_tables(config: StudyConfig, study: Path) -> dict[str, Any]:
     built, skipped, failed = {}, {}, {}
     for table, selection in table_mappings(config):
         table = table.with_runs_in(runs)
-        if not any((runs / folder).is_dir() for folder in table.run_folders):
+        if not table.has_runs_in(runs):
             skipped[table.name] = f"none of its runs is in runs/ (it reads {', '.join(table.run_folders)})"
             continue
         try:
@@ -581,8 +592,10 @@ def reproduce(
         return {"tables": build_study_tables(config, out)}
     if data is None:
         raise MisatoError("--data is required (except with --tables-only)")
+    device = study_device(device)
+    cuda = device.startswith("cuda")
+    chosen = {name: on_device(entry, device) for name, entry in select_methods(config, methods).items()}
     pairs = open_pairs(data)
-    previous = prepare_output(out, STUDY_POLICY, resume=resume, overwrite=overwrite, inputs=[data])
     from misato.compat import import_evaluator
 
     import_evaluator()
@@ -592,12 +605,11 @@ def reproduce(
     metrics, metric_skips = weights_plan(get_protocol(config.protocol), list(config.metrics))
     if not metrics:
         raise MisatoError("no metric can be computed here: " + "; ".join(f"{m}: {r}" for m, r in metric_skips.items()))
+    # every check on the arguments is done: only now may --overwrite delete the previous study
+    previous = prepare_output(out, STUDY_POLICY, resume=resume, overwrite=overwrite, inputs=[data])
     masks = {f"mask/{name}": path for name, path in pairs.masks.items()}
     settings = {"data": str(Path(data).resolve()), "data_sha256": files_digest({**pairs.images, **masks}),
                 "seed": config.seed, "protocol": config.protocol, "ids_pca": config.ids_pca}
-    device = study_device(device)
-    cuda = device.startswith("cuda")
-    chosen = {name: on_device(entry, device) for name, entry in select_methods(config, methods).items()}
     if previous is not None:
         _check_resumable(previous.record, settings, chosen, out)
     explicit = set(methods or ())

@@ -2,8 +2,12 @@
 failure or a partial run byte-identical to an uninterrupted study, evaluations redone only when their predictions
 change, the paper's config planned with a reason for every method it cannot run here, bad input refused."""
 import json
+import os
 import shlex
 import shutil
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -322,4 +326,42 @@ def test_bad_input_is_one_line(sample, config, tmp_path, capsys):
                                                   str(tmp_path / "s"), "--methods", "telea,nope"])
     assert "NAME.OPTION=VALUE" in one_line_error(capsys, ["reproduce", "--config", str(config), "--data", str(sample),
                                                           "--out", str(tmp_path / "s"), "--set", "telea"])
+    for argv, message in [
+        (["--methods", "telea,telea"], "--methods: telea named more than once"),
+        (["--methods", ","], "--methods: no method named"),
+        (["--jobs", "0"], "--jobs must be at least 1"),
+        (["--set", "telea.colour=red"], "--set telea.colour=red: method telea takes no option colour"),
+        (["--set", "lama.model=/x"], "--set lama.model=/x: the config has no method 'lama'"),
+    ]:
+        assert message in one_line_error(capsys, ["reproduce", "--config", str(config), "--data", str(sample),
+                                                  "--out", str(tmp_path / "s"), *argv])
     assert not (sample / "study").exists() and not (tmp_path / "s").exists()
+
+
+def test_overwrite_with_a_bad_argument_deletes_nothing(reference, sample, config, tmp_path, capsys):
+    out = tmp_path / "study"
+    shutil.copytree(reference, out)
+    one_line_error(capsys, ["reproduce", "--config", str(config), "--data", str(sample), "--out", str(out),
+                            "--overwrite", "--methods", "telea,telea"])
+    assert study_files(out) == study_files(reference)
+
+
+def test_a_study_killed_mid_run_resumes_to_identical_files(reference, same_path, sample, config):
+    """SIGKILL (no cleanup at all) as soon as the first method's run.json appears, then --resume."""
+    out = same_path
+    command = [sys.executable, "-m", "misato", "reproduce", "--config", str(config), "--data", str(sample), "--out",
+               str(out)]
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])}
+    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 240
+        while not (out / "predictions" / "telea" / "run.json").exists() and process.poll() is None:
+            assert time.monotonic() < deadline, "the study never started its first method"
+            time.sleep(0.005)
+    finally:
+        process.kill()
+        process.wait()
+    assert not (out / "tables").exists()  # killed before the end
+    record = reproduce(config, sample, out, resume=True, report=lambda line: None)
+    assert exit_code(record) == 0
+    assert study_files(out) == study_files(reference)

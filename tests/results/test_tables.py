@@ -208,6 +208,7 @@ def test_sections_are_stacked_under_one_header(tmp_path):
     assert tex.count("\\toprule") == 1 and tex.count("Method & Source & FID") == 1
     assert "\\multicolumn{10}{l}{\\textit{MISATO@512}} \\\\" in tex
     assert "\\multicolumn{10}{l}{\\textit{MISATO@1K}} \\\\" in tex
+    assert " & $-0.011$ & $-0.060$ & $+0.398$ & " in tex  # Δ in math mode: a minus sign, not a hyphen
     md = (tmp_path / "out" / "flux.md").read_text()
     assert "### MISATO@512" in md and "### MISATO@1K" in md
     rows = _body((tmp_path / "out" / "flux.csv").read_text())
@@ -269,6 +270,17 @@ def test_breakdown_tables_hold_every_method_per_domain_and_hole_ratio(tmp_path):
     section = (tmp_path / "out" / "bins.md").read_text().split("### 10-20%")[1].split("###")[0]
     assert "| LaMa | 1 | 22.000 | – | – | **41.000** |" in section  # lower Grad is better
     assert "| ASUKA | 1 | **23.000** | – | – | 50.000 |" in section
+
+
+def test_a_breakdown_with_one_group_still_names_it(tmp_path):
+    root = tmp_path / "runs"
+    write_run(root, "lama", {"psnr": [20.0, 22.0, 24.0, 26.0]}, SET)
+    summary = json.loads((root / "lama" / "summary.json").read_text())
+    summary["by_domain"] = {"indoor": summary["by_domain"]["indoor"]}
+    (root / "lama" / "summary.json").write_text(json.dumps(summary))
+    build_tables(root, tmp_path / "out", tables=["domain"])
+    assert "### indoor" in (tmp_path / "out" / "domain.md").read_text()
+    assert "\\multicolumn{7}{l}{\\textit{indoor}} \\\\" in (tmp_path / "out" / "domain.tex").read_text()
 
 
 def test_shipped_mappings_follow_the_reported_tables():
@@ -335,6 +347,8 @@ def test_bad_inputs_are_one_line_errors(runs, tmp_path):
         (SMALL.replace('"MAT", run', '"LaMa", run'), "'LaMa' appear on several rows"),
         (SMALL.replace('reported = "table1_misato512"', 'reported = "table9"'), "unknown reported table"),
         (SMALL + "[tolerance]\nfid = -1\n", "tolerance fid = -1"),
+        (SMALL.replace('"nested/asuka"', '"nested/../../asuka"'), "must be a folder inside --runs"),
+        (SMALL.replace('"nested/asuka"', '"/abs/asuka"'), "must be a folder inside --runs"),
         ("title = [", "is not valid TOML"),
     ]:
         with pytest.raises(MisatoError, match=message) as error:
@@ -342,6 +356,44 @@ def test_bad_inputs_are_one_line_errors(runs, tmp_path):
         assert "\n" not in str(error.value) and "bad.toml" in str(error.value)
     with pytest.raises(MisatoError, match="no such file"):
         load_mapping(tmp_path / "absent.toml")
+
+
+def test_runs_folder_mistakes_say_what_the_folder_is(runs, tmp_path):
+    predictions = tmp_path / "predictions"
+    (predictions / "lama-output").mkdir(parents=True)
+    (predictions / "lama-output" / "run.json").write_text("{}")  # what `misato inpaint --out` writes
+    with pytest.raises(MisatoError, match=r"holds `misato inpaint` predictions \(run.json\), not evaluations"):
+        build_tables(predictions, tmp_path / "out")
+    with pytest.raises(MisatoError, match=r"it is itself one evaluation run; pass the folder holding it"):
+        build_tables(runs / "lama", tmp_path / "out", tables=None)
+    with pytest.raises(MisatoError, match="--out .* is the --runs folder"):
+        build_tables(runs, runs, mapping=_mapping(tmp_path, SMALL))
+    with pytest.raises(MisatoError, match="lies inside the input folder"):
+        build_tables(runs, runs / "lama" / "tables", mapping=_mapping(tmp_path, SMALL))
+    assert sorted(p.name for p in (runs / "lama").iterdir()) == ["per_image.csv", "summary.csv", "summary.json"]
+
+
+def test_a_tables_folder_killed_while_writing_is_refreshed_next_time(runs, tmp_path, monkeypatch):
+    import results.paper
+
+    written = []
+    original = results.paper.atomic_write_text
+
+    def dying(path, text):
+        if len(written) == 2:  # tables.json and the first table's CSV are written, then the process dies
+            raise KeyboardInterrupt
+        written.append(Path(path).name)
+        original(path, text)
+
+    monkeypatch.setattr(results.paper, "atomic_write_text", dying)
+    with pytest.raises(KeyboardInterrupt):
+        build_tables(runs, tmp_path / "out", mapping=_mapping(tmp_path, SMALL))
+    assert written == ["tables.json", "mine.csv"]
+    monkeypatch.setattr(results.paper, "atomic_write_text", original)
+    build_tables(runs, tmp_path / "out", mapping=_mapping(tmp_path, SMALL))
+    build_tables(runs, tmp_path / "fresh", mapping=_mapping(tmp_path, SMALL))
+    for name in ("mine.csv", "mine.md", "mine.tex", "tables.json"):
+        assert (tmp_path / "out" / name).read_bytes() == (tmp_path / "fresh" / name).read_bytes()
 
 
 def test_run_folders_follow_the_naming_convention():
