@@ -9,6 +9,8 @@ Parts:
   2. evaluator ÷ a two-pass pipeline in the style of the official scripts (pass 1: PSNR/SSIM/LPIPS image by
      image; pass 2: Inception features, scipy sqrtm FID, IDS) — target ≤ 0.75;
   3. re-evaluation with cached ground-truth features ÷ cold evaluation — target ≤ 0.75 (at N = 48).
+  Each ratio is measured ``--repeat`` times (references in the same minutes) and printed as median [min–max].
+- ``cache``: only ratio 3, for large N at small sizes (``--n 2000 --size 96``).
 - ``update``: ``InpaintingMetrics.update`` on tensors already in memory ÷ the bare network forwards — target ≤ 1.05.
 - ``frechet``: eigh route ÷ scipy ``sqrtm`` route at 2048² float64 (target ≤ 0.4), and their relative difference.
 - ``ids``: LinearSVC's share of the IDS computation at N = 2000 (PCA 512).
@@ -190,32 +192,75 @@ def official_style(gt: Path, pred: Path, weights: dict[str, Path], protocol: str
     return time.perf_counter() - start
 
 
+def _spread(values: list[float]) -> str:
+    """``median [min–max]`` of repeated ratios."""
+    return f"{float(np.median(values)):5.2f} [{min(values):.2f}–{max(values):.2f}]"
+
+
+def _evaluator_settings(tmp: Path, weights: dict[str, Path], args) -> dict:
+    return dict(
+        protocol=args.protocol,
+        inception_weights=weights[("inception-v3-imagenet" if args.protocol == "asuka" else "fid-inception")],
+        alexnet_weights=weights["alexnet"],
+        batch_size=args.batch,
+        workers=args.workers,
+        cache_dir=tmp / "cache",
+        progress=False,
+        ids_pca="none" if 2 * args.n <= args.size else None,
+    )
+
+
 def part_pipeline(args) -> None:
+    """Per repetition, in this order: bare forwards, cold evaluation (empty cache), warm evaluation (ground-truth
+    features cached), the official-style two passes; the ratios of each repetition come from the same minutes."""
+    import shutil
+
     from evaluate import evaluate_folder
 
+    ratios: dict[str, list[float]] = {"bare": [], "official": [], "warm": []}
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         gt, pred = make_data(tmp, args.n, args.size)
         weights = make_weights(tmp / "w", args.protocol)
-        common = dict(
-            protocol=args.protocol,
-            inception_weights=weights[("inception-v3-imagenet" if args.protocol == "asuka" else "fid-inception")],
-            alexnet_weights=weights["alexnet"],
-            batch_size=args.batch,
-            workers=args.workers,
-            cache_dir=tmp / "cache",
-            progress=False,
-            ids_pca="none" if 2 * args.n <= args.size else None,
-        )
-        bare = bare_forwards(gt, pred, weights, args.protocol, args.batch)
-        cold, _ = _timed(evaluate_folder, pred, gt, **common)
-        warm, _ = _timed(evaluate_folder, pred, gt, **common)
-        official = official_style(gt, pred, weights, args.protocol, args.batch)
-    print(f"pipeline  N={args.n} size={args.size} protocol={args.protocol} batch={args.batch} workers={args.workers}")
-    print(f"  bare forwards          {bare:8.2f} s")
-    print(f"  evaluator (cold)       {cold:8.2f} s   ratio to bare forwards   {cold / bare:5.2f}  (target <= 1.0)")
-    print(f"  official-style 2-pass  {official:8.2f} s   evaluator / official     {cold / official:5.2f}  (target <= 0.75)")
-    print(f"  evaluator (GT cached)  {warm:8.2f} s   cached / cold            {warm / cold:5.2f}  (target <= 0.75)")
+        common = _evaluator_settings(tmp, weights, args)
+        warm_up = make_data(tmp / "warm-up", 2, args.size)  # imports and first-call set-up, untimed
+        evaluate_folder(warm_up[1], warm_up[0], **{**common, "use_cache": False, "ids_pca": "none"})
+        for _ in range(args.repeat):
+            shutil.rmtree(tmp / "cache", ignore_errors=True)
+            bare = bare_forwards(gt, pred, weights, args.protocol, args.batch)
+            cold, _ = _timed(evaluate_folder, pred, gt, **common)
+            warm, _ = _timed(evaluate_folder, pred, gt, **common)
+            official = official_style(gt, pred, weights, args.protocol, args.batch)
+            ratios["bare"].append(cold / bare), ratios["official"].append(cold / official)
+            ratios["warm"].append(warm / cold)
+            print(f"  run: bare {bare:.2f} s, cold {cold:.2f} s, warm {warm:.2f} s, official {official:.2f} s", flush=True)
+    print(f"pipeline  N={args.n} size={args.size} protocol={args.protocol} batch={args.batch} workers={args.workers} "
+          f"repeats={args.repeat}: median [min–max]")
+    print(f"  evaluator (cold) / bare forwards        {_spread(ratios['bare'])}  (target <= 1.0)")
+    print(f"  evaluator (cold) / official-style 2-pass {_spread(ratios['official'])}  (target <= 0.75)")
+    print(f"  evaluator (GT cached) / cold            {_spread(ratios['warm'])}  (target <= 0.75)")
+
+
+def part_cache(args) -> None:
+    """Warm (ground-truth features cached) ÷ cold only, for large N at small sizes (no references needed)."""
+    import shutil
+
+    from evaluate import evaluate_folder
+
+    ratios = []
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        gt, pred = make_data(tmp, args.n, args.size)
+        weights = make_weights(tmp / "w", args.protocol)
+        common = _evaluator_settings(tmp, weights, args)
+        for _ in range(args.repeat):
+            shutil.rmtree(tmp / "cache", ignore_errors=True)
+            cold, _ = _timed(evaluate_folder, pred, gt, **common)
+            warm, _ = _timed(evaluate_folder, pred, gt, **common)
+            ratios.append(warm / cold)
+            print(f"  run: cold {cold:.2f} s, warm {warm:.2f} s", flush=True)
+    print(f"cache     N={args.n} size={args.size} protocol={args.protocol} batch={args.batch} workers={args.workers} "
+          f"repeats={args.repeat}: evaluator (GT cached) / cold {_spread(ratios)}  (target <= 0.75)")
 
 
 def part_frechet(args) -> None:
@@ -305,6 +350,7 @@ def main(argv=None) -> None:
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--protocol", default="asuka")
+    parser.add_argument("--repeat", type=int, default=3, help="repetitions of each timed ratio")
     parser.add_argument("--memory-n", type=int, nargs="+", default=[200, 2000])
     parser.add_argument("--memory-size", type=int, default=64)
     parser.add_argument("--memory-child", type=Path, help=argparse.SUPPRESS)

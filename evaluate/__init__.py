@@ -27,6 +27,7 @@ _LAZY = {
     "fid_folders": "evaluate.evaluator",
     "format_summary": "evaluate.evaluator",
     "InpaintingMetrics": "evaluate.metrics",
+    "MaskWarning": "evaluate.metrics",
     "PROTOCOLS": "evaluate.protocols",
     "get_protocol": "evaluate.protocols",
 }
@@ -36,7 +37,7 @@ __all__ = sorted(_LAZY)
 
 if TYPE_CHECKING:
     from evaluate.evaluator import EvaluationResult, evaluate_folder, fid_folders, format_summary
-    from evaluate.metrics import InpaintingMetrics
+    from evaluate.metrics import InpaintingMetrics, MaskWarning
     from evaluate.protocols import PROTOCOLS, get_protocol
 
 

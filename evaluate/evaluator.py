@@ -38,7 +38,15 @@ from evaluate.metric_info import (
 )
 from evaluate.metrics import InpaintingMetrics, PreparedPair, prepare_pair
 from evaluate.protocols import Protocol, get_protocol, ids_pca_dimensions
-from evaluate.schema import PER_IMAGE_COLUMNS, PER_IMAGE_CSV, SUMMARY_CSV, SUMMARY_JSON, mask_ratio_bin
+from evaluate.schema import (
+    PER_IMAGE_COLUMNS,
+    PER_IMAGE_CSV,
+    SUMMARY_CSV,
+    SUMMARY_JSON,
+    SUMMARY_MASKS_WITHOUT_HOLE,
+    SUMMARY_SOFT_MASKS,
+    mask_ratio_bin,
+)
 from misato import __version__, distributed
 from misato.cache import FeatureCache
 from misato.errors import MisatoError
@@ -200,12 +208,14 @@ EVALUATOR_PACKAGES = ("torch", "torchvision", "numpy", "scipy", "scikit-learn", 
 """Packages whose versions ``summary.json`` records besides the base ones (:mod:`misato.provenance`)."""
 
 
-def summarise(rows, real, fake, metrics, protocol: Protocol, ids_pca, sizes, weights, method) -> dict[str, Any]:
+def summarise(rows, real, fake, metrics, protocol: Protocol, ids_pca, sizes, weights, method,
+              soft_masks: int = 0) -> dict[str, Any]:
     """The ``summary.json`` dictionary.
 
     Args:
         rows: per-image rows sorted by name; real, fake: name → features ``float32 [2048]``.
         ids_pca: the ``ids_pca`` option (resolved against ``sizes``, the distinct ``(height, width)``).
+        soft_masks: how many masks have grey values (recorded; the rows tell the masks without a hole).
     Statistics are computed on the features stacked in the rows' (name) order, so the numbers do not depend
     on batch order, sharding or which features came from the cache.
     """
@@ -239,6 +249,8 @@ def summarise(rows, real, fake, metrics, protocol: Protocol, ids_pca, sizes, wei
         "weights": weights,
         "version": __version__,
         "image_sizes": sorted([height, width] for height, width in sizes),
+        SUMMARY_SOFT_MASKS: soft_masks,
+        SUMMARY_MASKS_WITHOUT_HOLE: sum(row["mask_ratio"] == 0.0 for row in rows),
         "provenance": provenance(EVALUATOR_PACKAGES, protocol=protocol.name, weights=weights),
         "by_domain": _breakdown(rows, lambda r: r["domain"], metrics, real, fake, with_fid=True),
         "by_mask_ratio": _breakdown(rows, lambda r: mask_ratio_bin(r["mask_ratio"]), metrics, real, fake, with_fid=False),
@@ -427,7 +439,7 @@ def evaluate_folder(
     result = None
     scorer.sync()  # collective: every rank
     if rank == 0:
-        result = scorer.compute(method or pred_dir.resolve().name)
+        result = scorer.compute(method or pred_dir.resolve().name, mask_files=pairs.masks)
         if skipped:
             result.summary["skipped"] = skipped
         if out_dir is not None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,6 +35,15 @@ from misato.reproducibility import float32_matmul
 from misato.layout import domain_of_name
 
 CPU_METRICS = {"psnr": psnr, "ssim": ssim}
+LPIPS_BATCH_MIN_SIDE = 256
+"""Smallest image side at which LPIPS runs several pairs per forward on the CPU (see ``InpaintingMetrics._lpips``)."""
+MASK_FILES_SHOWN = 5
+"""How many mask files (or image names) a :class:`MaskWarning` lists before ``… (+k more)``."""
+
+
+class MaskWarning(UserWarning):
+    """Masks that make the numbers mean something else than usual: grey (non-binary) masks, or masks without a
+    hole. Issued once per :meth:`InpaintingMetrics.compute`, listing the first files and the count."""
 
 
 @dataclass(frozen=True)
@@ -69,6 +79,7 @@ class PreparedPair:
         gt_key: the cache key of the ground truth (file sha256), or None.
         clip_inputs: ``float32 [2, 3, S, S]`` CLIP inputs of prediction and ground truth (black outside the
             hole), or None.
+        soft_mask: the mask has values strictly between 0 and 255 (Grad uses them, the rest binarises).
     """
 
     row: dict[str, Any]
@@ -80,6 +91,7 @@ class PreparedPair:
     real_features: np.ndarray | None = None
     gt_key: str | None = None
     clip_inputs: Tensor | None = None
+    soft_mask: bool = False
 
 
 def _chw(image: np.ndarray) -> Tensor:
@@ -98,7 +110,7 @@ def prepare_pair(spec: PairSpec, name: str, pred: np.ndarray, gt: np.ndarray, ma
     row: dict[str, Any] = {"name": name, "domain": domain, "mask_ratio": mask_ratio(mask)}
     for metric in spec.cpu_metrics:
         row[metric] = grad_error(pred, gt, mask) if metric == "grad" else CPU_METRICS[metric](merged, gt)
-    pair = PreparedPair(row, gt.shape[:2], gt_key=gt_key)
+    pair = PreparedPair(row, gt.shape[:2], gt_key=gt_key, soft_mask=bool(((mask > 0) & (mask < 255)).any()))
     if spec.lpips:
         pair.composite, pair.gt = _chw(merged), _chw(gt)
     if spec.clip_size is not None:
@@ -201,6 +213,7 @@ class InpaintingMetrics:
         self.real: dict[str, np.ndarray] = {}
         self.fake: dict[str, np.ndarray] = {}
         self.sizes: dict[str, tuple[int, int]] = {}
+        self.soft_masks: list[str] = []
         self._synced = False
 
     def update(self, pred: Tensor, gt: Tensor, mask: Tensor, names: list[str] | None = None,
@@ -244,14 +257,26 @@ class InpaintingMetrics:
         for pair in pairs:
             self.rows.append(pair.row)
             self.sizes[pair.row["name"]] = pair.size
+            if pair.soft_mask:
+                self.soft_masks.append(pair.row["name"])
         self._synced = False
 
     def _lpips(self, pairs: list[PreparedPair]) -> None:
-        """One pair per forward: at small sizes the convolutions' last bits depend on the batch size (measured on
-        48 px inputs), so a value must not depend on its companions; at 512 px this costs ~6 % (benchmarks/)."""
-        for pair in pairs:
-            merged, gt = _to_unit([pair.composite], self.device), _to_unit([pair.gt], self.device)
-            pair.row["lpips"] = float(self.lpips_net(merged, gt)[0].item())
+        """On the CPU, pairs of one size with both sides >= :data:`LPIPS_BATCH_MIN_SIDE` share a forward; every
+        other pair runs alone. Below that size the CPU convolutions' last bits depend on the batch size (their
+        feature maps shrink to a few pixels, where oneDNN switches algorithm; measured at 48–128 px), and on CUDA
+        it is not measured, so a value never depends on its companions (tested bit for bit at 256 px across
+        batch sizes 1, 2, 3 and 7)."""
+        groups: dict[Any, list[PreparedPair]] = {}
+        batched = torch.device(self.device).type == "cpu"
+        for index, pair in enumerate(pairs):
+            key = pair.size if batched and min(pair.size) >= LPIPS_BATCH_MIN_SIDE else index
+            groups.setdefault(key, []).append(pair)
+        for group in groups.values():
+            merged = _to_unit([p.composite for p in group], self.device)
+            gt = _to_unit([p.gt for p in group], self.device)
+            for pair, value in zip(group, self.lpips_net(merged, gt).tolist()):
+                pair.row["lpips"] = float(value)
 
     def _clip(self, pairs: list[PreparedPair]) -> None:
         """One pair per forward, as for LPIPS, so that a score never depends on the rest of the batch."""
@@ -282,15 +307,22 @@ class InpaintingMetrics:
             return
         self._synced = True
         self.rows, self.real, self.fake = distributed.gather(self.rows, self.real, self.fake)
-        sizes = {name: np.array(size) for name, size in self.sizes.items()}
-        _, sizes, _ = distributed.gather([], sizes, {})
-        self.sizes = {name: (int(size[0]), int(size[1])) for name, size in sizes.items()}
+        shards = distributed.all_gather_objects((self.sizes, self.soft_masks))
+        self.sizes = {name: size for sizes, _ in shards for name, size in sizes.items()}
+        self.soft_masks = sorted(name for _, soft in shards for name in soft)
         names = [row["name"] for row in self.rows]
         if len(set(names)) != len(names):
             raise MisatoError("image names repeat across processes; pass unique names to update()")
 
-    def compute(self, method: str | None = None):
+    def compute(self, method: str | None = None, mask_files: dict[str, os.PathLike] | None = None):
         """Sync (collective, see :meth:`sync`), then the rows (sorted by name) and the summary ``evaluate_folder`` writes.
+
+        Grey (non-binary) masks and masks without a hole are counted in the summary (``soft_masks``,
+        ``masks_without_hole``) and reported by one :class:`MaskWarning` each, naming the first few.
+
+        Args:
+            method: label stored in the summary.
+            mask_files: image name → mask file, to name files rather than images in the warnings.
 
         Returns:
             :class:`evaluate.evaluator.EvaluationResult` (identical on every rank).
@@ -304,5 +336,25 @@ class InpaintingMetrics:
             raise MisatoError("no images were added; call update() first")
         rows = sorted(self.rows, key=lambda row: row["name"])
         summary = summarise(rows, self.real, self.fake, self.metrics, self.protocol, self.ids_pca,
-                            set(self.sizes.values()), self.weights, method)
+                            set(self.sizes.values()), self.weights, method, len(self.soft_masks))
+        warn_about_masks(self.soft_masks, [row["name"] for row in rows if row["mask_ratio"] == 0.0], len(rows),
+                         mask_files)
         return EvaluationResult(rows, summary)
+
+
+def warn_about_masks(soft: list[str], no_hole: list[str], n: int,
+                     mask_files: dict[str, os.PathLike] | None = None) -> None:
+    """One :class:`MaskWarning` for the grey masks and one for the masks without a hole (image names ``soft``,
+    ``no_hole`` among ``n``), each listing the first :data:`MASK_FILES_SHOWN` files (or names)."""
+    def listing(names: list[str]) -> str:
+        shown = ", ".join(str(mask_files[name]) if mask_files else name for name in names[:MASK_FILES_SHOWN])
+        return shown + (f", … (+{len(names) - MASK_FILES_SHOWN} more)" if len(names) > MASK_FILES_SHOWN else "")
+
+    if soft:
+        warnings.warn(f"{len(soft)} of {n} masks are not binary (grey values between 0 and 255): {listing(soft)}; "
+                      "Grad composites with the grey values, every other metric with the mask binarised at 128, "
+                      "so Grad is not what a binary mask gives", MaskWarning, stacklevel=3)
+    if no_hole:
+        warnings.warn(f"{len(no_hole)} of {n} masks have no hole: {listing(no_hole)}; their composite is the ground "
+                      "truth, so each adds PSNR 70 dB, SSIM 1, LPIPS 0 and Grad 0 to the means (counted as "
+                      "masks_without_hole in summary.json)", MaskWarning, stacklevel=3)

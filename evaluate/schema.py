@@ -45,6 +45,10 @@ SUMMARY_WEIGHTS = "weights"
 SUMMARY_VERSION = "version"
 SUMMARY_IMAGE_SIZES = "image_sizes"
 """The distinct ``[height, width]`` of the ground-truth images, sorted (absent in runs of older versions)."""
+SUMMARY_SOFT_MASKS = "soft_masks"
+"""How many masks have grey values (strictly between 0 and 255): Grad uses them, every other metric binarises."""
+SUMMARY_MASKS_WITHOUT_HOLE = "masks_without_hole"
+"""How many masks have no hole pixel (their images count PSNR 70, SSIM 1, LPIPS 0, Grad 0 in the means)."""
 
 BREAKDOWNS = {"domain": "by_domain", "mask_ratio": "by_mask_ratio"}
 """Breakdown name (``summary.csv``'s ``group``, ``misato compare --by``) → its ``summary.json`` key."""

@@ -49,10 +49,18 @@ class LPIPSDistance(nn.Module):
         super().__init__()
         import lpips
 
-        with warnings.catch_warnings():  # lpips passes torchvision's deprecated `pretrained=False`
+        from lpips.lpips import ScalingLayer
+
+        # Built without random initialisation (the meta device; ~60 M trunk and classifier values are never
+        # drawn): every parameter comes from the two files, loaded strictly below; the input scaling constants
+        # are the package's own, made again on the CPU.
+        with warnings.catch_warnings(), torch.device("meta"):  # lpips passes torchvision's deprecated `pretrained`
             warnings.simplefilter("ignore", UserWarning)
             model = lpips.LPIPS(pretrained=False, net=net, version="0.1", pnet_rand=True, verbose=False)
-        load_strict(trunk_view(model), read_state_dict(backbone.path, f"the LPIPS {net} backbone"), str(backbone.path), BACKBONE_IGNORED)
+        model.to_empty(device="cpu")
+        model.scaling_layer = ScalingLayer()
+        load_strict(trunk_view(model), read_state_dict(backbone.path, f"the LPIPS {net} backbone"), str(backbone.path),
+                    BACKBONE_IGNORED)
         load_strict(linear_view(model), read_state_dict(linear.path, f"the LPIPS {net} linear layers"), str(linear.path))
         self.net = net
         self.model = model

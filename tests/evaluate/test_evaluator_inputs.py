@@ -138,3 +138,94 @@ def test_cuda_without_a_device_is_a_clear_error(data):
         pytest.skip("this machine has CUDA")
     with pytest.raises(MisatoError, match="no CUDA device"):
         evaluate_folder(pred, gt, metrics=CPU, device="cuda", progress=False)
+
+
+def _grey(path):
+    """Rewrite a 0/255 mask file with grey edges (what a blurred or resized mask looks like)."""
+    from scipy.ndimage import uniform_filter
+
+    values = np.asarray(Image.open(path), dtype=np.float64)
+    Image.fromarray(np.rint(uniform_filter(values, 3)).astype(np.uint8)).save(path)
+
+
+def test_clean_masks_give_no_mask_warning_and_zero_counts(data):
+    import warnings
+
+    from evaluate import MaskWarning
+
+    gt, pred = data
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", MaskWarning)
+        summary = evaluate_folder(pred, gt, metrics=CPU, progress=False).summary
+    assert summary["soft_masks"] == 0 and summary["masks_without_hole"] == 0
+
+
+def test_grey_masks_give_one_warning_naming_the_files(data, tmp_path):
+    from evaluate import MaskWarning
+
+    gt, pred = data
+    for name in ("0510", "1999"):
+        _grey(gt / "mask" / f"{name}.png")
+    with pytest.warns(MaskWarning) as caught:
+        result = evaluate_folder(pred, gt, tmp_path / "run", metrics=CPU, progress=False)
+    messages = [str(w.message) for w in caught if issubclass(w.category, MaskWarning)]
+    assert len(messages) == 1
+    assert messages[0].startswith("2 of 4 masks are not binary")
+    assert str(gt / "mask" / "0510.png") in messages[0] and str(gt / "mask" / "1999.png") in messages[0]
+    assert "0003.png" not in messages[0] and "Grad" in messages[0]
+    assert json.loads((tmp_path / "run" / "summary.json").read_text())["soft_masks"] == 2
+    grey = read_mask_uint8(gt / "mask" / "0510.png")  # Grad used the grey values, as documented
+    row = next(r for r in result.rows if r["name"] == "0510")
+    p, g = read_image(pred / "0510.png"), read_image(gt / "image" / "0510.png")
+    assert row["grad"] == grad_error(p, g, grey) != grad_error(p, g, (grey >= 128).astype(np.uint8) * 255)
+
+
+def test_a_mask_without_hole_is_warned_about_and_counted(data, tmp_path):
+    from evaluate import MaskWarning
+
+    gt, pred = data
+    Image.fromarray(np.zeros((48, 48), np.uint8)).save(gt / "mask" / "1020.png")
+    with pytest.warns(MaskWarning, match=r"1 of 4 masks have no hole: .*1020\.png.*PSNR 70") as caught:
+        result = evaluate_folder(pred, gt, tmp_path / "run", metrics=CPU, progress=False)
+    assert len([w for w in caught if issubclass(w.category, MaskWarning)]) == 1
+    row = next(r for r in result.rows if r["name"] == "1020")
+    assert row["psnr"] == pytest.approx(70.0) and row["ssim"] == 1.0 and row["grad"] == 0.0
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["masks_without_hole"] == 1 and summary["soft_masks"] == 0
+
+
+def test_mask_warnings_list_the_first_five_and_the_count(tmp_path):
+    from evaluate import InpaintingMetrics, MaskWarning
+
+    rng = np.random.default_rng(0)
+    gt = torch_from(rng.integers(0, 256, (7, 3, 16, 16)))
+    pred = torch_from(rng.integers(0, 256, (7, 3, 16, 16)))
+    mask = np.full((7, 1, 16, 16), 0.25)  # → 64: grey, and below the 128 threshold, so no hole either
+    mask[:, :, :4] = 0.0
+    scorer = InpaintingMetrics(metrics="psnr,grad")
+    scorer.update(pred, gt, __import__("torch").from_numpy(mask), names=[f"im{i}" for i in range(7)])
+    with pytest.warns(MaskWarning) as caught:
+        summary = scorer.compute().summary
+    messages = sorted(str(w.message) for w in caught if issubclass(w.category, MaskWarning))
+    assert len(messages) == 2
+    assert messages[0].startswith("7 of 7 masks are not binary (grey values between 0 and 255): im0, im1, im2, im3, "
+                                  "im4, … (+2 more)")
+    assert messages[1].startswith("7 of 7 masks have no hole: im0, im1, im2, im3, im4, … (+2 more)")
+    assert summary["soft_masks"] == 7 and summary["masks_without_hole"] == 7
+
+
+def torch_from(values):
+    import torch
+
+    return torch.from_numpy(values.astype(np.uint8))
+
+
+def test_cli_prints_mask_warnings_as_one_line(data, capsys, tmp_path):
+    gt, pred = data
+    _grey(gt / "mask" / "0003.png")
+    code = main(["evaluate", "--pred", str(pred), "--gt", str(gt), "--out", str(tmp_path / "r"), "--metrics", CPU])
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if "warning" in line]
+    assert code == 0 and len(lines) == 1
+    assert lines[0].startswith("misato evaluate: warning: 1 of 4 masks are not binary") and "0003.png" in lines[0]
+    assert "warnings.warn" not in err and "MaskWarning" not in err

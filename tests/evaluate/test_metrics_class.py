@@ -84,6 +84,35 @@ def test_batch_size_and_order_do_not_change_any_number(tensors, scorer):
     assert uint8.summary["metrics"]["fid"] == whole.summary["metrics"]["fid"]
 
 
+def test_batched_lpips_at_256_px_equals_one_pair_per_forward_bit_for_bit(weights):
+    """From LPIPS_BATCH_MIN_SIDE up, pairs of one size share a forward on the CPU: every value must still be the
+    one-pair forward's, whatever the batch size (1, 2, 3, 7) or the pair's place in it."""
+    from evaluate.features import build_lpips
+    from evaluate.metrics import LPIPS_BATCH_MIN_SIDE
+    from tests.helpers import box_mask, smooth_image
+
+    rng = np.random.default_rng(3)
+    size = LPIPS_BATCH_MIN_SIDE
+    gts = torch.from_numpy(np.stack([smooth_image(rng, size) for _ in range(7)])).permute(0, 3, 1, 2)
+    preds = torch.from_numpy(rng.integers(0, 256, gts.shape, dtype=np.uint8))
+    masks = torch.from_numpy(np.stack([box_mask(rng, size) for _ in range(7)]))
+    names = [f"{i:04d}" for i in range(7)]
+    scorer = InpaintingMetrics("asuka", metrics="lpips", alexnet_weights=weights["alexnet"])
+    values = {}
+    for batch in (1, 2, 3, 7):
+        scorer.reset()
+        for start in range(0, 7, batch):
+            part = slice(start, start + batch)
+            scorer.update(preds[part], gts[part], masks[part], names=names[part])
+        values[batch] = [row["lpips"] for row in scorer.compute().rows]
+    single = build_lpips("alex", backbone_path=weights["alexnet"])
+    merged = torch.where(masks[:, None], preds, gts).float().div(255).contiguous(memory_format=torch.channels_last)
+    unit_gts = gts.float().div(255).contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode():
+        alone = [float(single(merged[i : i + 1], unit_gts[i : i + 1])[0]) for i in range(7)]
+    assert values[1] == values[2] == values[3] == values[7] == alone
+
+
 def test_masks_and_floats_are_read_the_one_way():
     rng = np.random.default_rng(0)
     gt = torch.from_numpy(rng.integers(0, 256, (2, 3, 16, 16), dtype=np.uint8))
