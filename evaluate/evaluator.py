@@ -41,6 +41,7 @@ from evaluate.protocols import Protocol, get_protocol, ids_pca_dimensions
 from evaluate.schema import (
     PER_IMAGE_COLUMNS,
     PER_IMAGE_CSV,
+    RUN_FILES,
     SUMMARY_CSV,
     SUMMARY_JSON,
     SUMMARY_MASKS_WITHOUT_HOLE,
@@ -333,6 +334,19 @@ def _networks_error(error: MisatoError, protocol: Protocol, metrics: list[str]) 
                        f"compute the rest{hint}{via_pypi}]")
 
 
+def _check_out(out: Path, overwrite: bool) -> None:
+    """Refuse to replace run files (``per_image.csv``, ``summary.csv``, ``summary.json``) already in ``out`` without
+    ``overwrite``, a finished run's or not: a folder without ``summary.json`` may hold the user's own files of
+    those names (or those of an evaluation killed before it finished)."""
+    if out.exists() and not out.is_dir():
+        raise MisatoError(f"--out {out} exists and is not a folder")
+    found = [name for name in RUN_FILES if (out / name).exists()]
+    if found and not overwrite:
+        what = "a finished evaluation" if SUMMARY_JSON in found else f"{', '.join(found)} but no {SUMMARY_JSON}"
+        raise MisatoError(f"--out {out} already holds {what}; pass --overwrite to replace them, or choose another "
+                          "folder")
+
+
 def evaluate_folder(
     pred: str | os.PathLike,
     gt: str | os.PathLike,
@@ -390,8 +404,7 @@ def evaluate_folder(
     out_dir = Path(out) if out is not None else None
     if out_dir is not None:
         check_output_location(out_dir, [pred_dir, gt_image_dir, pairs.masks[names[0]].parent])
-        if (out_dir / SUMMARY_JSON).exists() and not overwrite:
-            raise MisatoError(f"{out_dir} already holds a finished evaluation; pass --overwrite or choose another --out")
+        _check_out(out_dir, overwrite)
     skipped: dict[str, str] = {}
     if skip_missing_weights:
         metric_names, skipped = weights_plan(chosen, metric_names, inception_weights, alexnet_weights, weights_dir,

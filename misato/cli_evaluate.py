@@ -4,11 +4,9 @@ from __future__ import annotations
 import argparse
 import sys
 import warnings
-from pathlib import Path
 
 from misato.cli_choices import (BATCH_RANGE, METRIC_NAMES, PROTOCOL_CHOICES, PROTOCOL_HELP, WORKER_RANGE, device_name,
                                 int_in)
-from misato.errors import MisatoError
 from misato.outputs import declare_paths
 
 
@@ -45,28 +43,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     declare_paths(parser, inputs=("pred", "gt", "mask"), outputs=("out", "cache_dir"))
 
 
-def _check_out(out: Path, overwrite: bool) -> None:
-    """Refuse to replace run files (``per_image.csv``, ``summary.csv``, ``summary.json``) already in ``out`` without
-    --overwrite, a finished run's or not: a folder without ``summary.json`` may hold the user's own files of
-    those names (or those of an evaluation killed before it finished)."""
-    from evaluate.schema import RUN_FILES, SUMMARY_JSON
-
-    if out.exists() and not out.is_dir():
-        raise MisatoError(f"--out {out} exists and is not a folder")
-    found = [name for name in RUN_FILES if (out / name).exists()]
-    if found and not overwrite:
-        what = "a finished evaluation" if SUMMARY_JSON in found else f"{', '.join(found)} but no {SUMMARY_JSON}"
-        raise MisatoError(f"--out {out} already holds {what}; pass --overwrite to replace them, or choose another "
-                          "folder")
-
-
 def evaluate(args: argparse.Namespace) -> int:
     from misato.compat import import_evaluator
 
     from misato.distributed import init_from_env
 
     evaluator = import_evaluator()
-    _check_out(Path(args.out), args.overwrite)
     device = init_from_env(args.device)  # joins the process group torchrun/accelerate describe, if any
     with warnings.catch_warnings():  # each warning as one line, like the CLI's errors
         warnings.showwarning = lambda message, *_, **__: print(f"misato evaluate: warning: {message}", file=sys.stderr)

@@ -111,6 +111,11 @@ def test_inputs_are_not_modified_and_output_placement(data, tmp_path):
     with pytest.raises(MisatoError, match="--overwrite"):
         evaluate_folder(pred, gt, tmp_path / "r", metrics=CPU, progress=False)
     evaluate_folder(pred, gt, tmp_path / "r", metrics=CPU, progress=False, overwrite=True)
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "per_image.csv").write_text("my own table\n")  # not a run, but a file the run would replace
+    with pytest.raises(MisatoError, match="per_image.csv but no summary.json; pass --overwrite"):
+        evaluate_folder(pred, gt, tmp_path / "mine", metrics=CPU, progress=False)
+    assert (tmp_path / "mine" / "per_image.csv").read_text() == "my own table\n"
     after = {p: p.read_bytes() for p in sorted(gt.rglob("*")) + sorted(pred.rglob("*")) if p.is_file()}
     assert before == after
 
