@@ -61,6 +61,32 @@ def component_folder(value: str | os.PathLike, component: str, option: str) -> P
     return path
 
 
+def check_sd_inpaint_folder(sd: str | os.PathLike) -> Path:
+    """``sd`` as a Path when it holds ``unet/``, ``vae/`` and ``scheduler/``; else a MisatoError naming what is
+    missing."""
+    sd = Path(sd)
+    missing = [p for p in ("unet", "vae", "scheduler") if not (sd / p).is_dir()]
+    if missing:
+        raise MisatoError(f"{sd} is not a diffusers SD-inpainting folder: missing {', '.join(p + '/' for p in missing)}")
+    return sd
+
+
+def load_sd_inpaint(sd: str | os.PathLike):
+    """An :class:`~asuka.pipeline.ASUKAInpaintPipeline` holding the SD-inpainting folder's VAE, UNet and scheduler
+    (the UNet must take 9 input channels)."""
+    from asuka.pipeline import ASUKAInpaintPipeline
+
+    sd = check_sd_inpaint_folder(sd)
+    try:
+        pipe = ASUKAInpaintPipeline.from_sd_inpaint(sd)
+    except (OSError, ValueError) as error:
+        raise MisatoError(f"cannot load the SD inpainting parts of {sd}: {error}") from None
+    if pipe.unet.config.in_channels != 9:
+        raise MisatoError(f"{sd}/unet has {pipe.unet.config.in_channels} input channels; ASUKA needs an SD "
+                          "*inpainting* UNet (9 channels)")
+    return pipe
+
+
 def _source(
     value: str | os.PathLike | None, allowed: tuple[str, ...], option: str, folder_ok: bool = False
 ) -> str | Path:
@@ -103,12 +129,8 @@ def assemble(
     from asuka import convert
     from asuka.models import InpaintingDecoder, MAEPrior, PriorAlignment
     from asuka.models.alignment import default_num_heads
-    from asuka.pipeline import ASUKAInpaintPipeline
 
-    sd, out = Path(sd), Path(out)
-    missing = [p for p in ("unet", "vae", "scheduler") if not (sd / p).is_dir()]
-    if missing:
-        raise MisatoError(f"{sd} is not a diffusers SD-inpainting folder: missing {', '.join(p + '/' for p in missing)}")
+    sd, out = check_sd_inpaint_folder(sd), Path(out)
     mae_source = _source(mae, (FRESH,), "--mae", folder_ok=True)
     alignment_source = _source(alignment, (FRESH,), "--alignment", folder_ok=True)
     decoder_source = _source(decoder, (FRESH, KL_VAE), "--decoder", folder_ok=True)
@@ -119,13 +141,7 @@ def assemble(
                if isinstance(source, Path) and source.is_dir()]
     prepare_output(out, ASSEMBLY_POLICY, overwrite=overwrite, inputs=folders)
 
-    try:
-        pipe = ASUKAInpaintPipeline.from_sd_inpaint(sd)
-    except (OSError, ValueError) as error:
-        raise MisatoError(f"cannot load the SD inpainting parts of {sd}: {error}") from None
-    if pipe.unet.config.in_channels != 9:
-        raise MisatoError(f"{sd}/unet has {pipe.unet.config.in_channels} input channels; ASUKA needs an SD "
-                          "*inpainting* UNet (9 channels)")
+    pipe = load_sd_inpaint(sd)
     record: dict[str, Any] = {"sd": str(sd.resolve()), "seed": seed, "components": {}}
     with seeded(seed):  # fresh initialisations draw from torch's default generator; the caller's stream is restored
         if mae_source == FRESH:

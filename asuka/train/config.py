@@ -128,7 +128,7 @@ def _convert(action: argparse.Action, value: Any, key: str, source: str) -> Any:
         except (argparse.ArgumentTypeError, ValueError, TypeError) as error:
             raise MisatoError(f"{source}: {key}: {error}") from None
 
-    if isinstance(action, argparse.BooleanOptionalAction) or action.const is True:
+    if isinstance(action, argparse.BooleanOptionalAction) or action.nargs == 0:
         if not isinstance(value, bool):
             raise MisatoError(f"{source}: {key} must be true or false, got {value!r}")
         return value

@@ -47,22 +47,12 @@ class DiffusionStage(Stage):
         super().__init__(config)
         from diffusers import DDPMScheduler
 
-        from asuka.pipeline import ASUKAInpaintPipeline
+        from asuka.assemble import load_sd_inpaint
 
         if config["sd"] is None:
             raise MisatoError("--sd is required: a diffusers SD-inpainting folder (unet/, vae/, scheduler/)")
         sd = Path(config["sd"])
-        missing = [part for part in ("unet", "vae", "scheduler") if not (sd / part).is_dir()]
-        if missing:
-            raise MisatoError(f"--sd {sd}: not a diffusers SD-inpainting folder (missing {', '.join(missing)}/)")
-        try:
-            pipe = ASUKAInpaintPipeline.from_sd_inpaint(sd)
-        except (OSError, ValueError) as error:
-            raise MisatoError(f"--sd {sd}: cannot load ({str(error).splitlines()[0]})") from None
-        if pipe.unet.config.in_channels != 9:
-            raise MisatoError(f"--sd {sd}: the UNet has {pipe.unet.config.in_channels} input channels; an SD "
-                              "*inpainting* UNet has 9")
-        self.pipe = pipe
+        self.pipe = pipe = load_sd_inpaint(sd)
         self.frozen = {"unet": frozen_in_precision(pipe.unet, config["mixed_precision"]),
                        "vae": frozen_in_precision(pipe.vae, config["mixed_precision"])}
         if config["gradient_checkpointing"]:

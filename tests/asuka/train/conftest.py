@@ -26,6 +26,15 @@ def write_images(root: Path, n: int = 6, size: int = 72, seed: int = 0) -> Path:
     return root
 
 
+@pytest.fixture(autouse=True, scope="package")
+def one_thread():
+    """Tiny models on a shared CPU: one intra-op thread is ~10x faster than oversubscribed threads (measured)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def train_inputs(tmp_path_factory):
     """``{"images", "objects", "mae", "sd"}`` paths."""
