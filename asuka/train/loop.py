@@ -280,13 +280,11 @@ def train(stage_cls: type[Stage], args: argparse.Namespace) -> dict[str, Any]:
         MisatoError: bad data, options or output folder; ``--resume`` with another config or stage.
     """
     from accelerate import Accelerator
-    from accelerate.utils import DistributedDataParallelKwargs
     from misato.masks import make_generator
 
     config = train_config.resolved_config(args)
     out = Path(args.out)
-    accelerator = Accelerator(mixed_precision=config["mixed_precision"], cpu=not torch.cuda.is_available(),
-                              kwargs_handlers=[DistributedDataParallelKwargs(broadcast_buffers=False)])
+    accelerator = Accelerator(mixed_precision=config["mixed_precision"], cpu=not torch.cuda.is_available())
     world, rank = accelerator.num_processes, accelerator.process_index
 
     source = train_data.open_source(config["data"], config["data_split"], config["image_column"])

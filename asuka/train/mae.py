@@ -5,7 +5,8 @@ Per sample: a mask from ``--mask-preset`` (the ``asuka-train`` mixture) at the M
 share is reached (the paper's "grown to 75 %"; a token is masked when any of its pixels is a hole, as the MAE
 itself decides). Loss: MSE between the MAE's predicted patches and the image's patches over the masked tokens,
 in the MAE's ImageNet-normalised pixel space; with ``--norm-pix-loss`` (MAE's default) each target patch is first
-normalised by its own mean and variance.
+normalised by its own mean and variance. The mean is taken per sample, then over the batch (MAE pools all masked
+tokens of the batch; per sample, the loss of a batch split over processes is exactly the mean of their losses).
 
 Start from an MAE-FAR checkpoint (``--mae-init mae_300.pth``), an MAE folder written by ``save_pretrained`` or
 by an earlier run of this stage, or ``scratch`` (ViT-B at ``--resolution``). Output: ``OUT/mae/``
@@ -123,7 +124,7 @@ class MAEStage(Stage):
         if self.config["norm_pix_loss"]:
             target = (target - target.mean(dim=-1, keepdim=True)) / (target.var(dim=-1, keepdim=True) + 1e-6).sqrt()
         per_token = ((prediction.float() - target) ** 2).mean(dim=-1)
-        loss = (per_token * grown).sum() / grown.sum()
+        loss = ((per_token * grown).sum(dim=1) / grown.sum(dim=1)).mean()
         return {"loss": loss, "masked_ratio": grown.float().mean()}
 
     def validation_images(self, batch: dict[str, Any]) -> torch.Tensor:
