@@ -276,9 +276,21 @@ def train(stage_cls: type[Stage], args: argparse.Namespace) -> dict[str, Any]:
     """Run (or resume) one training stage with parsed flags ``args``; returns the train.json record (with
     ``"complete": False`` when stopped by ``--stop-at-step``).
 
+    accelerate keeps its settings (mixed precision, …) in a process-wide singleton; it is reset on return (the
+    process group, if any, stays), so one process can run several stages with different settings.
+
     Raises:
         MisatoError: bad data, options or output folder; ``--resume`` with another config or stage.
     """
+    from accelerate.state import AcceleratorState
+
+    try:
+        return _train(stage_cls, args)
+    finally:
+        AcceleratorState._reset_state()
+
+
+def _train(stage_cls: type[Stage], args: argparse.Namespace) -> dict[str, Any]:
     from accelerate import Accelerator
     from misato.masks import make_generator
 
