@@ -67,7 +67,8 @@ def check_sd_inpaint_folder(sd: str | os.PathLike) -> Path:
     sd = Path(sd)
     missing = [p for p in ("unet", "vae", "scheduler") if not (sd / p).is_dir()]
     if missing:
-        raise MisatoError(f"{sd} is not a diffusers SD-inpainting folder: missing {', '.join(p + '/' for p in missing)}")
+        parts = ", ".join(p + "/" for p in missing)
+        raise MisatoError(f"{sd} is not a diffusers SD-inpainting folder: missing {parts}")
     return sd
 
 

@@ -4,7 +4,8 @@ Every stage's flags live in one ``argparse`` parser (the common flags below plus
 ``add_arguments``). ``--config file.yaml|json`` holds ``{flag: value}`` (``batch-size`` or ``batch_size``); its
 values become the parser's defaults, so flags given on the command line win. The *resolved config* is every flag's
 value except the :data:`RUNTIME_KEYS` (how to run, not what to train): it is saved in every checkpoint and in
-``train.json``, and ``--resume`` with a different resolved config is refused, naming the differing keys.
+``train.json``, and ``--resume`` with a different resolved config is refused, naming the differing keys (the
+checkpoint, log and validation intervals, :data:`RESUMABLE_KEYS`, may change).
 """
 from __future__ import annotations
 
@@ -18,6 +19,9 @@ from misato.errors import MisatoError
 
 RUNTIME_KEYS = frozenset({"config", "out", "resume", "overwrite", "num_workers", "stop_at_step", "progress"})
 """Flags that change how a run executes but not its result (not compared on ``--resume``)."""
+RESUMABLE_KEYS = frozenset({"checkpoint_every", "keep_checkpoints", "log_every", "validate_every", "val_samples",
+                            "val_inference_steps"})
+"""Saved in the resolved config but free to change on ``--resume`` (they do not change the trained weights)."""
 REQUIRED = ("data", "out")
 
 
@@ -206,6 +210,8 @@ def resolved_config(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def differing_keys(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
-    """``"key (saved → current)"`` for every key whose value differs (or exists in only one)."""
-    keys = sorted(set(saved) | set(current))
-    return [f"{key} ({saved.get(key)!r} → {current.get(key)!r})" for key in keys if saved.get(key) != current.get(key)]
+    """``"key (saved → current)"`` for every key whose value differs (or exists in only one), except
+    :data:`RESUMABLE_KEYS`."""
+    keys = sorted((set(saved) | set(current)) - RESUMABLE_KEYS)
+    return [f"{key} ({saved.get(key)!r} → {current.get(key)!r})" for key in keys
+            if saved.get(key) != current.get(key)]

@@ -342,7 +342,7 @@ def _train(stage_cls: type[Stage], args: argparse.Namespace) -> dict[str, Any]:
     trainable_flags = {name: [p.requires_grad for p in module.parameters()] for name, module in stage.trainable.items()}
 
     loader_generator = torch.Generator().manual_seed(config["seed"])
-    start_step, skipped_total = 0, 0
+    start_step, skipped_total, resumed_losses = 0, 0, {}
     if latest is not None:
         state = read_train_checkpoint(latest, stage_cls)
         if state["world_size"] != world:
@@ -357,7 +357,7 @@ def _train(stage_cls: type[Stage], args: argparse.Namespace) -> dict[str, Any]:
             optimiser.scheduler.load_state_dict(state["schedulers"][name])
             scalers[name].load_state_dict(state["scalers"][name])
         _set_rng_state(state["rng"], loader_generator)
-        start_step, skipped_total = state["step"], state["skipped"]
+        start_step, skipped_total, resumed_losses = state["step"], state["skipped"], state["losses"]
 
     names = list(stage.trainable)
     prepared = accelerator.prepare(*[stage.trainable[name] for name in names]) if names else []
@@ -391,7 +391,7 @@ def _train(stage_cls: type[Stage], args: argparse.Namespace) -> dict[str, Any]:
         if accelerator.is_main_process:
             state = {
                 "format": CHECKPOINT_FORMAT, "stage": stage_cls.name, "component": stage_cls.component,
-                "step": step, "world_size": world, "config": config, "skipped": skipped_total,
+                "step": step, "world_size": world, "config": config, "skipped": skipped_total, "losses": last_losses,
                 "modules": {name: module.state_dict() for name, module in stage._unwrapped.items()},
                 "optimisers": {name: o.optimizer.state_dict() for name, o in optimisers.items()},
                 "schedulers": {name: o.scheduler.state_dict() for name, o in optimisers.items()},
@@ -426,7 +426,7 @@ def _train(stage_cls: type[Stage], args: argparse.Namespace) -> dict[str, Any]:
 
     bar = tqdm(total=config["max_steps"], initial=start_step, desc=f"train {stage_cls.name}",
                disable=not (args.progress and accelerator.is_main_process), file=sys.stderr)
-    last_losses: dict[str, float] = {}
+    last_losses: dict[str, float] = dict(resumed_losses)
     step = start_step
     stopped = False
     for step in range(start_step, config["max_steps"]):
@@ -490,7 +490,8 @@ def _train(stage_cls: type[Stage], args: argparse.Namespace) -> dict[str, Any]:
                             board.add_scalar(key, float(value), done)
             bar.set_postfix({key: f"{value:.4g}" for key, value in last_losses.items()})
         if any(not math.isfinite(float(value)) for value in sums.values()):
-            raise MisatoError(f"step {done}: the loss is not finite ({', '.join(f'{k}={float(v)}' for k, v in sums.items())}); "
+            values = ", ".join(f"{key}={float(value)}" for key, value in sums.items())
+            raise MisatoError(f"step {done}: the loss is not finite ({values}); "
                               "lower --lr or use --mixed-precision no")
         bar.update()
         if done % config["checkpoint_every"] == 0 or done == config["max_steps"] or done == args.stop_at_step:

@@ -25,7 +25,8 @@ def test_config_file_sets_flags_and_command_line_wins(tmp_path):
     config = train_config.resolved_config(args)
     assert "out" not in config and "config" not in config and config["data"] == "imgs"
     (tmp_path / "run.json").write_text(json.dumps({"data": "d", "out": "o", "resolution": 128}))
-    assert train_config.parse_arguments(stage_parser(MAEStage), ["--config", str(tmp_path / "run.json")]).resolution == 128
+    parsed = train_config.parse_arguments(stage_parser(MAEStage), ["--config", str(tmp_path / "run.json")])
+    assert parsed.resolution == 128
 
 
 @pytest.mark.parametrize("text, match", [
@@ -46,13 +47,16 @@ def test_required_and_out_of_range_flags():
     with pytest.raises(MisatoError, match="--data and --out required"):
         train_config.parse_arguments(parser, [])
     with pytest.raises(MisatoError, match="probability in"):
-        train_config.parse_arguments(stage_parser(MAEStage), ["--data", "d", "--out", "o", "--min-masked-ratio", "-0.1"])
+        train_config.parse_arguments(stage_parser(MAEStage), ["--data", "d", "--out", "o", "--min-masked-ratio",
+                                                              "-0.1"])
     with pytest.raises(MisatoError, match="--mask-ratio"):
-        train_config.parse_arguments(stage_parser(MAEStage), ["--data", "d", "--out", "o", "--mask-ratio", "0.6", "0.2"])
+        train_config.parse_arguments(stage_parser(MAEStage), ["--data", "d", "--out", "o", "--mask-ratio", "0.6",
+                                                              "0.2"])
 
 
 def test_differing_keys_named():
-    assert train_config.differing_keys({"lr": 1.0, "seed": 0}, {"lr": 2.0, "seed": 0}) == ["lr (1.0 → 2.0)"]
+    assert train_config.differing_keys({"lr": 1.0, "seed": 0, "log_every": 1},
+                                       {"lr": 2.0, "seed": 0, "log_every": 5}) == ["lr (1.0 → 2.0)"]
 
 
 def test_sources(tmp_path):

@@ -29,7 +29,8 @@ STAGE_FLAGS = {
 
 
 def train_stage(stage_cls, inputs, out, steps=3, extra=(), **flags):
-    return run(stage_cls, common_flags(inputs, out, steps=steps, **flags) + STAGE_FLAGS[stage_cls](inputs) + list(extra))
+    flags = common_flags(inputs, out, steps=steps, **flags)
+    return run(stage_cls, flags + STAGE_FLAGS[stage_cls](inputs) + list(extra))
 
 
 def build_stage(stage_cls, inputs, tmp_path, **flags):
@@ -155,11 +156,12 @@ def test_kill_by_an_exception_then_resume_equals_an_uninterrupted_run(runs, trai
     resumed = train_stage(MAEStage, train_inputs, tmp_path / "run", steps=5, extra=["--resume"],
                           **{"checkpoint-every": 2})
     assert resumed["final_losses"] == reference["final_losses"]
-    trained, expected = MAEPrior.from_pretrained(tmp_path / "run" / "mae"), MAEPrior.from_pretrained(reference_out / "mae")
+    trained = MAEPrior.from_pretrained(tmp_path / "run" / "mae")
+    expected = MAEPrior.from_pretrained(reference_out / "mae")
     for key, value in expected.state_dict().items():
         assert torch.equal(trained.state_dict()[key], value), key
-    assert sorted(p.name for p in (tmp_path / "run" / "checkpoints").glob("*.pt")) == ["step-00000002.pt", "step-00000004.pt",
-                                                                               "step-00000005.pt"]
+    kept = sorted(p.name for p in (tmp_path / "run" / "checkpoints").glob("*.pt"))
+    assert kept == ["step-00000002.pt", "step-00000004.pt", "step-00000005.pt"]
 
 
 def test_resume_with_another_config_or_stage_is_refused(train_inputs, tmp_path):
@@ -196,7 +198,8 @@ def test_outputs_assemble_and_inpaint(runs, train_inputs, tmp_path):
     embeds = load_prompt_embeds(runs[SDPromptStage][1] / "prompt_embeds.safetensors")
     plain = ASUKAInpaintPipeline.from_sd_inpaint(train_inputs["sd"])
     plain.set_progress_bar_config(disable=True)
-    assert plain(image, hole, num_inference_steps=2, prompt_embeds=embeds, output_type="np").images.shape == (1, 64, 64, 3)
+    filled = plain(image, hole, num_inference_steps=2, prompt_embeds=embeds, output_type="np").images
+    assert filled.shape == (1, 64, 64, 3)
 
 
 def test_bad_inputs_are_one_line_errors(runs, train_inputs, tmp_path, capsys):
@@ -208,7 +211,8 @@ def test_bad_inputs_are_one_line_errors(runs, train_inputs, tmp_path, capsys):
     with pytest.raises(MisatoError, match="no .png/.jpg/.jpeg images"):
         run(MAEStage, common_flags({**train_inputs, "images": tmp_path / "empty"}, tmp_path / "o1")
             + ["--mae-init", str(train_inputs["mae"])])
-    torch.save(PriorAlignment(prior_dim=16, cross_attention_dim=32, num_heads=1).state_dict(), tmp_path / "alignment.pth")
+    alignment = PriorAlignment(prior_dim=16, cross_attention_dim=32, num_heads=1)
+    torch.save(alignment.state_dict(), tmp_path / "alignment.pth")
     with pytest.raises(MisatoError, match="not an MAE-FAR checkpoint"):
         run(MAEStage, common_flags(train_inputs, tmp_path / "o2") + ["--mae-init", str(tmp_path / "alignment.pth")])
     with pytest.raises(MisatoError, match="a training output of alignment, not mae"):
