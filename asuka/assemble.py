@@ -119,7 +119,8 @@ def assemble(
             ``misato train mae``), or ``"none"`` (fresh ViT-B initialisation, for training or tests).
         alignment: an alignment state-dict file, an alignment folder (``save_pretrained``, or the output of
             ``misato train alignment``), or ``"none"`` (fresh ASUKA alignment).
-        decoder: an Asymmetric-VQGAN/ASUKA decoder checkpoint (or a diffusers ``AsymmetricAutoencoderKL`` folder),
+        decoder: an Asymmetric-VQGAN/ASUKA decoder checkpoint, a diffusers ``AsymmetricAutoencoderKL`` folder, the
+            output folder of ``misato train decoder`` (its ``train.json`` names an ``InpaintingDecoder`` folder),
             ``"kl-vae"`` (no inpainting decoder: plain SD
             decoding) or ``"none"`` (an inpainting decoder initialised from the SD VAE decoder, fresh condition
             encoder).
@@ -138,6 +139,8 @@ def assemble(
     mae_folder = None if mae_source == FRESH else component_folder(mae_source, "mae", "--mae")
     alignment_folder = (None if alignment_source == FRESH
                         else component_folder(alignment_source, "alignment", "--alignment"))
+    trained_decoder = isinstance(decoder_source, Path) and (decoder_source / TRAIN_FILE).is_file()
+    decoder_folder = component_folder(decoder_source, "decoder", "--decoder") if trained_decoder else None
     folders = [source for source in (sd, mae_source, alignment_source, decoder_source)
                if isinstance(source, Path) and source.is_dir()]
     prepare_output(out, ASSEMBLY_POLICY, overwrite=overwrite, inputs=folders)
@@ -168,6 +171,8 @@ def assemble(
             decoder_model = None
         elif decoder_source == FRESH:
             decoder_model = InpaintingDecoder.from_vae(pipe.vae)
+        elif decoder_folder is not None:
+            decoder_model = InpaintingDecoder.from_pretrained(decoder_folder, local_files_only=True)
         else:
             decoder_model = convert.load_decoder_checkpoint(decoder_source, vae=pipe.vae)
     if decoder_model is not None and decoder_model.config.latent_channels != pipe.vae.config.latent_channels:

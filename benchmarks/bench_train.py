@@ -13,7 +13,7 @@ alignment module (``asuka.testing.get_dummy_components(full_size=True)``, handed
 Prints the medians, ``loop ÷ bare`` (target ≤ 1.15), ``data ÷ step`` (target ≤ 0.10), peak RSS and what the
 parameters and optimiser state account for (the rest is activations, allocator caches and the Python runtime).
 
-    python benchmarks/bench_train.py [--size 256] [--steps 2] [--batch 1] [--workers 1]
+    python benchmarks/bench_train.py [--size 256] [--steps 2] [--batch 1] [--workers 1] [--threads 1]
 """
 from __future__ import annotations
 
@@ -40,6 +40,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--steps", type=int, default=2, help="timed steps (one warm-up step more)")
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch intra-op threads (1: on a shared CPU, oversubscribed threads are ~10x slower)")
     args = parser.parse_args(argv)
     sys.path.insert(0, str(ROOT))
 
@@ -56,6 +58,7 @@ def main(argv: list[str] | None = None) -> dict:
     from misato.masks import make_generator
     from tests.helpers import box_mask, smooth_image
 
+    torch.set_num_threads(args.threads)
     components = get_dummy_components(seed=0, decoder=False, full_size=True)
     pipe = ASUKAInpaintPipeline(vae=components["vae"], unet=components["unet"], scheduler=components["scheduler"])
     asuka.assemble.load_sd_inpaint = lambda sd: pipe  # the stage takes the in-memory modules instead of files
@@ -73,7 +76,7 @@ def main(argv: list[str] | None = None) -> dict:
     flags = ["--data", str(work / "images"), "--objects", str(work / "objects"), "--out", str(work / "out"),
              "--sd", str(work / "sd"), "--mae", str(work / "mae.pth"), "--resolution", str(args.size), "--batch-size",
              str(args.batch), "--max-steps", str(args.steps + 1), "--num-workers", str(args.workers),
-             "--log-every", "1", "--checkpoint-every", "100000", "--validate-every", "0", "--no-progress",
+             "--log-every", "1", "--checkpoint-every", "100000", "--val-samples", "0", "--no-progress",
              "--lr", "1e-4"]
 
     # bare: the same modules and the same arithmetic, written out directly

@@ -119,7 +119,8 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     logs.add_argument("--log-every", type=positive_int, default=10, help="steps between log rows")
     logs.add_argument("--validate-every", type=non_negative_int, default=1000,
                       help="steps between validation sample grids (0 = only at the end)")
-    logs.add_argument("--val-samples", type=positive_int, default=4, help="images in the validation grid")
+    logs.add_argument("--val-samples", type=non_negative_int, default=4,
+                      help="images in the validation grid (0 = no validation)")
 
 
 def _convert(action: argparse.Action, value: Any, key: str, source: str) -> Any:

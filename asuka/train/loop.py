@@ -370,7 +370,8 @@ def _train(stage_cls: type[Stage], args: argparse.Namespace) -> dict[str, Any]:
                                     config["seed"], pin_memory=accelerator.device.type == "cuda")
     loader.generator.set_state(loader_generator.get_state())
     batches = iter(loader)
-    validation = train_data.validation_batch(dataset, config["val_samples"]) if accelerator.is_main_process else None
+    validation = (train_data.validation_batch(dataset, config["val_samples"])
+                  if accelerator.is_main_process and config["val_samples"] else None)
 
     log = _CsvLog(out / LOG_FILE, start_step if latest is not None else 0) if accelerator.is_main_process else None
     board = None
@@ -404,7 +405,7 @@ def _train(stage_cls: type[Stage], args: argparse.Namespace) -> dict[str, Any]:
         accelerator.wait_for_everyone()
 
     def validate(step: int) -> None:
-        if not accelerator.is_main_process:
+        if not accelerator.is_main_process or not config["val_samples"]:
             return
         trained, stage.trainable = stage.trainable, stage._unwrapped
         for module in stage.trainable.values():

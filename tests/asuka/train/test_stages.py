@@ -261,3 +261,22 @@ def test_grow_token_mask_and_full_prior_schedule():
     p = [full_prior_probability(s, 0.5, 4, 10, 0.1) for s in range(12)]
     assert p[:4] == [0.125, 0.25, 0.375, 0.5] and p[10:] == [0.1, 0.1]
     assert all(a >= b for a, b in zip(p[3:], p[4:]))
+
+
+def test_assemble_takes_a_decoder_training_output(train_inputs, tmp_path):
+    """The folder layout a decoder stage writes (train.json naming an InpaintingDecoder folder) assembles."""
+    from asuka.assemble import assemble, load_sd_inpaint
+    from asuka.models import InpaintingDecoder
+    from asuka.pipeline import ASUKAInpaintPipeline
+
+    with seeded(3):
+        decoder = InpaintingDecoder.from_vae(load_sd_inpaint(train_inputs["sd"]).vae)
+    decoder.save_pretrained(tmp_path / "run" / "decoder")
+    record = {"stage": "decoder", "component": "decoder", "complete": True, "outputs": {"decoder": "decoder"}}
+    (tmp_path / "run" / "train.json").write_text(json.dumps(record))
+    assemble(train_inputs["sd"], tmp_path / "asuka", decoder=tmp_path / "run")
+    loaded = ASUKAInpaintPipeline.from_pretrained(tmp_path / "asuka", local_files_only=True).decoder
+    assert all(torch.equal(loaded.state_dict()[k], v) for k, v in decoder.state_dict().items())
+    (tmp_path / "run" / "train.json").write_text(json.dumps({**record, "complete": False}))
+    with pytest.raises(MisatoError, match="the training run is unfinished"):
+        assemble(train_inputs["sd"], tmp_path / "again", decoder=tmp_path / "run")
