@@ -26,4 +26,9 @@ def get_stage(name: str):
     if name not in STAGES:
         raise MisatoError(f"unknown training stage {name!r}; choose one of: {', '.join(STAGES)}")
     module, cls = STAGES[name]
-    return getattr(importlib.import_module(module), cls)
+    try:
+        return getattr(importlib.import_module(module), cls)
+    except ModuleNotFoundError as error:
+        if error.name != module:
+            raise
+        raise MisatoError(f"training stage {name} is not installed here ({module} is missing)") from None
