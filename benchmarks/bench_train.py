@@ -8,7 +8,8 @@ alignment module (``asuka.testing.get_dummy_components(full_size=True)``, handed
   warm-up, is dropped).
 - bare: the same modules in the same process with none of the loop: VAE encodes of the image and the masked
   image, the MAE prior, the alignment module, the UNet forward, ``backward()`` and the AdamW step, on one fixed
-  batch, ``--steps`` + 1 times (the first dropped).
+  batch, ``--steps`` + 1 times (the first dropped), before and after the loop; the faster median is the
+  reference (the load of a shared machine drifts over minutes).
 
 Prints the medians, ``loop ÷ bare`` (target ≤ 1.15), ``data ÷ step`` (target ≤ 0.10), peak RSS and what the
 parameters and optimiser state account for (the rest is activations, allocator caches and the Python runtime).
@@ -87,35 +88,41 @@ def main(argv: list[str] | None = None) -> dict:
     generator = make_generator("asuka-train", args.size, objects=work / "objects")
     image = torch.rand(args.batch, 3, args.size, args.size)
     mask = torch.from_numpy(np.stack([generator.sample(rng)[0] for _ in range(args.batch)])[:, None]).float()
-    bare = []
-    for _ in range(args.steps + 1):
-        started = time.perf_counter()
-        with torch.no_grad():
-            pixels = image * 2 - 1
-            latents = vae.encode(pixels).latent_dist.sample() * vae.config.scaling_factor
-            masked = vae.encode(pixels * (mask < 0.5)).latent_dist.sample() * vae.config.scaling_factor
-            latent_mask = F.interpolate(mask, size=latents.shape[-2:])
-            noise = torch.randn_like(latents)
-            timesteps = torch.randint(1000, (args.batch,))
-            prior = mae(image, mask)
-        condition = alignment(prior)
-        prediction = unet(torch.cat([latents + noise, latent_mask, masked], 1), timesteps,
-                          encoder_hidden_states=condition).sample
-        F.mse_loss(prediction, noise).backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        bare.append(time.perf_counter() - started)
 
+    def bare_steps() -> list[float]:
+        times = []
+        for _ in range(args.steps + 1):
+            started = time.perf_counter()
+            with torch.no_grad():
+                pixels = image * 2 - 1
+                latents = vae.encode(pixels).latent_dist.sample() * vae.config.scaling_factor
+                masked = vae.encode(pixels * (mask < 0.5)).latent_dist.sample() * vae.config.scaling_factor
+                latent_mask = F.interpolate(mask, size=latents.shape[-2:])
+                noise = torch.randn_like(latents)
+                timesteps = torch.randint(1000, (args.batch,))
+                prior = mae(image, mask)
+            condition = alignment(prior)
+            prediction = unet(torch.cat([latents + noise, latent_mask, masked], 1), timesteps,
+                              encoder_hidden_states=condition).sample
+            F.mse_loss(prediction, noise).backward()
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            times.append(time.perf_counter() - started)
+        return times[1:]
+
+    bare_before = bare_steps()
     run(alignment_stage.AlignmentStage, flags)
+    bare_after = bare_steps()  # before and after the loop: other load on the machine changes over minutes
     rows = list(csv.DictReader(open(work / "out" / "log.csv")))[1:]
     step = statistics.median(float(r["step_time"]) for r in rows)
     data = statistics.median(float(r["data_time"]) for r in rows)
-    bare_time = statistics.median(bare[1:])
+    bare_time = min(statistics.median(bare_before), statistics.median(bare_after))
     frozen = _mb([*unet.parameters(), *vae.parameters(), *mae.parameters()])
     trained = _mb(alignment.parameters())
     result = {
         "size": args.size, "batch": args.batch, "timed_steps": args.steps, "workers": args.workers,
-        "loop_step_s": round(step, 3), "bare_step_s": round(bare_time, 3), "loop_over_bare": round(step / bare_time, 3),
+        "loop_step_s": round(step, 3), "bare_step_s": round(bare_time, 3),
+        "bare_before_s": [round(t, 3) for t in bare_before], "bare_after_s": [round(t, 3) for t in bare_after], "loop_over_bare": round(step / bare_time, 3),
         "data_s": round(data, 4), "data_over_step": round(data / step, 4),
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
         "frozen_params_mb": round(frozen), "trained_params_mb": round(trained),

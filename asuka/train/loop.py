@@ -33,7 +33,8 @@ Interface for a stage (``asuka/train/<stage>.py``; see :mod:`asuka.train.mae` fo
 
 What the loop does for each step: takes ``grad_accum`` micro-batches (see :mod:`asuka.train.data` for the batch
 dict and the per-sample seeds — draw all randomness with ``per_sample_rand*``/``sample_generators`` so that resume
-and multi-process runs are exact), then for each phase: only that optimiser's parameters require grad, forward in
+and multi-process runs are exact), then for each phase: with several optimisers only that optimiser's parameters
+require grad (as the stage left them otherwise), forward in
 ``accelerator.autocast()``, backward of ``loss / grad_accum`` (DDP sync on the last micro-batch only, fp16 grad
 scaler per optimiser), unscale, clip (``--max-grad-norm``), ``optimizer.step()``, ``scheduler.step()``,
 ``zero_grad(set_to_none=True)``. In a phase, call a module of *another* phase through ``self.unwrapped(name)``
