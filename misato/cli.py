@@ -32,6 +32,7 @@ COMMAND_MODULES = (
     "misato.cli_reproduce",
     "misato.cli_grid",
     "misato.cli_plot",
+    "misato.cli_train",
 )
 EVALUATE_COMMANDS = frozenset({"evaluate", "fid", "compare", "demo", "tables", "reproduce", "plot"})
 """Subcommands that import the ``evaluate`` package: refused up front when Hugging Face's is installed."""

@@ -79,8 +79,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     assemble.add_argument("--flux", help="ASUKA-FLUX: diffusers FLUX.1-Fill folder (transformer/, vae/, scheduler/)")
     assemble.add_argument("--asuka-flux", help="ASUKA-FLUX: folder with the released files (docs/asuka-flux.md)")
     assemble.add_argument("--out", required=True, help="new ASUKA folder")
-    assemble.add_argument("--mae", default="none", help="MAE-FAR checkpoint (mae_300.pth) or none (default)")
-    assemble.add_argument("--alignment", default="none", help="alignment state-dict file or none (default)")
+    assemble.add_argument("--mae", default="none", help="MAE-FAR checkpoint (mae_300.pth), an MAE folder or a "
+                          "`misato train mae` output folder, or none (default)")
+    assemble.add_argument("--alignment", default="none", help="alignment state-dict file, an alignment folder or a "
+                          "`misato train alignment` output folder, or none (default)")
     assemble.add_argument("--decoder", default="kl-vae",
                           help="decoder checkpoint (Lightning, decoder.* keys) or diffusers AsymmetricAutoencoderKL "
                           "folder, kl-vae (default) or none")
