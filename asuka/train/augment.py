@@ -1,7 +1,9 @@
 """The decoder stage's two augmentations (paper Sec. 3.3, Table 4): colour jitter and latent augmentation.
 
-Both draw every random number from a ``torch.Generator`` passed by the caller, never from torch's global stream,
-so a training run is reproducible and resumable from the generator's saved state.
+Both draw every random number of sample ``i`` from the ``i``-th of a list of ``torch.Generator`` s passed by the
+caller (one per sample, as :func:`asuka.train.data.sample_generators` makes them), never from torch's global stream:
+a sample's augmentation depends only on its own seed, so a run is reproducible, resumes exactly, and gives the same
+samples whatever the batch size or the number of processes.
 
 - :class:`ColorJitter` — torchvision's ``ColorJitter(brightness, contrast, saturation, hue)`` rule (a random order
   of the four ``adjust_*`` operations, each factor uniform in its range) applied with a fresh draw per sample.
@@ -20,12 +22,18 @@ so a training run is reproducible and resumable from the generator's saved state
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
 from misato.errors import MisatoError
+
+
+def _check_generators(generators: Sequence[torch.Generator], batch: int) -> None:
+    if len(generators) != batch:
+        raise ValueError(f"need one generator per sample: {len(generators)} generators for a batch of {batch}")
 
 
 def _factor_range(value: float, name: str, center: float, upper: float) -> tuple[float, float] | None:
@@ -91,11 +99,12 @@ class ColorJitter:
                 image = adjust(image, factor)
         return image
 
-    def __call__(self, images: Tensor, generator: torch.Generator) -> Tensor:
-        """``images [B, 3, H, W]`` float in [0, 1] → jittered copy; sample ``i`` uses the ``i``-th draw."""
+    def __call__(self, images: Tensor, generators: Sequence[torch.Generator]) -> Tensor:
+        """``images [B, 3, H, W]`` float in [0, 1] → jittered copy; sample ``i`` draws from ``generators[i]``."""
         if images.ndim != 4 or images.shape[1] != 3 or not images.is_floating_point():
             raise ValueError(f"images must be float [B, 3, H, W], got {tuple(images.shape)} {images.dtype}")
-        return torch.stack([self.apply(image, self.sample(generator)) for image in images])
+        _check_generators(generators, images.shape[0])
+        return torch.stack([self.apply(image, self.sample(g)) for image, g in zip(images, generators)])
 
 
 def predicted_clean_latent(
@@ -142,7 +151,7 @@ def latent_augment(
     latents: Tensor,
     unet,
     scheduler,
-    generator: torch.Generator,
+    generators: Sequence[torch.Generator],
     probability: float = 0.5,
     timestep_range: tuple[int, int] | None = None,
     encoder_hidden_states: Tensor | None = None,
@@ -154,8 +163,8 @@ def latent_augment(
         unet: a 9-channel SD-inpainting ``UNet2DConditionModel`` (frozen; run under ``no_grad``). Its input is
             ``[z_t, mask = 0, masked-image latent = z0]``.
         scheduler: supplies ``alphas_cumprod``, ``config.num_train_timesteps`` and ``config.prediction_type``.
-        generator: draws, in this order, the ``B`` coin flips, the ``B`` timesteps and the noise (for every row,
-            so the stream does not depend on the flips).
+        generators: one per sample (CPU); sample ``i`` draws from ``generators[i]``, in this order, its coin flip
+            (``rand() < probability``), its timestep and its noise ``[4, h, w]`` — all three whatever the flip.
         probability: in [0, 1].
         timestep_range: inclusive ``(lo, hi)``; default the whole schedule ``(0, T − 1)``.
         encoder_hidden_states: the cross-attention condition ``[B, L, D]``; default one all-zero token.
@@ -166,11 +175,14 @@ def latent_augment(
         raise MisatoError(f"--latent-aug-p must be in [0, 1], got {probability:g}")
     total = int(scheduler.config.num_train_timesteps)
     low, high = check_timestep_range(timestep_range or (0, total - 1), total)
-    batch = latents.shape[0]
-    applied = torch.rand(batch, generator=generator, device=generator.device) < probability
-    timesteps = torch.randint(low, high + 1, (batch,), generator=generator, device=generator.device)
-    noise = torch.randn(latents.shape, generator=generator, device=generator.device, dtype=torch.float32)
-    applied, timesteps, noise = applied.to(latents.device), timesteps.to(latents.device), noise.to(latents.device)
+    _check_generators(generators, latents.shape[0])
+    flips, steps, noises = [], [], []
+    for generator in generators:
+        flips.append(torch.rand((), generator=generator) < probability)
+        steps.append(torch.randint(low, high + 1, (), generator=generator))
+        noises.append(torch.randn(latents.shape[1:], generator=generator))
+    applied = torch.stack(flips).to(latents.device)
+    timesteps, noise = torch.stack(steps).to(latents.device), torch.stack(noises).to(latents.device)
     out = latents.clone()
     if not bool(applied.any()):
         return LatentAugmentation(out, applied, timesteps)

@@ -41,7 +41,7 @@ class NLayerDiscriminator(nn.Module):
     BatchNorm between (no norm after the first convolution).
     """
 
-    def __init__(self, in_channels: int = 3, ndf: int = 64, n_layers: int = 3, generator: torch.Generator | None = None):
+    def __init__(self, in_channels: int = 3, ndf: int = 64, n_layers: int = 3):
         super().__init__()
         layers: list[nn.Module] = [nn.Conv2d(in_channels, ndf, 4, 2, 1), nn.LeakyReLU(0.2, True)]
         width = ndf
@@ -52,17 +52,17 @@ class NLayerDiscriminator(nn.Module):
             width = new
         layers.append(nn.Conv2d(width, 1, 4, 1, 1))
         self.main = nn.Sequential(*layers)
-        self.reset_parameters(generator)
+        self.reset_parameters()
 
     @torch.no_grad()
-    def reset_parameters(self, generator: torch.Generator | None = None) -> None:
+    def reset_parameters(self) -> None:
         """taming's ``weights_init``: conv weights ~ N(0, 0.02), BatchNorm weight ~ N(1, 0.02) and bias 0 (conv
-        biases keep PyTorch's default initialisation)."""
+        biases keep PyTorch's default initialisation); draws from torch's default generator."""
         for layer in self.modules():
             if isinstance(layer, nn.Conv2d):
-                layer.weight.normal_(0.0, 0.02, generator=generator)
+                layer.weight.normal_(0.0, 0.02)
             elif isinstance(layer, nn.BatchNorm2d):
-                layer.weight.normal_(1.0, 0.02, generator=generator)
+                layer.weight.normal_(1.0, 0.02)
                 layer.bias.zero_()
 
     def forward(self, x: Tensor) -> Tensor:
@@ -101,32 +101,38 @@ class DecoderLossConfig:
 
 
 class DecoderLoss(nn.Module):
-    """LPIPS (frozen) + the trainable discriminator (``self.discriminator``), with the two loss functions.
+    """The frozen LPIPS network and the loss functions; the discriminator is passed to each call (the training
+    loop holds it, DDP-wrapped in its own phase and unwrapped in the decoder's).
 
     Args:
         config: :class:`DecoderLossConfig`.
         lpips: an :class:`evaluate.features.lpips.LPIPSDistance`; default built from the registry
-            (``lpips_weights_dir``, explicit ``lpips_backbone`` / ``lpips_linear`` files).
-        generator: draws the discriminator's initialisation.
+            (``lpips_weights_dir``, explicit ``lpips_backbone`` / ``lpips_linear`` files). Unused when
+            ``config.perceptual_weight`` is 0.
     """
 
     def __init__(self, config: DecoderLossConfig = DecoderLossConfig(), lpips=None,
                  lpips_backbone: str | os.PathLike | None = None, lpips_linear: str | os.PathLike | None = None,
-                 lpips_weights_dir: str | os.PathLike | None = None, generator: torch.Generator | None = None):
+                 lpips_weights_dir: str | os.PathLike | None = None):
         super().__init__()
         if lpips is None and config.perceptual_weight > 0:
             from evaluate.features.lpips import build_lpips
 
             lpips = build_lpips(config.lpips_net, lpips_backbone, lpips_linear, lpips_weights_dir)
         self.config = config
-        self.lpips = None if lpips is None else lpips.model.requires_grad_(False).eval()
-        self.discriminator = NLayerDiscriminator(3, config.disc_channels, config.disc_layers, generator=generator)
+        self.lpips = None if lpips is None or config.perceptual_weight == 0 else lpips.model.requires_grad_(False)
+        self.train(False)
 
     def train(self, mode: bool = True) -> DecoderLoss:
-        """Only the discriminator switches mode; LPIPS always stays in eval mode."""
-        self.discriminator.train(mode)
-        self.training = mode
+        """LPIPS always stays in eval mode."""
+        super().train(mode)
+        if self.lpips is not None:
+            self.lpips.eval()
         return self
+
+    def make_discriminator(self) -> NLayerDiscriminator:
+        """A fresh discriminator of the configured size (draws from torch's default generator)."""
+        return NLayerDiscriminator(3, self.config.disc_channels, self.config.disc_layers)
 
     def adversarial(self, step: int) -> bool:
         """Whether step ``step`` (0-based) has the adversarial terms."""
@@ -137,29 +143,31 @@ class DecoderLoss(nn.Module):
         l1 = (target - reconstruction).abs().mean()
         parts = {"l1": l1.detach()}
         loss = l1
-        if self.lpips is not None and self.config.perceptual_weight > 0:
+        if self.lpips is not None:
             perceptual = self.lpips(reconstruction.float(), target.float(), normalize=False).mean()
             parts["lpips"] = perceptual.detach()
             loss = loss + self.config.perceptual_weight * perceptual
         return loss, parts
 
-    def generator_loss(self, target: Tensor, reconstruction: Tensor, last_layer: Tensor, step: int
-                       ) -> tuple[Tensor, dict[str, Tensor]]:
+    def generator_loss(self, target: Tensor, reconstruction: Tensor, last_layer: Tensor, step: int,
+                       discriminator: nn.Module) -> tuple[Tensor, dict[str, Tensor]]:
         """The decoder's loss at ``step`` (see the module docstring) and its parts (detached scalars:
         ``l1``, ``lpips``, ``rec`` and, when adversarial, ``g``, ``adaptive_weight``)."""
         rec, parts = self.reconstruction(target, reconstruction)
         parts["rec"] = rec.detach()
         if not self.adversarial(step):
             return rec, parts
-        g_loss = -self.discriminator(reconstruction).mean()
+        g_loss = -discriminator(reconstruction).mean()
         weight = adaptive_weight(rec, g_loss, last_layer, self.config.disc_weight)
         parts.update(g=g_loss.detach(), adaptive_weight=weight)
         return rec + weight * g_loss, parts
 
-    def discriminator_loss(self, target: Tensor, reconstruction: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
-        """Hinge loss of the discriminator on real ``target`` and detached fake ``reconstruction``."""
-        logits_real = self.discriminator(target.detach())
-        logits_fake = self.discriminator(reconstruction.detach())
+    @staticmethod
+    def discriminator_loss(target: Tensor, reconstruction: Tensor, discriminator: nn.Module
+                           ) -> tuple[Tensor, dict[str, Tensor]]:
+        """Hinge loss of ``discriminator`` on real ``target`` and detached fake ``reconstruction``."""
+        logits_real = discriminator(target.detach())
+        logits_fake = discriminator(reconstruction.detach())
         loss = hinge_d_loss(logits_real, logits_fake)
         return loss, {"d": loss.detach(), "logits_real": logits_real.detach().mean(),
                       "logits_fake": logits_fake.detach().mean()}

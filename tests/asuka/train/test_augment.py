@@ -12,6 +12,10 @@ def images(batch: int = 3, size: int = 16, seed: int = 0) -> torch.Tensor:
     return torch.rand(batch, 3, size, size, generator=torch.Generator().manual_seed(seed))
 
 
+def generators(*seeds: int) -> list[torch.Generator]:
+    return [torch.Generator().manual_seed(seed) for seed in seeds]
+
+
 @pytest.mark.parametrize("seed", [0, 1, 7])
 def test_parameters_are_torchvisions_draws_from_the_same_seed(seed):
     ours = ColorJitter().sample(torch.Generator().manual_seed(seed))
@@ -28,33 +32,32 @@ def test_parameters_are_torchvisions_draws_from_the_same_seed(seed):
 @pytest.mark.parametrize("strengths", [(0.15, 0.2, 0.1, 0.03), (0.5, 0.0, 0.3, 0.2), (1.5, 0.3, 0.0, 0.0)])
 def test_one_sample_equals_torchvisions_transform(strengths):
     image = images(1)[0]
-    ours = ColorJitter(*strengths)(image[None], torch.Generator().manual_seed(3))[0]
+    ours = ColorJitter(*strengths)(image[None], generators(3))[0]
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(3)
         reference = T.ColorJitter(*strengths)(image)
     torch.testing.assert_close(ours, reference, rtol=0, atol=0)
 
 
-def test_every_sample_draws_its_own_factors_in_sequence():
+def test_every_sample_draws_from_its_own_generator():
     batch = images(4)
-    generator = torch.Generator().manual_seed(5)
     jitter = ColorJitter()
-    out = jitter(batch, generator)
-    replay = torch.Generator().manual_seed(5)
+    out = jitter(batch, generators(5, 6, 7, 8))
     for i in range(4):
-        expected = ColorJitter.apply(batch[i], jitter.sample(replay))
-        torch.testing.assert_close(out[i], expected, rtol=0, atol=0)
+        torch.testing.assert_close(out[i : i + 1], jitter(batch[i : i + 1], generators(5 + i)), rtol=0, atol=0)
     assert not torch.equal(out[0] - batch[0], out[1] - batch[1])
     assert out.min() >= 0 and out.max() <= 1
+    with pytest.raises(ValueError, match="one generator per sample"):
+        jitter(batch, generators(1, 2))
 
 
 def test_global_rng_untouched_and_seed_reproducible():
     batch = images(2)
     torch.manual_seed(11)
     before = torch.random.get_rng_state()
-    first = ColorJitter()(batch, torch.Generator().manual_seed(2))
+    first = ColorJitter()(batch, generators(2, 3))
     assert torch.equal(torch.random.get_rng_state(), before)
-    second = ColorJitter()(batch, torch.Generator().manual_seed(2))
+    second = ColorJitter()(batch, generators(2, 3))
     assert torch.equal(first, second)
 
 
@@ -64,7 +67,7 @@ def test_bad_strengths_and_shapes():
     with pytest.raises(MisatoError, match="brightness"):
         ColorJitter(brightness=-0.1)
     with pytest.raises(ValueError, match="B, 3, H, W"):
-        ColorJitter()(torch.rand(3, 8, 8), torch.Generator())
+        ColorJitter()(torch.rand(3, 8, 8), generators(0))
 
 
 # ----------------------------------------------------------------------------------------------- latent augmentation
@@ -91,13 +94,15 @@ def test_predicted_clean_latent_matches_the_schedulers_own_x0():
 def test_latent_augmentation_is_equation_one_on_the_unet(unet):
     scheduler = dummy_scheduler()
     latents = torch.randn(4, 4, 8, 8, generator=torch.Generator().manual_seed(1))
-    result = latent_augment(latents, unet, scheduler, torch.Generator().manual_seed(0), probability=0.5,
+    result = latent_augment(latents, unet, scheduler, generators(0, 1, 2, 3), probability=0.5,
                             timestep_range=(100, 800))
-    # replay the documented draw order: flips, timesteps, noise
-    replay = torch.Generator().manual_seed(0)
-    flips = torch.rand(4, generator=replay) < 0.5
-    timesteps = torch.randint(100, 801, (4,), generator=replay)
-    noise = torch.randn(latents.shape, generator=replay)
+    # replay the documented draw order of each sample's generator: flip, timestep, noise
+    flips, timesteps, noise = [], [], []
+    for replay in generators(0, 1, 2, 3):
+        flips.append(torch.rand((), generator=replay) < 0.5)
+        timesteps.append(torch.randint(100, 801, (), generator=replay))
+        noise.append(torch.randn(4, 8, 8, generator=replay))
+    flips, timesteps, noise = torch.stack(flips), torch.stack(timesteps), torch.stack(noise)
     assert torch.equal(result.applied, flips) and torch.equal(result.timesteps, timesteps)
     assert 0 < int(flips.sum()) < 4  # this seed exercises both branches
     for i in range(4):
@@ -117,12 +122,15 @@ def test_latent_augmentation_is_equation_one_on_the_unet(unet):
 def test_probability_extremes_and_bad_arguments(unet):
     scheduler = dummy_scheduler()
     latents = torch.randn(3, 4, 8, 8)
-    untouched = latent_augment(latents, unet, scheduler, torch.Generator().manual_seed(0), probability=0.0)
+    untouched = latent_augment(latents, unet, scheduler, generators(0, 1, 2), probability=0.0)
     assert torch.equal(untouched.latents, latents) and not untouched.applied.any()
-    every = latent_augment(latents, unet, scheduler, torch.Generator().manual_seed(0), probability=1.0)
+    every = latent_augment(latents, unet, scheduler, generators(0, 1, 2), probability=1.0)
     assert every.applied.all()
     assert every.timesteps.min() >= 0 and every.timesteps.max() <= 999
+    # a sample's result depends only on its own generator, not on its batch
+    alone = latent_augment(latents[1:2], unet, scheduler, generators(1), probability=1.0)
+    torch.testing.assert_close(alone.latents, every.latents[1:2], rtol=1e-5, atol=1e-6)
     with pytest.raises(MisatoError, match="latent-aug-p"):
-        latent_augment(latents, unet, scheduler, torch.Generator(), probability=1.5)
+        latent_augment(latents, unet, scheduler, generators(0, 1, 2), probability=1.5)
     with pytest.raises(MisatoError, match="latent-timesteps"):
-        latent_augment(latents, unet, scheduler, torch.Generator(), timestep_range=(10, 1000))
+        latent_augment(latents, unet, scheduler, generators(0, 1, 2), timestep_range=(10, 1000))

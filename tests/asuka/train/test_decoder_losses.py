@@ -72,6 +72,8 @@ def test_reconstruction_is_l1_plus_the_lpips_metric(lpips):
     torch.testing.assert_close(parts["lpips"], metric)
     torch.testing.assert_close(value, l1 + 0.7 * metric)
     assert not any(p.requires_grad for p in loss.lpips.parameters())
+    assert not loss.train().lpips.training
+    assert DecoderLoss(DecoderLossConfig(perceptual_weight=0.0), lpips=lpips).lpips is None
 
 
 class TinyDecoder(nn.Module):
@@ -87,18 +89,19 @@ class TinyDecoder(nn.Module):
 def test_generator_loss_gradient_is_rec_plus_adaptive_gan(lpips):
     torch.manual_seed(0)
     decoder = TinyDecoder()
-    loss = DecoderLoss(DecoderLossConfig(disc_start=5, disc_channels=8, disc_layers=2), lpips=lpips).train()
+    loss = DecoderLoss(DecoderLossConfig(disc_start=5, disc_channels=8, disc_layers=2), lpips=lpips)
+    discriminator = loss.make_discriminator()
     z, target = torch.randn(2, 4, 32, 32), torch.rand(2, 3, 32, 32) * 2 - 1
     # before the start step: the reconstruction loss only
-    before, parts = loss.generator_loss(target, decoder(z), decoder.conv_out.weight, step=4)
+    before, parts = loss.generator_loss(target, decoder(z), decoder.conv_out.weight, 4, discriminator)
     assert "g" not in parts and torch.equal(before, loss.reconstruction(target, decoder(z))[0])
 
-    loss.eval()  # fixed BatchNorm statistics, so repeated discriminator calls agree
-    total, parts = loss.generator_loss(target, decoder(z), decoder.conv_out.weight, step=5)
+    discriminator.eval()  # fixed BatchNorm statistics, so repeated discriminator calls agree
+    total, parts = loss.generator_loss(target, decoder(z), decoder.conv_out.weight, 5, discriminator)
     grads = torch.autograd.grad(total, list(decoder.parameters()))
     # the hand computation: separate graphs, gradients of each term at the last layer
     rec = loss.reconstruction(target, decoder(z))[0]
-    g = -loss.discriminator(decoder(z)).mean()
+    g = -discriminator(decoder(z)).mean()
     rec_last = torch.autograd.grad(rec, decoder.conv_out.weight, retain_graph=True)[0]
     g_last = torch.autograd.grad(g, decoder.conv_out.weight, retain_graph=True)[0]
     weight = 0.8 * min(rec_last.norm().item() / (g_last.norm().item() + 1e-4), 1e4)
@@ -106,15 +109,15 @@ def test_generator_loss_gradient_is_rec_plus_adaptive_gan(lpips):
     expected = torch.autograd.grad(rec + weight * g, list(decoder.parameters()))
     for ours, reference in zip(grads, expected):
         torch.testing.assert_close(ours, reference, rtol=1e-4, atol=1e-7)
-    assert all(p.grad is None for p in loss.discriminator.parameters())
+    assert all(p.grad is None for p in discriminator.parameters())
 
 
-def test_discriminator_loss_sees_detached_inputs(lpips):
+def test_discriminator_loss_sees_detached_inputs():
     decoder = TinyDecoder()
-    loss = DecoderLoss(DecoderLossConfig(disc_channels=8, disc_layers=2), lpips=lpips)
+    discriminator = NLayerDiscriminator(ndf=8, n_layers=2)
     target = torch.rand(2, 3, 32, 32) * 2 - 1
-    d_loss, parts = loss.discriminator_loss(target, decoder(torch.randn(2, 4, 32, 32)))
+    d_loss, parts = DecoderLoss.discriminator_loss(target, decoder(torch.randn(2, 4, 32, 32)), discriminator)
     d_loss.backward()
     assert all(p.grad is None for p in decoder.parameters())
-    assert all(p.grad is not None for p in loss.discriminator.parameters())
+    assert all(p.grad is not None for p in discriminator.parameters())
     assert d_loss.item() == pytest.approx(parts["d"].item()) and d_loss.item() >= 0
