@@ -29,6 +29,38 @@ ASSEMBLY_POLICY = OutputPolicy(
 """``overwrite`` deletes only what :func:`assemble` writes (the pipeline's folders and files, ``assembly.json``)."""
 
 
+TRAIN_FILE = "train.json"
+"""The record a training stage (``asuka.train``) writes in its output folder: ``component`` says what it holds,
+``outputs`` where (``{"mae": "mae"}``: the ``save_pretrained`` folder ``OUT/mae``)."""
+
+
+def component_folder(value: str | os.PathLike, component: str, option: str) -> Path | None:
+    """Where a component's ``save_pretrained`` folder is, when ``value`` names one.
+
+    ``value`` may be a training output folder (``train.json``; the component must be ``component``) or a
+    ``save_pretrained`` folder (``config.json``). Returns None for anything else (a file for the checkpoint
+    loaders).
+
+    Raises:
+        MisatoError: a training output of another component or an unfinished one, or a folder that is neither.
+    """
+    from misato.outputs import read_record
+
+    path = Path(value).expanduser()
+    if not path.is_dir():
+        return None
+    if (path / TRAIN_FILE).is_file():
+        record = read_record(path / TRAIN_FILE)
+        if record.get("component") != component:
+            raise MisatoError(f"{option} {path}: a training output of {record.get('component')}, not {component}")
+        if not record.get("complete") or component not in record.get("outputs", {}):
+            raise MisatoError(f"{option} {path}: the training run is unfinished (resume it with --resume)")
+        path = path / record["outputs"][component]
+    if not (path / "config.json").is_file():
+        raise MisatoError(f"{option} {path}: not a {component} folder (no config.json or {TRAIN_FILE})")
+    return path
+
+
 def _source(
     value: str | os.PathLike | None, allowed: tuple[str, ...], option: str, folder_ok: bool = False
 ) -> str | Path:
@@ -56,8 +88,10 @@ def assemble(
         sd: a diffusers SD-inpainting folder (``unet/``, ``vae/``, ``scheduler/``).
         out: the new folder (missing or empty; ``overwrite`` replaces an earlier assembly there, deleting only
             what :func:`assemble` writes).
-        mae: an MAE-FAR checkpoint, or ``"none"`` (fresh ViT-B initialisation, for training or tests).
-        alignment: an alignment state-dict file, or ``"none"`` (fresh ASUKA alignment).
+        mae: an MAE-FAR checkpoint, an MAE folder (``save_pretrained``, or the output folder of
+            ``misato train mae``), or ``"none"`` (fresh ViT-B initialisation, for training or tests).
+        alignment: an alignment state-dict file, an alignment folder (``save_pretrained``, or the output of
+            ``misato train alignment``), or ``"none"`` (fresh ASUKA alignment).
         decoder: an Asymmetric-VQGAN/ASUKA decoder checkpoint (or a diffusers ``AsymmetricAutoencoderKL`` folder),
             ``"kl-vae"`` (no inpainting decoder: plain SD
             decoding) or ``"none"`` (an inpainting decoder initialised from the SD VAE decoder, fresh condition
@@ -75,10 +109,14 @@ def assemble(
     missing = [p for p in ("unet", "vae", "scheduler") if not (sd / p).is_dir()]
     if missing:
         raise MisatoError(f"{sd} is not a diffusers SD-inpainting folder: missing {', '.join(p + '/' for p in missing)}")
-    mae_source = _source(mae, (FRESH,), "--mae")
-    alignment_source = _source(alignment, (FRESH,), "--alignment")
+    mae_source = _source(mae, (FRESH,), "--mae", folder_ok=True)
+    alignment_source = _source(alignment, (FRESH,), "--alignment", folder_ok=True)
     decoder_source = _source(decoder, (FRESH, KL_VAE), "--decoder", folder_ok=True)
-    folders = [source for source in (sd, decoder_source) if isinstance(source, Path) and source.is_dir()]
+    mae_folder = None if mae_source == FRESH else component_folder(mae_source, "mae", "--mae")
+    alignment_folder = (None if alignment_source == FRESH
+                        else component_folder(alignment_source, "alignment", "--alignment"))
+    folders = [source for source in (sd, mae_source, alignment_source, decoder_source)
+               if isinstance(source, Path) and source.is_dir()]
     prepare_output(out, ASSEMBLY_POLICY, overwrite=overwrite, inputs=folders)
 
     try:
@@ -90,12 +128,23 @@ def assemble(
                           "*inpainting* UNet (9 channels)")
     record: dict[str, Any] = {"sd": str(sd.resolve()), "seed": seed, "components": {}}
     with seeded(seed):  # fresh initialisations draw from torch's default generator; the caller's stream is restored
-        mae_model = MAEPrior() if mae_source == FRESH else convert.load_mae_checkpoint(mae_source)
+        if mae_source == FRESH:
+            mae_model = MAEPrior()
+        elif mae_folder is not None:
+            mae_model = MAEPrior.from_pretrained(mae_folder, local_files_only=True)
+        else:
+            mae_model = convert.load_mae_checkpoint(mae_source)
         prior_dim = mae_model.config.decoder_embed_dim
         cross_dim = pipe.unet.config.cross_attention_dim
         if alignment_source == FRESH:
             alignment_model = PriorAlignment(prior_dim=prior_dim, cross_attention_dim=cross_dim,
                                              num_heads=default_num_heads(cross_dim))
+        elif alignment_folder is not None:
+            alignment_model = PriorAlignment.from_pretrained(alignment_folder, local_files_only=True)
+            if (alignment_model.config.prior_dim, alignment_model.config.cross_attention_dim) != (prior_dim, cross_dim):
+                raise MisatoError(f"--alignment {alignment}: maps {alignment_model.config.prior_dim}-d priors to "
+                                  f"{alignment_model.config.cross_attention_dim}-d conditions; this MAE gives "
+                                  f"{prior_dim}-d and the UNet takes {cross_dim}-d")
         else:
             alignment_model = convert.load_alignment_checkpoint(alignment_source, cross_dim, prior_dim)
         if decoder_source == KL_VAE:
