@@ -92,7 +92,8 @@ def assemble(
             ``misato train mae``), or ``"none"`` (fresh ViT-B initialisation, for training or tests).
         alignment: an alignment state-dict file, an alignment folder (``save_pretrained``, or the output of
             ``misato train alignment``), or ``"none"`` (fresh ASUKA alignment).
-        decoder: an Asymmetric-VQGAN/ASUKA decoder checkpoint (or a diffusers ``AsymmetricAutoencoderKL`` folder),
+        decoder: an Asymmetric-VQGAN/ASUKA decoder checkpoint (or a diffusers ``AsymmetricAutoencoderKL`` folder, an
+            ``InpaintingDecoder`` folder, or the output folder of ``misato train decoder``),
             ``"kl-vae"`` (no inpainting decoder: plain SD
             decoding) or ``"none"`` (an inpainting decoder initialised from the SD VAE decoder, fresh condition
             encoder).
@@ -151,8 +152,9 @@ def assemble(
             decoder_model = None
         elif decoder_source == FRESH:
             decoder_model = InpaintingDecoder.from_vae(pipe.vae)
-        else:
-            decoder_model = convert.load_decoder_checkpoint(decoder_source, vae=pipe.vae)
+        else:  # a file, an AsymmetricAutoencoderKL or InpaintingDecoder folder, or a `train decoder` output
+            decoder_folder = component_folder(decoder_source, "decoder", "--decoder")
+            decoder_model = convert.load_decoder_checkpoint(decoder_folder or decoder_source, vae=pipe.vae)
     if decoder_model is not None and decoder_model.config.latent_channels != pipe.vae.config.latent_channels:
         raise MisatoError(f"--decoder {decoder}: decodes {decoder_model.config.latent_channels}-channel latents but "
                           f"the SD VAE has {pipe.vae.config.latent_channels}")

@@ -15,12 +15,17 @@ from evaluate.features import build_lpips, save_random_official_weights
 from misato.weights import find_local, get_entry
 
 
+def alexnet_file(folder: Path) -> Path:
+    """The real AlexNet trunk when it is in the weights cache, else a random AlexNet of the official layout
+    written to ``folder`` (LPIPS' linear layers ship in the lpips wheel)."""
+    found = find_local(get_entry("alexnet"))
+    if found is not None:
+        return found.path
+    return save_random_official_weights("alexnet", folder / "alexnet.pth", seed=0)
+
+
 def lpips_alex(folder: Path):
-    """LPIPS-alex with the real trunk when it is in the weights cache, else a random AlexNet of the official
-    layout written to ``folder`` (the linear layers ship in the lpips wheel)."""
-    if find_local(get_entry("alexnet")) is not None:
-        return build_lpips("alex")
-    return build_lpips("alex", backbone_path=save_random_official_weights("alexnet", folder / "alexnet.pth", seed=0))
+    return build_lpips("alex", backbone_path=alexnet_file(folder))
 
 
 @pytest.fixture(scope="module")
