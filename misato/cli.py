@@ -27,6 +27,7 @@ COMMAND_MODULES = (
     "misato.cli_build",
     "misato.cli_inpaint",
     "misato.cli_methods",
+    "misato.cli_train",
 )
 EVALUATE_COMMANDS = frozenset({"evaluate", "fid", "compare", "demo"})
 """Subcommands that import the ``evaluate`` package: refused up front when Hugging Face's is installed."""
