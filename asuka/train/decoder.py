@@ -45,6 +45,7 @@ from asuka.train.augment import ColorJitter, check_timestep_range, latent_augmen
 from asuka.train.config import non_negative_float, non_negative_int, positive_int, probability
 from asuka.train.data import per_sample_randn, sample_generators
 from asuka.train.decoder_losses import DecoderLoss, DecoderLossConfig
+from asuka.train.diffusion import frozen_in_precision
 from asuka.train.loop import Optimiser, Stage, adamw, lr_scheduler_for, main_for
 from misato.errors import MisatoError
 
@@ -153,7 +154,7 @@ class DecoderStage(Stage):
         if decoder.post_quant_conv is not None:
             decoder.post_quant_conv.requires_grad_(False)
         self.jitter = ColorJitter(*config["color_jitter"]) if config["augment"] != "none" else None
-        self.frozen = {"vae": vae}
+        self.frozen = {"vae": frozen_in_precision(vae, config["mixed_precision"])}
         if self.latent:
             self._load_unet(sd)
         self.loss = DecoderLoss(
@@ -180,7 +181,7 @@ class DecoderStage(Stage):
         self.scheduler = diffusers.DDPMScheduler.from_config(scheduler_config)
         if self.config["latent_timesteps"] is not None:
             check_timestep_range(self.config["latent_timesteps"], self.scheduler.config.num_train_timesteps)
-        self.frozen["unet"] = unet
+        self.frozen["unet"] = frozen_in_precision(unet, self.config["mixed_precision"])
         self.sources["sd_unet"] = str(sd / "unet")
 
     def optimisers(self) -> list[Optimiser]:
@@ -209,7 +210,8 @@ class DecoderStage(Stage):
         with torch.no_grad():
             if augment and self.jitter is not None:
                 image = self.jitter(image, sample_generators(seeds, COLOUR_SALT))
-            posterior = self.frozen["vae"].encode(image * 2 - 1).latent_dist
+            vae = self.frozen["vae"]
+            posterior = vae.encode((image * 2 - 1).to(vae.dtype)).latent_dist
             if not augment:
                 return posterior.mean, info
             noise = per_sample_randn(seeds, POSTERIOR_SALT, tuple(posterior.mean.shape[1:]),
