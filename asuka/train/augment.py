@@ -41,7 +41,7 @@ def _factor_range(value: float, name: str, center: float, upper: float) -> tuple
     saturation, ``[−v, v]`` for hue; ``None`` when the range is the single point ``center`` (operation off)."""
     value = float(value)
     if not 0.0 <= value <= upper:
-        raise MisatoError(f"colour jitter {name} must be in [0, {upper:g}], got {value:g}")
+        raise MisatoError(f"--color-jitter: {name} must be in [0, {upper:g}], got {value:g}")
     if value == 0.0:
         return None
     low = center - value
