@@ -119,8 +119,8 @@ def assemble(
             ``misato train mae``), or ``"none"`` (fresh ViT-B initialisation, for training or tests).
         alignment: an alignment state-dict file, an alignment folder (``save_pretrained``, or the output of
             ``misato train alignment``), or ``"none"`` (fresh ASUKA alignment).
-        decoder: an Asymmetric-VQGAN/ASUKA decoder checkpoint, a diffusers ``AsymmetricAutoencoderKL`` folder, the
-            output folder of ``misato train decoder`` (its ``train.json`` names an ``InpaintingDecoder`` folder),
+        decoder: an Asymmetric-VQGAN/ASUKA decoder checkpoint (or a diffusers ``AsymmetricAutoencoderKL`` folder, an
+            ``InpaintingDecoder`` folder, or the output folder of ``misato train decoder``),
             ``"kl-vae"`` (no inpainting decoder: plain SD
             decoding) or ``"none"`` (an inpainting decoder initialised from the SD VAE decoder, fresh condition
             encoder).

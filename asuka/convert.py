@@ -193,14 +193,20 @@ def load_decoder_checkpoint(path: str | os.PathLike, vae=None, asymmetric_vqgan:
     """An :class:`~asuka.models.InpaintingDecoder` from an Asymmetric-VQGAN or ASUKA checkpoint.
 
     Args:
-        path: an original Lightning checkpoint file (ldm naming), or a diffusers ``AsymmetricAutoencoderKL`` folder
-            (as published on the Hugging Face Hub).
+        path: an original Lightning checkpoint file (ldm naming), a diffusers ``AsymmetricAutoencoderKL`` folder
+            (as published on the Hugging Face Hub), or an ``InpaintingDecoder.save_pretrained`` folder (loaded as
+            saved; ``vae`` and ``asymmetric_vqgan`` are not used).
         vae: the SD ``AutoencoderKL``: supplies ``norm_num_groups`` and ``post_quant_conv`` when the file has none.
         asymmetric_vqgan: force the variant flag (default: read from the condition encoder's input channels —
             3 = Asymmetric VQGAN, 4 = ASUKA).
     """
+    import json
+
     from asuka.models.decoder import InpaintingDecoder
 
+    config_file = Path(path) / "config.json"
+    if config_file.is_file() and json.loads(config_file.read_text()).get("_class_name") == InpaintingDecoder.__name__:
+        return InpaintingDecoder.from_pretrained(path, local_files_only=True)
     if Path(path).is_dir():
         converted, skipped, config = _read_diffusers_asymmetric(Path(path))
     else:
