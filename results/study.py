@@ -403,7 +403,7 @@ def _inpaint_and_evaluate(job: Job) -> dict[str, Any]:
         atomic_write_text(state, json.dumps({"evaluation": key}, indent=2) + "\n")
         evaluator.evaluate_folder(predictions, job.data, run, protocol=job.protocol, metrics=list(job.metrics),
                                   ids_pca=job.ids_pca, batch_size=job.eval_batch_size, device=job.device, method=name,
-                                  skip_missing_weights=True)
+                                  skip_missing_weights=True, overwrite=True)  # the study's own run folder
         evaluated = "redone" if finished else "computed"
     return {"status": DONE, "predictions_sha256": key["predictions_sha256"], "inpainted": inpainted,
             "evaluated": evaluated}
