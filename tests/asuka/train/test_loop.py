@@ -123,3 +123,20 @@ def test_too_small_images_are_a_one_line_error(train_inputs, tmp_path):
         run(MAEStage, common_flags(train_inputs, tmp_path / "small", steps=2, resolution=70, crop="random")
             + ["--mae-init", str(train_inputs["mae"])])
     assert "\n" not in str(error.value)
+
+
+def test_tensorboard_scalars_equal_the_csv_log(train_inputs, tmp_path):
+    pytest.importorskip("tensorboard", reason="tensorboard is not installed (optional: the loop then logs CSV only)")
+    import csv
+
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    run(ToyGAN, common_flags(train_inputs, tmp_path / "gan", steps=3))
+    with open(tmp_path / "gan" / "log.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    events = EventAccumulator(str(tmp_path / "gan" / "tensorboard")).Reload()
+    for tag in ("generator/loss", "lr/generator"):
+        logged = [(int(row["step"]), float(row[tag])) for row in rows if row.get(tag)]
+        board = [(event.step, event.value) for event in events.Scalars(tag)]
+        assert [step for step, _ in board] == [step for step, _ in logged]
+        assert [value for _, value in board] == pytest.approx([value for _, value in logged], rel=1e-6)
