@@ -39,6 +39,7 @@ def _worker(rank: int, world: int, port: int, root: str) -> None:
             np.save(root / "features.npy", result.features)
             (root / "problems.json").write_text(json.dumps(result.problems))
         build(root / "out-distributed", encoder=encoder, feature_cache=root / "cache", **_build_options(root))
+        dist.barrier()  # both ranks done before either tears the group down
     finally:
         dist.destroy_process_group()
 
