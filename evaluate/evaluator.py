@@ -259,7 +259,7 @@ def summarise(rows, real, fake, metrics, protocol: Protocol, ids_pca, sizes, wei
     }
 
 
-def _write_outputs(out: Path, rows: list[dict[str, Any]], summary: dict[str, Any], metrics: list[str]) -> None:
+def write_run_files(out: Path, rows: list[dict[str, Any]], summary: dict[str, Any], metrics: list[str]) -> None:
     """``per_image.csv``, ``summary.csv`` and ``summary.json`` (the JSON last: its presence marks a finished run)."""
     import pandas as pd
 
@@ -457,7 +457,7 @@ def evaluate_folder(
             result.summary["skipped"] = skipped
         if out_dir is not None:
             out_dir.mkdir(parents=True, exist_ok=True)
-            _write_outputs(out_dir, result.rows, result.summary, metric_names)
+            write_run_files(out_dir, result.rows, result.summary, metric_names)
     return distributed.broadcast_from_rank0(result)
 
 

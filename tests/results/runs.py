@@ -1,7 +1,7 @@
 """Evaluation run folders for the table tests, written by the evaluator itself.
 
 The per-image rows go through :func:`evaluate.evaluator.summarise` (which computes the means and the domain and
-hole-ratio breakdowns) and :func:`evaluate.evaluator._write_outputs` (the writer behind ``misato evaluate --out``).
+hole-ratio breakdowns) and :func:`evaluate.evaluator.write_run_files` (the writer behind ``misato evaluate --out``).
 The image-set scores (FID, U-IDS, P-IDS) need Inception features; they are given as chosen numbers instead and
 put into ``summary.json``'s metrics in the evaluator's order.
 """
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from evaluate.evaluator import _write_outputs, summarise
+from evaluate.evaluator import write_run_files, summarise
 from evaluate.metric_info import ALL_METRICS
 from evaluate.protocols import PROTOCOLS
 
@@ -34,5 +34,5 @@ def write_run(root: Path, relative: str, per_image: dict[str, list[float]], set_
     summary["metrics"] = {m: summary["metrics"][m] for m in ALL_METRICS if m in summary["metrics"]}
     out = root / relative
     out.mkdir(parents=True)
-    _write_outputs(out, rows, summary, list(summary["metrics"]))
+    write_run_files(out, rows, summary, list(summary["metrics"]))
     return out
