@@ -38,6 +38,7 @@ from baselines.runner import RUN_FILE
 from misato.errors import MisatoError
 from misato.io import atomic_write_bytes, atomic_write_text, encode_png, list_images, preview_names, read_image, \
     read_mask
+from misato.labels import check_given_labels, check_unique_labels
 from misato.layout import DOMAINS, PairedFolder, open_pairs
 from misato.outputs import OutputPolicy, check_output_location, prepare_output, read_record
 from misato.provenance import provenance
@@ -110,18 +111,9 @@ def open_prediction_run(path: str | os.PathLike, label: str | None = None) -> Pr
 def open_prediction_runs(paths: Sequence[str | os.PathLike],
                          labels: Sequence[str] | None = None) -> list[PredictionRun]:
     """Open several prediction folders; the labels (given or from ``run.json``) must be unique."""
-    if not paths:
-        raise MisatoError("--runs: give at least one prediction folder")
-    if labels is not None and len(labels) != len(paths):
-        raise MisatoError(f"--labels has {len(labels)} label(s) for {len(paths)} prediction folder(s)")
-    if labels is not None and not all(label.strip() for label in labels):
-        raise MisatoError(f"--labels contains an empty label: {','.join(labels)}")
+    check_given_labels(labels, len(paths), "prediction folder")
     runs = [open_prediction_run(p, labels[i] if labels else None) for i, p in enumerate(paths)]
-    seen = [run.label for run in runs]
-    clashes = sorted({label for label in seen if seen.count(label) > 1})
-    if clashes:
-        raise MisatoError(f"several prediction folders share the label {', '.join(map(repr, clashes))}; "
-                          "name them with --labels A,B,...")
+    check_unique_labels([run.label for run in runs], "prediction folder")
     return runs
 
 

@@ -17,6 +17,7 @@ import pandas as pd
 
 from evaluate import schema
 from misato.errors import MisatoError
+from misato.labels import check_given_labels, check_unique_labels
 from misato.io import preview_names
 
 RERUN = "re-run `misato evaluate` for this folder"
@@ -154,18 +155,7 @@ def load_run(path: str | Path, label: str | None = None) -> Run:
 
 def load_runs(paths: Sequence[str | Path], labels: Sequence[str] | None = None) -> list[Run]:
     """Read several run folders; labels (given or defaulted) must be unique."""
-    if not paths:
-        raise MisatoError("give at least one run folder")
-    if labels is not None and len(labels) != len(paths):
-        raise MisatoError(f"--labels has {len(labels)} label(s) for {len(paths)} run folder(s)")
-    if labels is not None and not all(label.strip() for label in labels):
-        raise MisatoError(f"--labels contains an empty label: {','.join(labels)}")
+    check_given_labels(labels, len(paths), "run folder")
     runs = [load_run(p, labels[i] if labels else None) for i, p in enumerate(paths)]
-    seen: dict[str, int] = {}
-    for run in runs:
-        seen[run.label] = seen.get(run.label, 0) + 1
-    clashes = [label for label, count in seen.items() if count > 1]
-    if clashes:
-        shared = ", ".join(map(repr, clashes))
-        raise MisatoError(f"several runs share the label {shared}; name them with --labels A,B,...")
+    check_unique_labels([run.label for run in runs], "run")
     return runs
