@@ -60,7 +60,8 @@ def sample_image(name: str) -> np.ndarray:
 
 
 def build_sample(root: Path, size: int, mask_preset: str, seed: int) -> Path:
-    """Write ``root/image``, ``root/mask`` and ``root/manifest.csv`` for the bundled sample images."""
+    """Write ``root/image``, ``root/mask``, ``root/manifest.csv`` and ``root/build.json`` (the record
+    ``misato verify`` checks the manifest against) for the bundled sample images."""
     from misato.build.crop import crop_resize_image
     from misato.io import atomic_write_text, write_image, write_mask
     from misato.masks import make_generator
@@ -80,6 +81,13 @@ def build_sample(root: Path, size: int, mask_preset: str, seed: int) -> Path:
     writer.writeheader()
     writer.writerows(rows)
     atomic_write_text(root / "manifest.csv", buffer.getvalue())
+    from misato.build.builder import BUILD_JSON
+    from misato.provenance import provenance
+
+    record = {"what": "misato demo sample (scikit-image's bundled photographs)", "size": size,
+              "mask_preset": mask_preset, "seed": seed, "counts": {"sample": {"written": len(rows)}},
+              "index_ranges": {"sample": [0, len(rows) - 1]}, "provenance": provenance(["scikit-image"])}
+    atomic_write_text(root / BUILD_JSON, json.dumps(record, indent=2) + "\n")
     return root
 
 

@@ -4,6 +4,7 @@ import json
 import pytest
 
 from evaluate.metric_info import DEFAULT_METRICS
+from misato.build.verify import verify
 from misato.cli import main
 from misato.cli_demo import DEMO_METHODS, SAMPLE_IMAGES, demo
 from misato.errors import MisatoError
@@ -17,6 +18,7 @@ def test_demo_runs_end_to_end_and_accounts_for_every_metric(tmp_path):
     assert {"psnr", "ssim", "grad"} <= set(result["metrics"])  # need no weights
     assert len(list_images(tmp_path / "d" / "data" / "image")) == len(SAMPLE_IMAGES)
     assert read_image(tmp_path / "d" / "data" / "image" / "0000.png").shape == (64, 64, 3)
+    assert verify(tmp_path / "d" / "data") == []  # a consistent MISATO-layout folder with its build record
     for method in ("telea", "navier-stokes"):
         summary = json.loads((tmp_path / "d" / "runs" / method / "summary.json").read_text())
         assert summary["n"] == len(SAMPLE_IMAGES) and set(summary["metrics"]) == set(result["metrics"])
