@@ -35,6 +35,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from baselines.runner import RUN_FILE
+from misato.cli_choices import SIDE_RANGE
 from misato.errors import MisatoError
 from misato.io import atomic_write_bytes, atomic_write_text, encode_png, list_images, preview_names, read_image, \
     read_mask
@@ -491,8 +492,8 @@ def grid(data: str | os.PathLike, runs: Sequence[str | os.PathLike], out: str | 
         MisatoError: bad options, inputs that are not prediction folders, methods not covering the chosen
         images, images of different sizes, an output inside an input or already there.
     """
-    if tile < 8:
-        raise MisatoError(f"--tile must be at least 8 pixels, got {tile}")
+    if not SIDE_RANGE[0] <= tile <= SIDE_RANGE[1]:
+        raise MisatoError(f"--tile must be at least {SIDE_RANGE[0]} and at most {SIDE_RANGE[1]} pixels, got {tile}")
     pairs = open_pairs(data)
     predictions = open_prediction_runs(runs, labels)
     rows = select_rows(pairs, indices, per_domain, worst, eval_run, count)

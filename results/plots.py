@@ -30,6 +30,7 @@ from evaluate.compare import CONFIDENCE, DEFAULT_BOOTSTRAP, Run, load_runs
 from evaluate.compare.tables import group_order
 from evaluate.metric_info import ALL_METRICS, METRICS
 from evaluate.stats import bootstrap_means, percentile_interval
+from misato.cli_choices import BOOTSTRAP_RANGE, SEED_RANGE
 from misato.errors import MisatoError
 from misato.io import atomic_write_bytes, atomic_write_text
 from misato.outputs import OutputPolicy, prepare_output
@@ -244,8 +245,10 @@ def plot(run_dirs: Sequence[str | os.PathLike], out: str | os.PathLike, labels: 
     unknown = [kind for kind in kinds if kind not in KINDS]
     if unknown or not kinds:
         raise MisatoError(f"unknown plot kind(s) {', '.join(unknown) or '(none)'}; choose from {', '.join(KINDS)}")
-    if n_boot < 0:
-        raise MisatoError(f"--bootstrap must be >= 0, got {n_boot}")
+    if not BOOTSTRAP_RANGE[0] <= n_boot <= BOOTSTRAP_RANGE[1]:
+        raise MisatoError(f"--bootstrap must be >= 0 and <= {BOOTSTRAP_RANGE[1]}, got {n_boot}")
+    if not SEED_RANGE[0] <= seed <= SEED_RANGE[1]:
+        raise MisatoError(f"--seed must be from {SEED_RANGE[0]} to {SEED_RANGE[1]}, got {seed}")
     runs = load_runs(run_dirs, labels)
     out = Path(out)
     prepare_output(out, PLOT_POLICY, overwrite=overwrite, inputs=[run.path for run in runs])

@@ -63,6 +63,7 @@ def world(tmp_path_factory) -> Path:
     for part in ("unet", "vae", "scheduler"):
         (root / "sd" / part).mkdir(parents=True)
     (root / "weights").mkdir()
+    (root / "empty").mkdir()
     cut_manifest = write_misato_folder(root / "cut_manifest", n=3, size=16)
     (cut_manifest / "manifest.csv").write_text("name,domain,index\n0000,landscape,0\n0001,landscape,1\n0002,lan")
     (cut_manifest / "build.json").write_text("{}")
@@ -146,6 +147,35 @@ CASES = [
     Case("masks-nan-ratio", MASKS + " --ratio-range nan 0.5 --out {out}/m", ("--ratio-range", "finite")),
     Case("build-inf-ratio", BUILD + " --mask-ratio-range 0.1 inf --out {out}/b", ("--mask-ratio-range", "finite")),
     Case("inpaint-nan-guidance", "inpaint --method sd --model {in}/sd --data {in}/gt --out {out}/p --guidance-scale nan", ("--guidance-scale", "finite")),
+    # the study commands: tables, reproduce, grid, plot, train mae
+    Case("tables-missing-runs", "tables --runs {out}/nowhere --out {out}/t", ("{out}/nowhere",)),
+    Case("tables-empty-runs", "tables --runs {in}/empty --out {out}/t", ("{in}/empty",)),
+    Case("tables-out-inside-runs", "tables --runs {in} --out {in}/runA/x", ("{in}/runA/x", "lies inside")),
+    Case("reproduce-missing-data", "reproduce --data {out}/nowhere --out {out}/s", ("{out}/nowhere",)),
+    Case("reproduce-empty-data", "reproduce --data {in}/empty --out {out}/s", ("{in}/empty",)),
+    Case("reproduce-out-inside-data", "reproduce --data {in}/gt --out {in}/gt/s", ("{in}/gt/s", "lies inside")),
+    Case("reproduce-zero-jobs", "reproduce --data {in}/gt --out {out}/s --jobs 0", ("--jobs",)),
+    Case("reproduce-device-tpu", "reproduce --data {in}/gt --out {out}/s --device tpu", ("--device", "'tpu'")),
+    Case("grid-missing-data", "grid --data {out}/nowhere --runs {in}/pred --out {out}/g.png", ("{out}/nowhere",)),
+    Case("grid-missing-run", "grid --data {in}/gt --runs {out}/nowhere --out {out}/g.png", ("{out}/nowhere",)),
+    Case("grid-empty-data", "grid --data {in}/empty --runs {in}/pred --out {out}/g.png", ("{in}/empty",)),
+    Case("grid-out-inside-data", "grid --data {in}/gt --runs {in}/pred --out {in}/gt/g.png", ("{in}/gt/g.png", "lies inside")),
+    Case("grid-out-inside-run", "grid --data {in}/gt --runs {in}/pred --out {in}/pred/g.png", ("{in}/pred/g.png", "lies inside")),
+    Case("grid-zero-tile", "grid --data {in}/gt --runs {in}/pred --tile 0 --out {out}/g.png", ("--tile", f"at least {SIDE_RANGE[0]}")),
+    Case("grid-huge-tile", "grid --data {in}/gt --runs {in}/pred --tile 1000000 --out {out}/g.png", ("--tile", f"at most {SIDE_RANGE[1]}")),
+    Case("plot-missing-run", "plot --runs {out}/nowhere --out {out}/p", ("{out}/nowhere",)),
+    Case("plot-empty-run", "plot --runs {in}/empty --out {out}/p", ("{in}/empty",)),
+    Case("plot-out-inside-run", "plot --runs {in}/runA --out {in}/runA/p", ("{in}/runA/p", "lies inside")),
+    Case("plot-negative-bootstrap", "plot --runs {in}/runA --bootstrap -1 --out {out}/p", ("--bootstrap",)),
+    Case("plot-huge-bootstrap", "plot --runs {in}/runA --bootstrap 100000000 --out {out}/p", ("--bootstrap", str(BOOTSTRAP_RANGE[1]))),
+    Case("plot-negative-seed", "plot --runs {in}/runA --seed -1 --out {out}/p", ("--seed", f"from 0 to {SEED_RANGE[1]}")),
+    Case("train-mae-missing-data", "train mae --data {out}/nowhere --out {out}/t --mae-init scratch", ("{out}/nowhere",)),
+    Case("train-mae-empty-data", "train mae --data {in}/empty --out {out}/t --mae-init scratch", ("{in}/empty",)),
+    Case("train-mae-out-inside-data", "train mae --objects {in}/objects --data {in}/raw --out {in}/raw/t --mae-init scratch", ("{in}/raw/t", "lies inside")),
+    Case("train-mae-negative-seed", "train mae --objects {in}/objects --data {in}/raw --out {out}/t --seed -1", ("--seed",)),
+    Case("train-mae-zero-batch", "train mae --objects {in}/objects --data {in}/raw --out {out}/t --batch-size 0", ("--batch-size",)),
+    Case("train-mae-huge-resolution", "train mae --objects {in}/objects --data {in}/raw --out {out}/t --resolution 1000000", ("--resolution",)),
+    Case("train-mae-negative-workers", "train mae --objects {in}/objects --data {in}/raw --out {out}/t --num-workers -1", ("--num-workers",)),
     # files that are not what they claim, offline, missing folders
     Case("clip-random-bytes", BUILD.replace("--clip-pretrained none", "--clip-pretrained {in}/random.bin") + " --out {out}/b", ("{in}/random.bin", "not a checkpoint of CLIP")),
     Case("inception-random-bytes", "fid {in}/pred {in}/gt/image --inception-weights {in}/random.bin", ("{in}/random.bin", "not a checkpoint of torchvision Inception-v3")),

@@ -15,6 +15,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+from misato.cli_choices import SEED_RANGE, SIDE_RANGE, int_in
 from misato.errors import MisatoError
 
 RUNTIME_KEYS = frozenset({"config", "out", "resume", "overwrite", "num_workers", "stop_at_step", "progress"})
@@ -80,13 +81,14 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     run.add_argument("--out", help="output folder (checkpoints, logs, samples, the trained component, train.json)")
     run.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     run.add_argument("--overwrite", action="store_true", help="replace a training run in --out")
-    run.add_argument("--seed", type=int, default=0, help="seed of initialisation, data order, masks and noise")
+    run.add_argument("--seed", type=int_in(*SEED_RANGE), default=0,
+                     help="seed of initialisation, data order, masks and noise")
     run.add_argument("--stop-at-step", type=positive_int, default=None,
                      help="stop after this step with a checkpoint, as if killed (resume later with --resume)")
     run.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True, help="tqdm progress bar")
 
     data = parser.add_argument_group("data")
-    data.add_argument("--resolution", type=positive_int, default=512, help="training crop side in pixels")
+    data.add_argument("--resolution", type=int_in(*SIDE_RANGE), default=512, help="training crop side in pixels")
     data.add_argument("--crop", choices=("resize", "random"), default="resize",
                       help="resize: short side to --resolution then a random square; random: a random square at the "
                       "image's own scale")
