@@ -91,12 +91,13 @@ def open_pairs(gt: str | os.PathLike, mask: str | os.PathLike | None = None) -> 
     """
     gt = Path(gt)
     if not gt.exists():
-        raise MisatoError(f"ground-truth path not found: {gt}")
+        raise MisatoError(f"{gt}: no such folder (the MISATO / ground-truth folder)")
     is_root = (gt / "image").is_dir()
     image_dir = gt / "image" if is_root else gt
     if mask is None:
         if not is_root:
-            raise MisatoError(f"{gt} is not a MISATO root (no image/ folder inside); pass the mask folder with --mask")
+            raise MisatoError(f"{gt} is not a MISATO root (no image/ folder inside): give the folder that holds image/ "
+                              "and mask/ (misato evaluate and misato inpaint also take a separate mask folder, --mask)")
         mask = gt / "mask"
     images = list_images(image_dir, "ground-truth image")
     masks = masks_by_image_stem(list_images(mask, "mask"), set(images))
