@@ -132,7 +132,7 @@ class DecoderStage(Stage):
 
     def __init__(self, config: dict[str, Any]) -> None:
         super().__init__(config)
-        from diffusers import AutoencoderKL
+        import diffusers
 
         if config["sd"] is None:
             raise MisatoError("--sd is required: a diffusers SD-inpainting folder (vae/, unet/, scheduler/)")
@@ -142,10 +142,21 @@ class DecoderStage(Stage):
         missing = [name + "/" for name in needed if not (sd / name).is_dir()]
         if missing:
             raise MisatoError(f"--sd {sd}: not a diffusers SD-inpainting folder (missing {', '.join(missing)})")
-        try:
-            vae = AutoencoderKL.from_pretrained(sd, subfolder="vae", local_files_only=True)
-        except (OSError, ValueError) as error:
-            raise MisatoError(f"--sd {sd}: cannot load vae/ ({str(error).splitlines()[0]})") from None
+        if self.latent:
+            from asuka.assemble import load_sd_inpaint
+
+            pipe = load_sd_inpaint(sd)
+            vae = pipe.vae
+            self.scheduler = diffusers.DDPMScheduler.from_config(pipe.scheduler.config)
+            if config["latent_timesteps"] is not None:
+                check_timestep_range(config["latent_timesteps"], self.scheduler.config.num_train_timesteps)
+            self.frozen["unet"] = frozen_in_precision(pipe.unet, config["mixed_precision"])
+            self.sources["sd_unet"] = str(sd / "unet")
+        else:
+            try:
+                vae = diffusers.AutoencoderKL.from_pretrained(sd, subfolder="vae", local_files_only=True)
+            except (OSError, ValueError) as error:
+                raise MisatoError(f"--sd {sd}: cannot load vae/ ({str(error).splitlines()[0]})") from None
         self.sources["sd_vae"] = str(sd / "vae")
         self.scaling_factor = vae.config.scaling_factor
         decoder = load_initial_decoder(config["init"], vae, config["decoder_variant"])
@@ -154,9 +165,7 @@ class DecoderStage(Stage):
         if decoder.post_quant_conv is not None:
             decoder.post_quant_conv.requires_grad_(False)
         self.jitter = ColorJitter(*config["color_jitter"]) if config["augment"] != "none" else None
-        self.frozen = {"vae": frozen_in_precision(vae, config["mixed_precision"])}
-        if self.latent:
-            self._load_unet(sd)
+        self.frozen["vae"] = frozen_in_precision(vae, config["mixed_precision"])
         self.loss = DecoderLoss(
             DecoderLossConfig(perceptual_weight=config["perceptual_weight"], disc_weight=config["disc_weight"],
                               disc_start=config["disc_start"], lpips_net=config["lpips_net"],
@@ -166,23 +175,6 @@ class DecoderStage(Stage):
         self.frozen["lpips"] = self.loss
         self.trainable = {"decoder": decoder, "discriminator": self.loss.make_discriminator()}
         self._fakes: dict[tuple[int, ...], torch.Tensor] = {}
-
-    def _load_unet(self, sd: Path) -> None:
-        import diffusers
-
-        try:
-            unet = diffusers.UNet2DConditionModel.from_pretrained(sd, subfolder="unet", local_files_only=True)
-            scheduler_config = diffusers.DDPMScheduler.load_config(sd, subfolder="scheduler", local_files_only=True)
-        except (OSError, ValueError) as error:
-            raise MisatoError(f"--sd {sd}: cannot load unet/ or scheduler/ ({str(error).splitlines()[0]})") from None
-        if unet.config.in_channels != 9:
-            raise MisatoError(f"--sd {sd}: unet/ has {unet.config.in_channels} input channels; latent augmentation "
-                              "needs an SD *inpainting* UNet (9)")
-        self.scheduler = diffusers.DDPMScheduler.from_config(scheduler_config)
-        if self.config["latent_timesteps"] is not None:
-            check_timestep_range(self.config["latent_timesteps"], self.scheduler.config.num_train_timesteps)
-        self.frozen["unet"] = frozen_in_precision(unet, self.config["mixed_precision"])
-        self.sources["sd_unet"] = str(sd / "unet")
 
     def optimisers(self) -> list[Optimiser]:
         decoder = self.trainable["decoder"]

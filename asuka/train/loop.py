@@ -58,7 +58,6 @@ import math
 import os
 import random
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -70,7 +69,7 @@ import torch
 from asuka.train import config as train_config
 from asuka.train import data as train_data
 from misato.errors import MisatoError
-from misato.io import atomic_write_text, write_image
+from misato.io import atomic_write_bytes, atomic_write_text, write_image
 from misato.outputs import OutputPolicy, prepare_output
 from misato.reproducibility import seeded
 
@@ -169,16 +168,10 @@ def _policy(stage_cls: type[Stage]) -> OutputPolicy:
 
 
 def _atomic_torch_save(obj: Any, path: Path) -> None:
-    """``torch.save`` to a temporary file beside ``path``, then rename (readers never see a partial file)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(handle)
-    try:
-        torch.save(obj, temporary)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    """``torch.save`` through :func:`misato.io.atomic_write_bytes` (readers never see a partial file)."""
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    atomic_write_bytes(path, buffer.getvalue())
 
 
 def checkpoint_paths(out: Path) -> list[Path]:
