@@ -17,6 +17,7 @@ from typing import Any
 import torch
 
 from asuka.models.alignment import ALIGNMENT_VARIANTS, PriorAlignment, default_num_heads
+from asuka.pipeline import MAE_PREPROCESSING, mae_inputs
 from asuka.train.config import non_negative_int, probability
 from asuka.train.data import per_sample_rand
 from asuka.train.diffusion import DiffusionStage, frozen_in_precision
@@ -62,6 +63,9 @@ class AlignmentStage(DiffusionStage):
                             help="step where the decay ends and the probability is frozen (paper: 2K)")
         parser.add_argument("--full-prior-final", type=probability, default=0.0,
                             help="the probability after --full-prior-steps")
+        parser.add_argument("--mae-preprocessing", choices=MAE_PREPROCESSING, default="official",
+                            help="how the MAE input is resized, as at inference (asuka.pipeline.mae_inputs): official "
+                                 "(the release's cv2 route, the pipeline's default) or area")
 
     def __init__(self, config: dict[str, Any]) -> None:
         super().__init__(config)
@@ -108,7 +112,7 @@ class AlignmentStage(DiffusionStage):
         full = full < self.full_prior_probability(step)
         prior_mask = batch["mask"] * (~full).to(batch["mask"].dtype)[:, None, None, None]
         with torch.no_grad():
-            prior = mae(batch["image"].to(mae.dtype), prior_mask.to(mae.dtype))
+            prior = mae(*mae_inputs(mae, batch["image"], prior_mask, self.config["mae_preprocessing"]))
         return self.trainable["alignment"](prior)
 
     def training_step(self, batch: dict[str, Any], step: int, phase: str) -> dict[str, torch.Tensor]:
@@ -117,7 +121,7 @@ class AlignmentStage(DiffusionStage):
 
     def validation_images(self, batch: dict[str, Any]) -> torch.Tensor:
         self.pipe.register_modules(mae=self.frozen["mae"], alignment=self.trainable["alignment"])
-        return self.sample(batch)
+        return self.sample(batch, mae_preprocessing=self.config["mae_preprocessing"])
 
     def save_output(self, out: Path) -> dict[str, Any]:
         self.trainable["alignment"].save_pretrained(out / "alignment", safe_serialization=True)

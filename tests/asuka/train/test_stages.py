@@ -280,3 +280,20 @@ def test_assemble_takes_a_decoder_training_output(train_inputs, tmp_path):
     (tmp_path / "run" / "train.json").write_text(json.dumps({**record, "complete": False}))
     with pytest.raises(MisatoError, match="the training run is unfinished"):
         assemble(train_inputs["sd"], tmp_path / "again", decoder=tmp_path / "run")
+
+
+@pytest.mark.parametrize("preprocessing", ["official", "area"])
+def test_alignment_prior_is_made_as_at_inference(preprocessing, train_inputs, tmp_path):
+    from tests.helpers import release_mae_example
+
+    stage, batch = build_stage(AlignmentStage, train_inputs, tmp_path, **{"mae-preprocessing": preprocessing})
+    image, mask, small, small_hole = release_mae_example()  # 128 px, hole edges off the resize grid
+    batch = {**batch, "image": image.expand(2, -1, -1, -1), "mask": mask.expand(2, -1, -1, -1)}
+    step = 10_000  # past the full-image-prior schedule (final probability 0): every prior sees its mask
+    mae, alignment = stage.frozen["mae"], stage.trainable["alignment"]
+    with torch.no_grad():
+        official = alignment(mae(small, small_hole)).expand(2, -1, -1)
+        area = alignment(mae(image, mask)).expand(2, -1, -1)
+        prior = stage.condition(batch, step)
+    assert not torch.allclose(official, area)
+    torch.testing.assert_close(prior, official if preprocessing == "official" else area)
