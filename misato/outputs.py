@@ -2,6 +2,8 @@
 
 - Outputs never are, or lie inside, an input (:func:`check_output_location`; the CLI checks every command's
   declared paths with :func:`check_command_paths`, symbolic links resolved).
+- A command's output never lies inside what another job's folder owns (:func:`check_not_owned_by_job`): that
+  job's ``--overwrite`` would delete it (e.g. ``misato grid --out DEMO/runs/grid`` inside a demo folder).
 - A job's folder is identified by its record file (the *marker*: ``run.json``, ``build.json``, …). An empty or
   missing folder is fresh. A non-empty folder without a marker is never touched: not resumed, not overwritten.
 - ``resume`` continues the job recorded there (the caller checks the record's settings and finds what is
@@ -12,12 +14,14 @@
 from __future__ import annotations
 
 import argparse
+import fnmatch
+import importlib
 import json
 import os
 import shutil
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from misato.errors import MisatoError
@@ -62,10 +66,12 @@ def _given_paths(args: argparse.Namespace, dests: Iterable[str]) -> list[str]:
 
 
 def check_command_paths(args: argparse.Namespace) -> None:
-    """Refuse a command line whose outputs (declared with :func:`declare_paths`) land on or inside an input."""
+    """Refuse a command line whose outputs (declared with :func:`declare_paths`) land on or inside an input, or
+    inside what another job's folder owns."""
     inputs = _given_paths(args, getattr(args, "path_inputs", ()))
     for out in _given_paths(args, getattr(args, "path_outputs", ())):
         check_output_location(out, inputs)
+        check_not_owned_by_job(out)
 
 
 @dataclass(frozen=True)
@@ -169,3 +175,71 @@ def prepare_output(out: str | os.PathLike, policy: OutputPolicy, *, resume: bool
     state = "a complete" if complete else "an unfinished"
     advice = f"pass {' or '.join(options)}, or choose another folder" if options else "choose another folder"
     raise MisatoError(f"{out} is not empty: it holds {state} {policy.what}; {advice}")
+
+
+JOB_POLICIES: dict[str, tuple[str, ...]] = {
+    "run.json": ("baselines.runner:RUN_POLICY",),
+    "build.json": ("misato.build.builder:BUILD_POLICY",),
+    "masks.json": ("misato.masks.generate:MASKS_POLICY",),
+    "demo.json": ("misato.cli_demo:DEMO_POLICY",),
+    "assembly.json": ("asuka.assemble:ASSEMBLY_POLICY", "asuka.flux.assemble:FLUX_ASSEMBLY_POLICY"),
+    "train.json": ("asuka.train.loop:record_policy",),
+    "plots.json": ("results.plots:PLOT_POLICY",),
+    "grid.json": ("results.grid:GRID_POLICY",),
+    "study.json": ("results.study:STUDY_POLICY",),
+    "tables.json": ("results.paper:TABLES_POLICY",),
+}
+"""Record file of each kind of job folder → where its :class:`OutputPolicy` is defined (``module:name``; a name may
+be a function of the folder's record returning the policy). Imported only when such a folder encloses an output.
+A test checks that every policy of the code base is listed."""
+
+
+def _policies(marker: Path, references: Sequence[str]) -> list[OutputPolicy]:
+    policies = []
+    for reference in references:
+        module, name = reference.split(":")
+        try:
+            found = getattr(importlib.import_module(module), name)
+        except ImportError:  # that job's package is not installed here, so no command of it can overwrite
+            continue
+        if not isinstance(found, OutputPolicy):
+            try:
+                found = found(json.loads(marker.read_text(encoding="utf-8")))
+            except (OSError, ValueError):
+                found = found({})
+        policies.append(found)
+    return policies
+
+
+def _owned_pattern(relative: PurePosixPath, policy: OutputPolicy) -> str | None:
+    """The pattern of ``policy.owned`` that matches ``relative`` or one of its leading parts, else None."""
+    for pattern in policy.owned:
+        pattern_parts = PurePosixPath(pattern).parts
+        head = relative.parts[: len(pattern_parts)]
+        if len(head) == len(pattern_parts) and all(map(fnmatch.fnmatchcase, head, pattern_parts)):
+            return pattern
+    return None
+
+
+def check_not_owned_by_job(out: str | os.PathLike) -> None:
+    """Refuse an output lying inside a path that an enclosing job folder owns (:data:`JOB_POLICIES`).
+
+    A folder holding e.g. ``demo.json`` owns ``runs/``: a ``misato grid --out DEMO/runs/grid`` would be deleted by
+    the next ``misato demo --overwrite``. Outputs elsewhere inside a job folder (``RUN/notes/``) are accepted.
+
+    Raises:
+        MisatoError: naming the output, the job folder, its kind and the owned path.
+    """
+    out = Path(out).expanduser().resolve()
+    for folder in out.parents:
+        for marker, references in JOB_POLICIES.items():
+            if not (folder / marker).is_file():
+                continue
+            relative = PurePosixPath(out.relative_to(folder).as_posix())
+            for policy in _policies(folder / marker, references):
+                pattern = _owned_pattern(relative, policy)
+                if pattern is not None:
+                    raise MisatoError(
+                        f"output {out} lies inside {folder / pattern}, which the {policy.what} in {folder} "
+                        f"({marker}) writes and its --overwrite deletes; choose a place outside it"
+                    )

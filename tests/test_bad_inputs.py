@@ -73,6 +73,9 @@ def world(tmp_path_factory) -> Path:
     (leftover / ".misato-build").mkdir()
     (root / "link_to_runA").symlink_to(root / "runA", target_is_directory=True)
     tiny_clip_model(root / "clip")
+    for folder, record in (("demo", "demo.json"), ("study", "study.json"), ("train", "train.json")):
+        (root / folder).mkdir()
+        (root / folder / record).write_text(json.dumps({"stage": "decoder"} if folder == "train" else {}))
     return root
 
 
@@ -122,6 +125,9 @@ CASES = [
     Case("inpaint-out-inside-data", "inpaint --method opencv-telea --data {in}/gt --out {in}/gt/pred", ("{in}/gt/pred", "lies inside")),
     Case("masks-out-inside-objects", "masks --preset object --n 2 --size 32 --objects {in}/objects --out {in}/objects/m", ("{in}/objects/m", "lies inside")),
     Case("mask-stats-out-inside-folder", "mask-stats {in}/gt/mask --out {in}/gt/mask/stats.json", ("{in}/gt/mask/stats.json", "lies inside")),
+    Case("compare-out-inside-a-demo-folder", "compare {in}/runA {in}/runB --out {in}/demo/runs/table.csv", ("{in}/demo/runs", "demo", "--overwrite")),
+    Case("reproduce-out-inside-a-study", "reproduce --data {in}/gt --out {in}/study/predictions/mine", ("{in}/study/predictions", "study")),
+    Case("masks-out-inside-a-training-run", "masks --preset lama --n 2 --size 32 --out {in}/train/decoder/m", ("{in}/train/decoder", "training run")),
     Case("fid-save-stats-inside-input", "fid {in}/pred --save-stats {in}/pred/stats.npz", ("{in}/pred/stats.npz", "lies inside")),
     Case("demo-out-inside-weights-dir", "demo --weights-dir {in}/weights --out {in}/weights/demo", ("{in}/weights/demo", "lies inside")),
     # truncated or ragged evaluation runs
@@ -134,6 +140,7 @@ CASES = [
     Case("compare-huge-bootstrap", "compare {in}/runA --bootstrap 100000000 --out {out}/t.csv", ("--bootstrap", str(BOOTSTRAP_RANGE[1]))),
     Case("masks-over-the-memory-limit", MASKS.replace("32", "4096") + " --out {out}/m", ("--size 4096", "256.0 MB", "10.0 MB", "MISATO_MEMORY_LIMIT"), env={"MISATO_MEMORY_LIMIT": "10M"}),
     Case("build-over-the-memory-limit", BUILD.replace("--size 32", "--size 4096") + " --out {out}/b", ("--size 4096", "MISATO_MEMORY_LIMIT"), env={"MISATO_MEMORY_LIMIT": "10M"}),
+    Case("build-features-over-the-memory-limit", BUILD + " --batch-size 4096 --out {out}/b", ("--batch-size 4096", "--workers 0", "MISATO_MEMORY_LIMIT"), env={"MISATO_MEMORY_LIMIT": "260M"}),
     Case("compare-over-the-memory-limit", "compare {in}/runA --bootstrap 1000000 --out {out}/t.csv", ("--bootstrap 1000000", "MISATO_MEMORY_LIMIT"), env={"MISATO_MEMORY_LIMIT": "10M"}),
     Case("memory-limit-unreadable", MASKS + " --out {out}/m", ("MISATO_MEMORY_LIMIT", "'lots'"), env={"MISATO_MEMORY_LIMIT": "lots"}),
     Case("masks-negative-seed", MASKS + " --seed -1 --out {out}/m", ("--seed", f"0 to {SEED_RANGE[1]}")),

@@ -162,9 +162,22 @@ def stage_parser(stage_cls: type[Stage], prog: str | None = None) -> argparse.Ar
     return parser
 
 
-def _policy(stage_cls: type[Stage]) -> OutputPolicy:
+def stage_policy(stage_cls: type[Stage] | None) -> OutputPolicy:
+    """The output policy of a training run of ``stage_cls`` (None: only what every stage writes)."""
+    outputs = stage_cls.outputs if stage_cls is not None else ()
     return OutputPolicy(what="training run", markers=(TRAIN_FILE,),
-                        owned=(CHECKPOINTS, "samples", "tensorboard", LOG_FILE, TRAIN_FILE, *stage_cls.outputs))
+                        owned=(CHECKPOINTS, "samples", "tensorboard", LOG_FILE, TRAIN_FILE, *outputs))
+
+
+def record_policy(record: dict) -> OutputPolicy:
+    """The output policy of the training run whose ``train.json`` is ``record`` (for
+    :func:`misato.outputs.check_not_owned_by_job`)."""
+    from asuka.train import get_stage
+
+    try:
+        return stage_policy(get_stage(str(record.get("stage"))))
+    except MisatoError:  # an unknown stage, or one not installed here
+        return stage_policy(None)
 
 
 def _atomic_torch_save(obj: Any, path: Path) -> None:
@@ -301,7 +314,7 @@ def _train(stage_cls: type[Stage], args: argparse.Namespace) -> dict[str, Any]:
                                         config["small_images"])
 
     def check_output():
-        previous = prepare_output(out, _policy(stage_cls), resume=args.resume, overwrite=args.overwrite,
+        previous = prepare_output(out, stage_policy(stage_cls), resume=args.resume, overwrite=args.overwrite,
                                   inputs=[p for p in (config["data"],) if isinstance(p, str) and Path(p).is_dir()])
         if previous is not None:
             record = previous.record

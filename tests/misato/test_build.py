@@ -410,3 +410,44 @@ def test_verify_reports_malformed_manifest_and_build_json_without_crashing(tmp_p
     assert any("build.json is unreadable" in p for p in problems)
     (root / "build.json").write_text('{"counts": [1]}')
     assert any("build.json is unreadable or malformed" in p for p in verify(root))
+
+
+_PEAK_CHILD = """
+import sys, torch, open_clip
+from misato.build.features import ClipEncoder, feature_memory_bytes
+torch.set_num_threads(1)
+model = open_clip.create_model("ViT-B-32", pretrained=None).eval()
+encoder = ClipEncoder(model=model, preprocess=None, model_name="ViT-B-32", pretrained="none", weights_digest="", device="cpu")
+def peak():
+    return int(open("/proc/self/status").read().split("VmHWM:")[1].split()[0]) * 1024
+batch = int(sys.argv[1])
+open("/proc/self/clear_refs", "w").write("5")  # reset the peak to the current size
+start = peak()
+with torch.inference_mode():
+    model.encode_image(torch.zeros(batch, 3, 224, 224))
+print(peak() - start, feature_memory_bytes(encoder, batch, 0))
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="needs Linux's peak-RSS reset")
+def test_feature_memory_estimate_bounds_the_measured_peak():
+    import subprocess
+    import sys
+
+    def peak_and_estimate(batch: int) -> tuple[int, int]:  # each in a fresh process: nothing reused between them
+        child = subprocess.run([sys.executable, "-c", _PEAK_CHILD, str(batch)], capture_output=True, text=True, check=True)
+        peak, estimate = map(int, child.stdout.split())
+        return peak, estimate
+
+    (small_peak, small_estimate), (large_peak, large_estimate) = peak_and_estimate(8), peak_and_estimate(40)
+    measured, estimated = large_peak - small_peak, large_estimate - small_estimate  # per 32 images, no fixed costs
+    assert measured <= estimated <= 2 * measured, (measured, estimated)
+    assert large_peak <= large_estimate
+
+
+def test_features_that_cannot_fit_are_refused_before_any_work(tmp_path, raw, encoder, monkeypatch):
+    monkeypatch.setenv("MISATO_MEMORY_LIMIT", "200M")
+    items = read_flickr_landscape(raw["flickr_landscape"])
+    with pytest.raises(MisatoError, match=r"CLIP .* with --batch-size 4096 and --workers 0 needs about .*MISATO_MEMORY_LIMIT"):
+        extract_features(items, encoder, tmp_path / "cache", batch_size=4096, progress=False)
+    assert not (tmp_path / "cache").exists() or not any((tmp_path / "cache").rglob("*.npy"))

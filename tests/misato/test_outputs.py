@@ -3,7 +3,11 @@ import json
 import pytest
 
 from misato.errors import MisatoError
-from misato.outputs import OutputPolicy, check_output_location, prepare_output
+import importlib
+import re
+from pathlib import Path
+
+from misato.outputs import JOB_POLICIES, OutputPolicy, check_not_owned_by_job, check_output_location, prepare_output
 
 POLICY = OutputPolicy(what="job", markers=("job.json", ".state/settings.json"), owned=("*.png", "job.json", ".state"))
 
@@ -83,3 +87,48 @@ def test_outputs_never_an_input_file_and_symlinks_are_resolved(tmp_path):
     with pytest.raises(MisatoError, match="is the input .* itself"):
         check_output_location(tmp_path / "run", [tmp_path / "link"])
     check_output_location(tmp_path / "table.csv", [tmp_path / "run" / "per_image.csv", tmp_path / "link"])
+
+
+def test_outputs_inside_what_another_job_owns_are_refused(tmp_path):
+    demo = tmp_path / "demo"
+    demo.mkdir()
+    (demo / "demo.json").write_text("{}")
+    for owned in (demo / "runs" / "grid", demo / "comparison.md", demo / "data" / "a" / "b"):
+        with pytest.raises(MisatoError, match=f"inside {demo / owned.relative_to(demo).parts[0]}, which the demo"):
+            check_not_owned_by_job(owned)
+    for elsewhere in (demo / "notes" / "table.csv", demo, tmp_path / "beside"):
+        check_not_owned_by_job(elsewhere)
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "run.json").write_text("{}")
+    with pytest.raises(MisatoError, match="which the run"):
+        check_not_owned_by_job(run / "0001.png")
+    check_not_owned_by_job(run / "sub" / "0001.png")  # the run's --overwrite only deletes its own *.png
+
+
+def test_a_training_runs_owned_paths_follow_its_stage(tmp_path):
+    (tmp_path / "train.json").write_text(json.dumps({"stage": "decoder"}))
+    with pytest.raises(MisatoError, match="training run"):
+        check_not_owned_by_job(tmp_path / "decoder" / "x")
+    check_not_owned_by_job(tmp_path / "mae" / "x")
+    (tmp_path / "train.json").write_text(json.dumps({"stage": "mae"}))
+    with pytest.raises(MisatoError, match="training run"):
+        check_not_owned_by_job(tmp_path / "mae" / "x")
+    with pytest.raises(MisatoError, match="training run"):
+        check_not_owned_by_job(tmp_path / "checkpoints" / "x")
+
+
+def test_every_output_policy_is_listed_by_its_record_file():
+    root = Path(__file__).resolve().parents[2]
+    listed = {reference for references in JOB_POLICIES.values() for reference in references}
+    for package in ("misato", "evaluate", "baselines", "asuka", "results"):
+        for source in (root / package).rglob("*.py"):
+            for name in re.findall(r"^(\w+) = OutputPolicy\(", source.read_text(), flags=re.M):
+                module = ".".join(source.relative_to(root).with_suffix("").parts)
+                assert f"{module}:{name}" in listed, f"{module}:{name} is missing from misato.outputs.JOB_POLICIES"
+    for marker, references in JOB_POLICIES.items():
+        for reference in references:
+            module, name = reference.split(":")
+            found = getattr(importlib.import_module(module), name)
+            policy = found if isinstance(found, OutputPolicy) else found({})
+            assert policy.markers[0] == marker, reference
