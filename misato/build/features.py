@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import warnings
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -146,6 +147,7 @@ def load_clip(
                 if zipfile_is_torchscript(weights_file):
                     model, preprocess = _load_openai_archive(model_name, weights_file)
                 else:
+                    _warn_if_openai_needs_quickgelu(model_name, weights_file)
                     # created first, then loaded: open_clip ignores `pretrained` for local-dir: model names
                     model, _, preprocess = open_clip.create_model_and_transforms(model_name, pretrained=None)
                     try:
@@ -173,6 +175,19 @@ def load_clip(
         weights_file=str(weights_file) if weights_file is not None else None,
         weights_file_sha256=file_sha,
     )
+
+
+def _warn_if_openai_needs_quickgelu(model_name: str, weights_file: Path) -> None:
+    """A plain state dict says nothing about its activation: open_clip builds ``ViT-L-14`` with GELU, while
+    OpenAI's weights were trained with QuickGELU (their TorchScript archive is loaded right). Warn when the model
+    also exists with OpenAI weights, since such a file gives wrong embeddings without the ``-quickgelu`` name."""
+    import open_clip
+
+    if not model_name.endswith("-quickgelu") and open_clip.get_pretrained_cfg(model_name, "openai"):
+        warnings.warn(
+            f"--clip-pretrained {weights_file}: building {model_name} with GELU; if this file holds OpenAI's weights "
+            f"(trained with QuickGELU), pass --clip-model {model_name}-quickgelu or OpenAI's {model_name}.pt archive",
+            UserWarning, stacklevel=3)
 
 
 def zipfile_is_torchscript(path: Path) -> bool:

@@ -451,3 +451,19 @@ def test_features_that_cannot_fit_are_refused_before_any_work(tmp_path, raw, enc
     with pytest.raises(MisatoError, match=r"CLIP .* with --batch-size 4096 and --workers 0 needs about .*MISATO_MEMORY_LIMIT"):
         extract_features(items, encoder, tmp_path / "cache", batch_size=4096, progress=False)
     assert not (tmp_path / "cache").exists() or not any((tmp_path / "cache").rglob("*.npy"))
+
+
+def test_a_plain_state_dict_for_an_openai_model_warns_about_quickgelu(tmp_path):
+    import warnings
+
+    import open_clip
+
+    state = tmp_path / "vit-b-32.pt"
+    torch.save(open_clip.create_model("ViT-B-32", pretrained=None).state_dict(), state)
+    with pytest.warns(UserWarning, match="--clip-model ViT-B-32-quickgelu"):
+        load_clip("ViT-B-32", str(state))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        encoder = load_clip("ViT-B-32-quickgelu", str(state))
+    activations = {type(m).__name__ for m in encoder.model.visual.modules()}
+    assert "QuickGELU" in activations and "GELU" not in activations
