@@ -16,6 +16,9 @@ import errno
 import hashlib
 import json
 import os
+import shutil
+import subprocess
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -302,18 +305,30 @@ def test_disk_full_or_unwritable_is_exit_2_and_leaves_no_partial_file(world, tmp
     assert tree_digest(world) == before
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root ignores permission bits (CI runs as root); the injected "
-                    "EACCES/EROFS rows of test_disk_full_or_unwritable_is_exit_2_and_leaves_no_partial_file cover it")
+SETPRIV = shutil.which("setpriv")
+WITHOUT_DAC = [SETPRIV, "--bounding-set", "-dac_override,-dac_read_search", "--inh-caps", "-all", "--"]
+"""As root (CI runs as root), permission bits bind only once the capabilities that override them are dropped:
+util-linux's ``setpriv`` runs the command without them."""
+
+
+@pytest.mark.skipif(os.geteuid() == 0 and SETPRIV is None, reason="root ignores permission bits and setpriv "
+                    "(util-linux) is not here to drop that; the injected EACCES/EROFS rows cover the messages")
 @pytest.mark.parametrize("command", ["masks", "evaluate"])
 def test_unwritable_output_folder_for_real(world, tmp_path, capsys, command):
     locked = tmp_path / "locked"
     locked.mkdir()
     locked.chmod(0o555)
     try:
-        argv = f"{MASKS} --out {locked}/m" if command == "masks" else f"{EVAL} --out {locked}/e"
-        assert main(_fill(argv, world, tmp_path).split()) == 2
-        err = capsys.readouterr().err
+        argv = _fill(f"{MASKS} --out {locked}/m" if command == "masks" else f"{EVAL} --out {locked}/e", world, tmp_path)
+        if os.geteuid() == 0:
+            child = subprocess.run([*WITHOUT_DAC, sys.executable, "-m", "misato", *argv.split()],
+                                   capture_output=True, text=True)
+            code, err = child.returncode, child.stderr
+        else:
+            code, err = main(argv.split()), capsys.readouterr().err
+        assert code == 2, err
         assert str(locked) in err and "Permission denied" in err and "Traceback" not in err
+        assert list(locked.iterdir()) == []
     finally:
         locked.chmod(0o755)
 
