@@ -112,8 +112,8 @@ def test_generator_loss_gradient_is_rec_plus_adaptive_gan(lpips):
     weight = 0.8 * min(rec_last.norm().item() / (g_last.norm().item() + 1e-4), 1e4)
     assert parts["adaptive_weight"].item() == pytest.approx(weight, rel=1e-5)
     expected = torch.autograd.grad(rec + weight * g, list(decoder.parameters()))
-    for ours, reference in zip(grads, expected):
-        torch.testing.assert_close(ours, reference, rtol=1e-4, atol=1e-7)
+    for ours, reference in zip(grads, expected):  # float32 sums in another order: tolerance scaled to the gradient
+        torch.testing.assert_close(ours, reference, rtol=1e-4, atol=1e-5 * reference.abs().max().item())
     assert all(p.grad is None for p in discriminator.parameters())
 
 
