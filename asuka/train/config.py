@@ -66,7 +66,7 @@ class _Parser(argparse.ArgumentParser):
     """An ``ArgumentParser`` whose usage errors are :class:`MisatoError` (one line, exit 2 in the CLI)."""
 
     def error(self, message: str):  # noqa: D102 - argparse API
-        raise MisatoError(f"{self.prog}: {message}")
+        raise MisatoError(message)  # the command line printing it names the program
 
 
 def add_common_arguments(parser: argparse.ArgumentParser) -> None:
