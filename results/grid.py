@@ -167,6 +167,24 @@ def _domain_order(domains: set[str]) -> list[str]:
     return known + sorted(domains - set(known))
 
 
+def check_selection(indices: Sequence[int] | None, per_domain: int | None, worst: str | None,
+                    eval_run: str | os.PathLike | None, count: int | None) -> None:
+    """Refuse a row selection (:func:`select_rows`) whose options contradict each other or are out of range,
+    before any folder is opened."""
+    chosen = [option for option, value in (("--indices", indices), ("--per-domain", per_domain),
+                                           ("--worst", worst)) if value is not None]
+    if len(chosen) > 1:
+        raise MisatoError(f"choose one of {', '.join(chosen)}")
+    if (worst is None) != (eval_run is None):
+        raise MisatoError("--worst METRIC and --eval RUN go together")
+    if count is not None and worst is None:
+        raise MisatoError("--count applies to --worst only")
+    if per_domain is not None and per_domain < 1:
+        raise MisatoError(f"--per-domain must be at least 1, got {per_domain}")
+    if count is not None and count < 1:
+        raise MisatoError(f"--count must be at least 1, got {count}")
+
+
 def select_rows(pairs: PairedFolder, indices: Sequence[int] | None = None, per_domain: int | None = None,
                 worst: str | None = None, eval_run: str | os.PathLike | None = None,
                 count: int | None = None) -> list[GridRow]:
@@ -182,14 +200,7 @@ def select_rows(pairs: PairedFolder, indices: Sequence[int] | None = None, per_d
         MisatoError: several selections, indices out of range, a count below 1, an unknown metric, or an
         evaluation run holding images the data lacks.
     """
-    chosen = [option for option, value in (("--indices", indices), ("--per-domain", per_domain),
-                                           ("--worst", worst)) if value is not None]
-    if len(chosen) > 1:
-        raise MisatoError(f"choose one of {', '.join(chosen)}")
-    if (worst is None) != (eval_run is None):
-        raise MisatoError("--worst METRIC and --eval RUN go together")
-    if count is not None and worst is None:
-        raise MisatoError("--count applies to --worst only")
+    check_selection(indices, per_domain, worst, eval_run, count)
     names = pairs.names
     if indices is not None:
         bad = [i for i in indices if not 0 <= i < len(names)]
@@ -198,8 +209,6 @@ def select_rows(pairs: PairedFolder, indices: Sequence[int] | None = None, per_d
                               f"(positions 0–{len(names) - 1})")
         return [GridRow(names[i], pairs.domains[names[i]]) for i in indices]
     if per_domain is not None:
-        if per_domain < 1:
-            raise MisatoError(f"--per-domain must be at least 1, got {per_domain}")
         rows = []
         for domain in _domain_order(set(pairs.domains.values())):
             members = [n for n in names if pairs.domains[n] == domain]
@@ -215,8 +224,6 @@ def _worst_rows(pairs: PairedFolder, metric: str, eval_run: str | os.PathLike, c
     from evaluate.compare import load_run
     from evaluate.metric_info import METRICS
 
-    if count < 1:
-        raise MisatoError(f"--count must be at least 1, got {count}")
     run = load_run(eval_run)
     columns = [m for m in METRICS if METRICS[m].per_image and m in run.per_image.columns]
     if metric not in columns:
@@ -494,6 +501,7 @@ def grid(data: str | os.PathLike, runs: Sequence[str | os.PathLike], out: str | 
     """
     if not SIDE_RANGE[0] <= tile <= SIDE_RANGE[1]:
         raise MisatoError(f"--tile must be at least {SIDE_RANGE[0]} and at most {SIDE_RANGE[1]} pixels, got {tile}")
+    check_selection(indices, per_domain, worst, eval_run, count)
     pairs = open_pairs(data)
     predictions = open_prediction_runs(runs, labels)
     rows = select_rows(pairs, indices, per_domain, worst, eval_run, count)

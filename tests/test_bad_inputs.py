@@ -172,6 +172,7 @@ CASES = [
     Case("grid-out-inside-data", "grid --data {in}/gt --runs {in}/pred --out {in}/gt/g.png", ("{in}/gt/g.png", "lies inside")),
     Case("grid-out-inside-run", "grid --data {in}/gt --runs {in}/pred --out {in}/pred/g.png", ("{in}/pred/g.png", "lies inside")),
     Case("grid-zero-tile", "grid --data {in}/gt --runs {in}/pred --tile 0 --out {out}/g.png", ("--tile", f"at least {SIDE_RANGE[0]}")),
+    Case("grid-zero-count", "grid --data {in}/gt --runs {in}/pred --worst psnr --eval {out}/never-opened --count 0 --out {out}/g.png", ("--count must be at least 1",)),
     Case("grid-huge-tile", "grid --data {in}/gt --runs {in}/pred --tile 1000000 --out {out}/g.png", ("--tile", f"at most {SIDE_RANGE[1]}")),
     Case("plot-missing-run", "plot --runs {out}/nowhere --out {out}/p", ("{out}/nowhere",)),
     Case("plot-empty-run", "plot --runs {in}/empty --out {out}/p", ("{in}/empty",)),
