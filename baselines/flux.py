@@ -139,8 +139,8 @@ class FluxFillInpaint(InpaintingMethod):
         return self.inpaint([image], [mask], [seed])[0]
 
     def inpaint(self, images: list[np.ndarray], masks: list[np.ndarray], seeds: list[int]) -> list[np.ndarray]:
-        """Images of the same size go through the pipeline together (one generator per image, so the result does
-        not depend on the batch); others one by one."""
+        """Images of the same size go through the pipeline together (one generator per image, so each image's noise
+        does not depend on the batch; the network's rounding may, by one level in a pixel); others one by one."""
         import torch
 
         holes = [checked_hole(self.name, image, mask) for image, mask in zip(images, masks)]

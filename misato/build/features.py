@@ -282,8 +282,9 @@ def _collate(samples):
 FIXED_FORWARD_BYTES = 256 * 2**20
 """Memory of a first forward pass beyond its per-image activations (thread pools, packed weights; measured up to
 ~140 MB for ViT-L/14 on the CPU)."""
-INPUT_COPIES = 4
-"""Per image, copies of the network input alive at the peak (the batch, the patch embedding's unfolded input, …)."""
+INPUT_COPIES = 6
+"""Per image, copies of the network input alive at the peak (the batch, the patch embedding's unfolded input, …;
+measured 3–6 for ViT-B/32, whose tokens are few, varying from run to run with the allocator)."""
 TOKEN_ACTIVATIONS = 12
 """Per image, ``tokens × width`` float32 activations alive at a transformer block's peak (measured 8–10 on the CPU
 for ViT-B/32, ViT-B/16 and ViT-L/14; kept above so the estimate errs on the large side)."""
@@ -296,7 +297,7 @@ def feature_memory_bytes(encoder: ClipEncoder, batch_size: int, num_workers: int
 
     ``batch_size`` images at the forward's peak (``INPUT_COPIES`` copies of each ``3 × S × S`` float32 input plus,
     for a ViT, ``TOKEN_ACTIVATIONS × tokens × width`` floats), the batches the decode workers prefetch (2 each,
-    DataLoader's default), and :data:`FIXED_FORWARD_BYTES`. Measured peaks are 0.7–0.9 × this estimate.
+    DataLoader's default), and :data:`FIXED_FORWARD_BYTES`. Measured peaks are 0.5–0.9 × this estimate.
     """
     visual = encoder.model.visual
     height, width = (visual.image_size, visual.image_size) if isinstance(visual.image_size, int) else visual.image_size

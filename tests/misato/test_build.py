@@ -441,7 +441,7 @@ def test_feature_memory_estimate_bounds_the_measured_peak():
 
     (small_peak, small_estimate), (large_peak, large_estimate) = peak_and_estimate(8), peak_and_estimate(40)
     measured, estimated = large_peak - small_peak, large_estimate - small_estimate  # per 32 images, no fixed costs
-    assert measured <= estimated <= 2 * measured, (measured, estimated)
+    assert measured <= estimated <= 2.5 * measured, (measured, estimated)
     assert large_peak <= large_estimate
 
 
