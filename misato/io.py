@@ -267,8 +267,9 @@ def mask_to_uint8(mask: np.ndarray) -> np.ndarray:
     return binarize_mask(mask).astype(np.uint8) * 255
 
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that readers see either the old file or the complete new one."""
+def atomic_write_bytes(path: str | os.PathLike, data: bytes | bytearray | memoryview) -> None:
+    """Write ``data`` (any contiguous bytes-like object) to ``path`` so that readers see either the old file or
+    the complete new one."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
