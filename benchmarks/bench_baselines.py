@@ -207,22 +207,33 @@ def bench_telea(n: int, size: int, repeats: int) -> None:
 
         wall: dict = {"bare": [], "runner": []}
         cpu: dict = {"bare": [], "runner": []}
+        others: dict = {"bare": [], "runner": []}
         load = os.getloadavg()
         for repeat in range(repeats):  # interleaved, order alternating, so that load changes hit both alike
             for variant in ("bare", "runner") if repeat % 2 == 0 else ("runner", "bare"):
                 shutil.rmtree(Path(scratch) / "pred", ignore_errors=True)  # a fresh run each time
-                started, started_cpu = time.perf_counter(), time.process_time()
+                started, started_cpu, started_busy = time.perf_counter(), time.process_time(), busy_cpu_seconds()
                 {"bare": bare, "runner": runner}[variant]()
                 wall[variant].append(time.perf_counter() - started)
                 cpu[variant].append(time.process_time() - started_cpu)
-            print(f"  telea timing: bare {wall['bare'][-1]:.2f} s, runner {wall['runner'][-1]:.2f} s", flush=True)
+                others[variant].append((busy_cpu_seconds() - started_busy - cpu[variant][-1]) / wall[variant][-1])
+            print(f"  telea timing: bare {wall['bare'][-1]:.2f} s, runner {wall['runner'][-1]:.2f} s; other "
+                  f"processes busy {others['bare'][-1]:.2f} and {others['runner'][-1]:.2f} CPUs", flush=True)
         ratios = [r / b for r, b in zip(wall["runner"], wall["bare"])]
         cpu_ratios = [r / b for r, b in zip(cpu["runner"], cpu["bare"])]
         print(f"telea {n} images at {size}x{size}: runner {statistics.median(wall['runner']):.2f} s, bare adapter "
               f"{statistics.median(wall['bare']):.2f} s (medians); ratio {median_range(ratios)} (target <= 1.10); "
               f"CPU time (all threads) ratio {median_range(cpu_ratios)}; {repeats} interleaved repeats; load "
               f"averages {load[0]:.2f} at the start, {os.getloadavg()[0]:.2f} at the end ({os.cpu_count()} CPUs; "
-              "a ratio near 1 needs a CPU free for the file work)")
+              "a ratio near 1 needs a CPU free for the file work); other processes kept "
+              f"{median_range(others['runner'])} CPUs busy during the runner's timings")
+
+
+def busy_cpu_seconds() -> float:
+    """CPU seconds the whole machine has spent busy since boot (all CPUs, all processes; Linux /proc/stat)."""
+    fields = [int(value) for value in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + fields[4]  # idle, iowait
+    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
 
 
 def telea_stages(method, data: Path, scratch: Path) -> None:

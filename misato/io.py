@@ -120,7 +120,7 @@ def _decode_png_fast(data: bytes) -> np.ndarray | None:
 
 def _png_bit_depth(data: bytes) -> int | None:
     """The bit depth from a PNG's IHDR chunk, or None if the data is not a PNG."""
-    if len(data) < 26 or data[:8] != b"\x89PNG\r\n\x1a\n" or data[12:16] != b"IHDR":
+    if len(data) < 26 or data[:8] != _PNG_SIGNATURE or data[12:16] != b"IHDR":
         return None
     return struct.unpack(">B", data[24:25])[0]
 
