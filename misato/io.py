@@ -8,6 +8,11 @@ Conversions done here, each on purpose:
 - an alpha channel that is fully opaque is dropped; any transparency is refused (what is behind it is unknown);
 - 16-bit images are refused (Pillow would silently drop the low byte of 16-bit RGB PNGs);
 - masks may be stored as ``L``, ``RGB`` with equal channels, or palette; values are binarised at 128.
+
+Decoding: well-formed 8-bit grey, RGB and RGBA PNGs (the files MISATO and the runners write) are decoded by OpenCV,
+which releases the GIL and is about twice as fast as Pillow; every other file, and any PNG OpenCV cannot read, goes
+through Pillow. The route is only taken where both decoders give the same pixels and Pillow raises no error
+(:func:`_png_fast_route`), so which decoder ran never shows in the result or in an error message.
 """
 from __future__ import annotations
 
@@ -15,6 +20,7 @@ import io
 import os
 import struct
 import tempfile
+import zlib
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
@@ -33,9 +39,88 @@ MASK_THRESHOLD = 128
 """uint8 mask values >= this are holes (the official scripts binarise mask/255 at 0.5)."""
 
 
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_FAST_PNG_CHANNELS = {0: 1, 2: 3, 6: 4}
+"""PNG colour types decoded by OpenCV (grey, RGB, RGBA) → the channels it returns (BGR order)."""
+_FAST_PNG_MIN_LENGTHS = {b"gAMA": 4, b"cHRM": 32, b"sRGB": 1, b"pHYs": 9, b"tEXt": 0}
+"""Ancillary chunks Pillow parses that the fast route accepts, with the length below which Pillow refuses them."""
+_FAST_PNG_MAX_TEXT = 1 << 20
+"""At most this many bytes of ``tEXt`` (Pillow refuses text beyond its own, much larger, memory limit)."""
+
+
+def _png_fast_route(data: bytes) -> tuple[int, int, int] | None:
+    """``(height, width, channels)`` when ``data`` is a PNG that OpenCV and Pillow decode to the same pixels and
+    that Pillow accepts; None otherwise (the caller then decodes it with Pillow, errors included).
+
+    Accepted: the signature; IHDR first (13 bytes: 8 bits, grey/RGB/RGBA, deflate, filter method 0, not
+    interlaced, at most Pillow's ``MAX_IMAGE_PIXELS``); consecutive IDAT chunks; IEND last with nothing after it;
+    besides these only ancillary chunks that Pillow skips, or parses without error (:data:`_FAST_PNG_MIN_LENGTHS`);
+    no ``tRNS`` (a transparent colour), ``iCCP``/``zTXt``/``iTXt``/``eXIf`` or APNG chunks; every chunk inside the
+    data with a correct CRC.
+    """
+    from PIL import PngImagePlugin
+
+    view = memoryview(data)
+    if len(data) < 45 or data[:8] != _PNG_SIGNATURE or data[12:16] != b"IHDR" or data[8:12] != b"\0\0\0\r":
+        return None
+    width, height, depth, colour, compression, filtering, interlace = struct.unpack_from(">IIBBBBB", data, 16)
+    channels = _FAST_PNG_CHANNELS.get(colour)
+    if (depth != 8 or channels is None or compression or filtering or interlace or not width or not height
+            or (Image.MAX_IMAGE_PIXELS is not None and width * height > Image.MAX_IMAGE_PIXELS)):
+        return None
+    position, idat_state, text = 8, 0, 0  # idat_state: 0 before the IDAT run, 1 inside it, 2 after it
+    while position + 12 <= len(data):
+        length, = struct.unpack_from(">I", data, position)
+        kind = data[position + 4 : position + 8]
+        end = position + 12 + length
+        if end > len(data) or zlib.crc32(view[position + 4 : end - 4]) != struct.unpack_from(">I", data, end - 4)[0]:
+            return None
+        if kind == b"IDAT":
+            if idat_state == 2:
+                return None
+            idat_state = 1
+        else:
+            idat_state = 2 if idat_state else 0
+            if kind == b"IEND":
+                return (height, width, channels) if not length and end == len(data) and idat_state == 2 else None
+            if position > 8 and not (kind.isalpha() and kind[0] & 0x20):  # a second IHDR, PLTE, unknown critical
+                return None
+            if kind in _FAST_PNG_MIN_LENGTHS:
+                if length < _FAST_PNG_MIN_LENGTHS[kind]:
+                    return None
+                text += length if kind == b"tEXt" else 0
+                if text > _FAST_PNG_MAX_TEXT:
+                    return None
+            elif position > 8 and hasattr(PngImagePlugin.PngStream, f"chunk_{kind.decode('ascii')}"):
+                return None  # tRNS, iCCP, zTXt, iTXt, eXIf, acTL, fcTL, fdAT, … : Pillow's own handling
+        position = end
+    return None
+
+
+def _decode_png_fast(data: bytes) -> np.ndarray | None:
+    """``data`` decoded by OpenCV where :func:`_png_fast_route` allows it: ``uint8`` ``[H, W]`` (grey),
+    ``[H, W, 3]`` (RGB) or ``[H, W, 4]`` (RGBA), in RGB order; None where it does not (or OpenCV fails)."""
+    import cv2
+
+    shape = _png_fast_route(data)
+    if shape is None:
+        return None
+    try:
+        decoded = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    except cv2.error:
+        return None
+    height, width, channels = shape
+    if decoded is None or decoded.dtype != np.uint8 or decoded.shape[:2] != (height, width) or (
+            decoded.shape[2:] or (1,))[0] != channels:
+        return None
+    if channels == 1:
+        return decoded
+    return cv2.cvtColor(decoded, cv2.COLOR_BGR2RGB if channels == 3 else cv2.COLOR_BGRA2RGBA)
+
+
 def _png_bit_depth(data: bytes) -> int | None:
     """The bit depth from a PNG's IHDR chunk, or None if the data is not a PNG."""
-    if len(data) < 26 or data[:8] != b"\x89PNG\r\n\x1a\n" or data[12:16] != b"IHDR":
+    if len(data) < 26 or data[:8] != _PNG_SIGNATURE or data[12:16] != b"IHDR":
         return None
     return struct.unpack(">B", data[24:25])[0]
 
@@ -70,14 +155,28 @@ def _drop_opaque_alpha(image: Image.Image, source: str) -> Image.Image:
     if image.mode == "P":
         image = image.convert("RGBA" if "transparency" in image.info else "RGB")
     if image.mode in ("RGBA", "LA", "PA"):
-        alpha = np.asarray(image.getchannel("A"))
-        if alpha.min() < 255:
-            raise MisatoError(
-                f"{source}: has transparent pixels (alpha < 255); flatten it onto a background first, "
-                "since the metrics cannot know what lies behind the transparency."
-            )
+        _refuse_transparency(np.asarray(image.getchannel("A")), source)
         image = image.convert("RGB" if image.mode == "RGBA" else "L")
     return image
+
+
+def _refuse_transparency(alpha: np.ndarray, source: str) -> None:
+    """Refuse an image whose alpha channel (``uint8``) is below 255 anywhere."""
+    if alpha.min() < 255:
+        raise MisatoError(
+            f"{source}: has transparent pixels (alpha < 255); flatten it onto a background first, "
+            "since the metrics cannot know what lies behind the transparency."
+        )
+
+
+def _decode_fast_opaque(data: bytes, source: str) -> np.ndarray | None:
+    """:func:`_decode_png_fast` with an alpha channel checked (:func:`_refuse_transparency`) and dropped:
+    ``uint8 [H, W]`` or ``[H, W, 3]``; None where the fast route does not apply."""
+    decoded = _decode_png_fast(data)
+    if decoded is not None and decoded.ndim == 3 and decoded.shape[2] == 4:
+        _refuse_transparency(decoded[..., 3], source)
+        decoded = np.ascontiguousarray(decoded[..., :3])
+    return decoded
 
 
 def decode_image(data: bytes, source: str = "image") -> np.ndarray:
@@ -93,6 +192,9 @@ def decode_image(data: bytes, source: str = "image") -> np.ndarray:
     Raises:
         MisatoError: corrupt, 16-bit or partly transparent data.
     """
+    fast = _decode_fast_opaque(data, source)
+    if fast is not None:
+        return fast if fast.ndim == 3 else np.repeat(fast[..., None], 3, axis=2)
     image = _drop_opaque_alpha(_open_8bit(data, source), source)
     if image.mode != "RGB":
         image = image.convert("RGB")  # L, 1, CMYK, YCbCr: explicit, lossless for L
@@ -139,10 +241,11 @@ def read_mask_uint8(path: str | os.PathLike) -> np.ndarray:
         (which the 0/255 convention would read as "no hole at all").
     """
     path = Path(path)
-    image = _drop_opaque_alpha(_open_8bit(_read_bytes(path, "Mask"), str(path)), str(path))
-    if image.mode == "1":
-        image = image.convert("L")
-    values = np.asarray(image, dtype=np.uint8)
+    data = _read_bytes(path, "Mask")
+    values = _decode_fast_opaque(data, str(path))
+    if values is None:
+        image = _drop_opaque_alpha(_open_8bit(data, str(path)), str(path))
+        values = np.asarray(image.convert("L") if image.mode == "1" else image, dtype=np.uint8)
     if values.ndim == 3:
         if not (np.array_equal(values[..., 0], values[..., 1]) and np.array_equal(values[..., 0], values[..., 2])):
             raise MisatoError(f"{path}: colour mask whose channels differ; save it as single-channel 0/255 PNG")
@@ -164,8 +267,9 @@ def mask_to_uint8(mask: np.ndarray) -> np.ndarray:
     return binarize_mask(mask).astype(np.uint8) * 255
 
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that readers see either the old file or the complete new one."""
+def atomic_write_bytes(path: str | os.PathLike, data: bytes | bytearray | memoryview) -> None:
+    """Write ``data`` (any contiguous bytes-like object) to ``path`` so that readers see either the old file or
+    the complete new one."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")

@@ -170,3 +170,36 @@ def test_resume_with_a_smaller_limit_is_refused_and_deletes_nothing(tmp_path):
     assert sorted(list_images(out)) == ["0000", "0001", "0002", "0003"]
     assert json.loads((out / "run.json").read_text())["limit"] == 4
     assert run_method(create_method("telea"), data, out, limit=4, resume=True, progress=False)["computed"] == 0
+
+
+@pytest.mark.parametrize("batch_size", [1, 3])
+def test_output_files_are_the_level_1_rle_png_of_each_image_s_result(tmp_path, batch_size):
+    """More images than the runner reads ahead or holds for writing: every file holds the bytes OpenCV's PNG
+    encoder (zlib level 1, run-length strategy) gives for the method's result on that very image."""
+    import cv2
+
+    from baselines.base import image_seed
+    from baselines.runner import IO_DEPTH
+
+    n = 2 * IO_DEPTH + 3
+    data = write_misato_folder(tmp_path / "data", n=n, size=40)
+    method = create_method("telea")
+    run_method(method, data, tmp_path / "pred", seed=5, batch_size=batch_size, progress=False)
+    for index in range(n):
+        name = f"{index:04d}"
+        result = method.inpaint_one(read_image(data / "image" / f"{name}.png"),
+                                    read_mask(data / "mask" / f"{name}.png"), image_seed(5, name))
+        expected = cv2.imencode(".png", result[..., ::-1].copy(), [cv2.IMWRITE_PNG_COMPRESSION, 1,
+                                cv2.IMWRITE_PNG_STRATEGY, cv2.IMWRITE_PNG_STRATEGY_RLE])[1].tobytes()
+        assert (tmp_path / "pred" / f"{name}.png").read_bytes() == expected, name
+
+
+def test_an_unreadable_image_stops_the_run_after_the_images_before_it(tmp_path):
+    data = write_misato_folder(tmp_path / "data", n=14, size=32)
+    (data / "image" / "0006.png").write_bytes(b"not a png")
+    out = tmp_path / "pred"
+    with pytest.raises(MisatoError, match="0006.png: cannot decode"):
+        run_method(create_method("telea"), data, out, progress=False)
+    assert sorted(list_images(out)) == [f"{index:04d}" for index in range(6)]
+    assert not json.loads((out / "run.json").read_text())["complete"]
+    assert not list(out.glob(".*.tmp"))
