@@ -9,7 +9,9 @@ Parts:
   2. evaluator ÷ a two-pass pipeline in the style of the official scripts (pass 1: PSNR/SSIM/LPIPS image by
      image; pass 2: Inception features, scipy sqrtm FID, IDS) — target ≤ 0.75;
   3. re-evaluation with cached ground-truth features ÷ cold evaluation — target ≤ 0.75 (at N = 48).
-  Each ratio is measured ``--repeat`` times (references in the same minutes) and printed as median [min–max].
+  Each ratio is measured ``--repeat`` times (references in the same minutes) and printed as median [min–max],
+  of wall time and of CPU time (this process plus its finished children, i.e. the DataLoader workers; on a
+  machine shared with other jobs, wall time is disturbed and the CPU ratio is the steadier one).
 - ``cache``: only ratio 3, for large N at small sizes (``--n 2000 --size 96``).
 - ``update``: ``InpaintingMetrics.update`` on tensors already in memory ÷ the bare network forwards — target ≤ 1.05.
 - ``frechet``: eigh route ÷ scipy ``sqrtm`` route at 2048² float64 (target ≤ 0.4), and their relative difference.
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import resource
 import subprocess
 import sys
 import tempfile
@@ -37,6 +40,29 @@ def _timed(function, *args, **kwargs):
     start = time.perf_counter()
     value = function(*args, **kwargs)
     return time.perf_counter() - start, value
+
+
+def _cpu_seconds() -> float:
+    """CPU seconds of this process and of its children that have ended (DataLoader workers are joined)."""
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return time.process_time() + children.ru_utime + children.ru_stime
+
+
+class _Clock:
+    """Wall and CPU seconds since construction: ``clock.read()`` -> ``(wall, cpu)``."""
+
+    def __init__(self) -> None:
+        self.wall, self.cpu = time.perf_counter(), _cpu_seconds()
+
+    def read(self) -> tuple[float, float]:
+        return time.perf_counter() - self.wall, _cpu_seconds() - self.cpu
+
+
+def _clocked(function, *args, **kwargs) -> tuple[float, float]:
+    """``(wall, cpu)`` seconds of one call."""
+    clock = _Clock()
+    function(*args, **kwargs)
+    return clock.read()
 
 
 def make_data(folder: Path, n: int, size: int, seed: int = 0) -> tuple[Path, Path]:
@@ -73,9 +99,9 @@ def _pairs_in_memory(gt: Path, pred: Path):
     return gts, comps, masks, preds
 
 
-def bare_forwards(gt: Path, pred: Path, weights: dict[str, Path], protocol: str, batch: int) -> float:
-    """Seconds for the network forwards alone (PyTorch's default memory format), on inputs decoded and
-    preprocessed beforehand (the protocol's route)."""
+def bare_forwards(gt: Path, pred: Path, weights: dict[str, Path], protocol: str, batch: int) -> tuple[float, float]:
+    """``(wall, cpu)`` seconds for the network forwards alone (PyTorch's default memory format), on inputs decoded
+    and preprocessed beforehand (the protocol's route)."""
     import torch
 
     from evaluate.features import PREPROCESSORS, build_feature_extractor, build_lpips
@@ -101,12 +127,12 @@ def bare_forwards(gt: Path, pred: Path, weights: dict[str, Path], protocol: str,
     with torch.no_grad():
         network(pre_real[:batch])  # warm-up: one-time kernel set-up is not part of the reference
         lpips_net(fake[:batch], real[:batch])
-        start = time.perf_counter()
+        clock = _Clock()
         for i in range(0, len(gts), batch):
             network(pre_real[i : i + batch])
             network(pre_fake[i : i + batch])
             lpips_net(fake[i : i + batch], real[i : i + batch])
-        return time.perf_counter() - start
+        return clock.read()
 
 
 def part_update(args) -> None:
@@ -121,7 +147,7 @@ def part_update(args) -> None:
         tmp = Path(tmp)
         gt, pred = make_data(tmp, args.n, args.size)
         weights = make_weights(tmp / "w", args.protocol)
-        bare = bare_forwards(gt, pred, weights, args.protocol, args.batch)
+        bare, bare_cpu = bare_forwards(gt, pred, weights, args.protocol, args.batch)
         gts, _, masks, preds = _pairs_in_memory(gt, pred)
         to_t = lambda images: torch.stack([torch.from_numpy(i).permute(2, 0, 1) for i in images]).float() / 255  # noqa: E731
         p, g, m = to_t(preds), to_t(gts), torch.from_numpy(np.stack(masks))[:, None]
@@ -130,20 +156,22 @@ def part_update(args) -> None:
                                    ids_pca="none")
         scorer.update(p[:1], g[:1], m[:1], names=["warm-up"])  # warm-up, as for the reference
         scorer.reset()
-        start = time.perf_counter()
+        clock = _Clock()
         for i in range(0, args.n, args.batch):
             scorer.update(p[i : i + args.batch], g[i : i + args.batch], m[i : i + args.batch])
-        took = time.perf_counter() - start
+        took, took_cpu = clock.read()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             scorer.compute()
     print(f"update    N={args.n} size={args.size} protocol={args.protocol} batch={args.batch}")
-    print(f"  bare forwards          {bare:8.2f} s")
-    print(f"  InpaintingMetrics.update {took:6.2f} s   ratio to bare forwards   {took / bare:5.2f}  (target <= 1.05)")
+    print(f"  bare forwards          {bare:8.2f} s wall {bare_cpu:8.2f} s CPU")
+    print(f"  InpaintingMetrics.update {took:6.2f} s wall {took_cpu:8.2f} s CPU   ratio to bare forwards: wall "
+          f"{took / bare:5.2f}, CPU {took_cpu / bare_cpu:5.2f}  (target <= 1.05)")
 
 
-def official_style(gt: Path, pred: Path, weights: dict[str, Path], protocol: str, batch: int) -> float:
-    """Two passes like the official scripts: per-image PSNR/SSIM/LPIPS, then features, sqrtm FID and IDS."""
+def official_style(gt: Path, pred: Path, weights: dict[str, Path], protocol: str, batch: int) -> tuple[float, float]:
+    """``(wall, cpu)`` seconds of two passes like the official scripts: per-image PSNR/SSIM/LPIPS, then features,
+    sqrtm FID and IDS."""
     import scipy.linalg
     import torch
     from PIL import Image
@@ -156,7 +184,7 @@ def official_style(gt: Path, pred: Path, weights: dict[str, Path], protocol: str
     from misato.io import list_images
 
     chosen = get_protocol(protocol)
-    start = time.perf_counter()
+    clock = _Clock()
     lpips_net = build_lpips("alex", backbone_path=weights["alexnet"])
     names = sorted(list_images(pred))
 
@@ -189,12 +217,17 @@ def official_style(gt: Path, pred: Path, weights: dict[str, Path], protocol: str
     if len(names) * 2 > 512:
         x = PCA(512).fit_transform(x)
     LinearSVC(dual=False).fit(x, np.r_[np.ones(len(names)), np.zeros(len(names))])
-    return time.perf_counter() - start
+    return clock.read()
 
 
 def _spread(values: list[float]) -> str:
     """``median [min–max]`` of repeated ratios."""
     return f"{float(np.median(values)):5.2f} [{min(values):.2f}–{max(values):.2f}]"
+
+
+def _ratio_line(label: str, ratios: dict[str, list[float]], key: str, target: str) -> str:
+    """One printed ratio, wall and CPU (``ratios[key]`` and ``ratios[key + "_cpu"]``)."""
+    return f"  {label:40s} wall {_spread(ratios[key])}  CPU {_spread(ratios[key + '_cpu'])}  (target {target})"
 
 
 def _evaluator_settings(tmp: Path, weights: dict[str, Path], args) -> dict:
@@ -217,7 +250,8 @@ def part_pipeline(args) -> None:
 
     from evaluate import evaluate_folder
 
-    ratios: dict[str, list[float]] = {"bare": [], "official": [], "warm": []}
+    ratios: dict[str, list[float]] = {key: [] for key in ("bare", "official", "warm", "bare_cpu", "official_cpu",
+                                                           "warm_cpu")}
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         gt, pred = make_data(tmp, args.n, args.size)
@@ -228,17 +262,20 @@ def part_pipeline(args) -> None:
         for _ in range(args.repeat):
             shutil.rmtree(tmp / "cache", ignore_errors=True)
             bare = bare_forwards(gt, pred, weights, args.protocol, args.batch)
-            cold, _ = _timed(evaluate_folder, pred, gt, **common)
-            warm, _ = _timed(evaluate_folder, pred, gt, **common)
+            cold = _clocked(evaluate_folder, pred, gt, **common)
+            warm = _clocked(evaluate_folder, pred, gt, **common)
             official = official_style(gt, pred, weights, args.protocol, args.batch)
-            ratios["bare"].append(cold / bare), ratios["official"].append(cold / official)
-            ratios["warm"].append(warm / cold)
-            print(f"  run: bare {bare:.2f} s, cold {cold:.2f} s, warm {warm:.2f} s, official {official:.2f} s", flush=True)
+            for suffix, i in (("", 0), ("_cpu", 1)):
+                ratios["bare" + suffix].append(cold[i] / bare[i])
+                ratios["official" + suffix].append(cold[i] / official[i])
+                ratios["warm" + suffix].append(warm[i] / cold[i])
+            print(f"  run (wall/CPU s): bare {bare[0]:.2f}/{bare[1]:.2f}, cold {cold[0]:.2f}/{cold[1]:.2f}, warm "
+                  f"{warm[0]:.2f}/{warm[1]:.2f}, official {official[0]:.2f}/{official[1]:.2f}", flush=True)
     print(f"pipeline  N={args.n} size={args.size} protocol={args.protocol} batch={args.batch} workers={args.workers} "
           f"repeats={args.repeat}: median [min–max]")
-    print(f"  evaluator (cold) / bare forwards        {_spread(ratios['bare'])}  (target <= 1.0)")
-    print(f"  evaluator (cold) / official-style 2-pass {_spread(ratios['official'])}  (target <= 0.75)")
-    print(f"  evaluator (GT cached) / cold            {_spread(ratios['warm'])}  (target <= 0.75)")
+    print(_ratio_line("evaluator (cold) / bare forwards", ratios, "bare", "<= 1.0"))
+    print(_ratio_line("evaluator (cold) / official-style 2-pass", ratios, "official", "<= 0.75"))
+    print(_ratio_line("evaluator (GT cached) / cold", ratios, "warm", "<= 0.75"))
 
 
 def part_cache(args) -> None:
@@ -247,7 +284,7 @@ def part_cache(args) -> None:
 
     from evaluate import evaluate_folder
 
-    ratios = []
+    ratios: dict[str, list[float]] = {"warm": [], "warm_cpu": []}
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         gt, pred = make_data(tmp, args.n, args.size)
@@ -255,12 +292,13 @@ def part_cache(args) -> None:
         common = _evaluator_settings(tmp, weights, args)
         for _ in range(args.repeat):
             shutil.rmtree(tmp / "cache", ignore_errors=True)
-            cold, _ = _timed(evaluate_folder, pred, gt, **common)
-            warm, _ = _timed(evaluate_folder, pred, gt, **common)
-            ratios.append(warm / cold)
-            print(f"  run: cold {cold:.2f} s, warm {warm:.2f} s", flush=True)
+            cold = _clocked(evaluate_folder, pred, gt, **common)
+            warm = _clocked(evaluate_folder, pred, gt, **common)
+            ratios["warm"].append(warm[0] / cold[0]), ratios["warm_cpu"].append(warm[1] / cold[1])
+            print(f"  run (wall/CPU s): cold {cold[0]:.2f}/{cold[1]:.2f}, warm {warm[0]:.2f}/{warm[1]:.2f}", flush=True)
     print(f"cache     N={args.n} size={args.size} protocol={args.protocol} batch={args.batch} workers={args.workers} "
-          f"repeats={args.repeat}: evaluator (GT cached) / cold {_spread(ratios)}  (target <= 0.75)")
+          f"repeats={args.repeat}: median [min–max]")
+    print(_ratio_line("evaluator (GT cached) / cold", ratios, "warm", "<= 0.75"))
 
 
 def part_frechet(args) -> None:

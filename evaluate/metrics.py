@@ -148,12 +148,6 @@ def build_networks(protocol, metrics, inception_weights=None, alexnet_weights=No
     return extractor, lpips_net
 
 
-def _to_unit(tensors: list[Tensor], device: str) -> Tensor:
-    """Stack ``uint8 [3, H, W]`` tensors → float32 ``[N, 3, H, W]`` in [0, 1], channels-last in memory."""
-    batch = torch.stack(tensors).to(device=device, dtype=torch.float32).div_(255.0)
-    return batch.contiguous(memory_format=torch.channels_last)
-
-
 class InpaintingMetrics:
     """Accumulates per-image metrics and features over batches; :meth:`compute` gives what ``evaluate_folder``
     writes (rows sorted by name + the summary dictionary).
@@ -273,9 +267,9 @@ class InpaintingMetrics:
             key = pair.size if batched and min(pair.size) >= LPIPS_BATCH_MIN_SIDE else index
             groups.setdefault(key, []).append(pair)
         for group in groups.values():
-            merged = _to_unit([p.composite for p in group], self.device)
-            gt = _to_unit([p.gt for p in group], self.device)
-            for pair, value in zip(group, self.lpips_net(merged, gt).tolist()):
+            merged = torch.stack([p.composite for p in group]).to(self.device)
+            gt = torch.stack([p.gt for p in group]).to(self.device)
+            for pair, value in zip(group, self.lpips_net.distance_uint8(merged, gt).tolist()):
                 pair.row["lpips"] = float(value)
 
     def _clip(self, pairs: list[PreparedPair]) -> None:

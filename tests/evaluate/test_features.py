@@ -253,6 +253,38 @@ def test_lpips_builder_equals_lpips_configured_by_hand(random_files):
     assert torch.equal(ours(x, x), torch.zeros(3))
 
 
+@pytest.mark.filterwarnings("ignore:.*(pretrained|weight enum).*:UserWarning")  # lpips' torchvision call
+@pytest.mark.parametrize("net,height,width", [("alex", 64, 96), ("alex", 300, 257), ("vgg", 48, 40)])
+def test_the_evaluators_uint8_route_equals_the_lpips_package(random_files, tmp_path, net, height, width):
+    """``distance_uint8`` (one trunk batch for both sides, in-place head) against ``lpips.LPIPS`` itself."""
+    import lpips
+    from torchvision.models import alexnet, vgg16
+
+    torch.manual_seed(0)
+    trunk = (alexnet if net == "alex" else vgg16)().features.state_dict()
+    torch.save({f"features.{k}": v for k, v in trunk.items()}, tmp_path / "trunk.pth")
+    reference = lpips.LPIPS(net=net, pnet_rand=True, verbose=False)
+    for slice_ in reference.net.children():
+        for index, layer in slice_.named_children():
+            for kind, tensor in layer.named_parameters():
+                tensor.data.copy_(trunk[f"{index}.{kind}"])
+    lin = {k: v for k, v in reference.state_dict().items() if k.startswith("lin")}
+    ours = build_lpips(net, backbone_path=tmp_path / "trunk.pth")
+    for k, v in lin.items():  # the wheel's linear layers, as the builder loads them by default
+        assert torch.equal(ours.model.state_dict()[k], v)
+    generator = torch.Generator().manual_seed(1)
+    x = torch.randint(0, 256, (3, 3, height, width), dtype=torch.uint8, generator=generator)
+    y = (x.int() + torch.randint(-40, 41, x.shape, generator=generator)).clamp(0, 255).to(torch.uint8)
+    with torch.no_grad():
+        expected = reference(x.float() / 255 * 2 - 1, y.float() / 255 * 2 - 1).flatten()
+        got = ours.distance_uint8(x, y)
+    assert got.shape == (3,) and got.dtype == torch.float32 and (expected > 0).all()
+    torch.testing.assert_close(got, expected, rtol=1e-6, atol=1e-7)
+    assert torch.equal(ours.distance_uint8(x, x), torch.zeros(3))
+    with pytest.raises(ValueError, match="uint8"):
+        ours.distance_uint8(x.float(), y.float())
+
+
 def test_lpips_uses_the_wheel_linear_layers_by_default(random_files):
     ours = build_lpips("alex", backbone_path=random_files["alexnet"])
     from misato.weights import LPIPS_ALEX_LIN

@@ -93,6 +93,35 @@ def test_grad_matches_two_gradient_route(pair):
     assert grad_error(pred, gt, soft) == pytest.approx(_grad_by_hand(pred, gt, soft), rel=1e-12)
 
 
+def _grad_whole_image(pred, gt, mask_u8):
+    """The Grad route filtering the whole image (what grad_error's bounding box must reproduce bit for bit)."""
+    edges = cv2.Canny(mask_u8, 100, 200) > 0
+    difference = (pred.astype(np.float64) - gt.astype(np.float64)) * (mask_u8.astype(np.float64)[..., None] / 255.0)
+    values = []
+    for c in range(3):
+        dx = cv2.Sobel(difference[..., c], cv2.CV_64F, 1, 0, ksize=3)
+        dy = cv2.Sobel(difference[..., c], cv2.CV_64F, 0, 1, ksize=3)
+        values.append(float(np.hypot(dx, dy)[edges].mean()))
+    return float(np.mean(values))
+
+
+def test_grad_on_the_boundary_box_equals_the_whole_image_bit_for_bit():
+    rng = np.random.default_rng(11)
+    masks = []
+    for height, width in ((37, 53), (64, 64), (129, 97)):
+        touching = np.zeros((height, width), np.uint8)
+        touching[: height // 2, width // 3 :] = 255  # a box against the top and right edges
+        corner = np.zeros((height, width), np.uint8)
+        corner[-5:, :4] = 255
+        speckle = (rng.random((height, width)) < 0.3).astype(np.uint8) * 255  # boundary everywhere
+        masks += [touching, corner, speckle, cv2.GaussianBlur(touching, (7, 7), 0),
+                  box_mask(rng, min(height, width)).astype(np.uint8) * 255]
+    for mask in masks:
+        gt = smooth_image(rng, max(mask.shape))[: mask.shape[0], : mask.shape[1]]
+        pred = rng.integers(0, 256, gt.shape, dtype=np.uint8)
+        assert grad_error(pred, gt, mask) == _grad_whole_image(pred, gt, mask) > 0
+
+
 def test_grad_zero_cases(pair):
     pred, gt, mask = pair
     assert grad_error(gt, gt, mask.astype(np.uint8) * 255) == 0.0

@@ -106,11 +106,12 @@ def test_batched_lpips_at_256_px_equals_one_pair_per_forward_bit_for_bit(weights
             scorer.update(preds[part], gts[part], masks[part], names=names[part])
         values[batch] = [row["lpips"] for row in scorer.compute().rows]
     single = build_lpips("alex", backbone_path=weights["alexnet"])
-    merged = torch.where(masks[:, None], preds, gts).float().div(255).contiguous(memory_format=torch.channels_last)
-    unit_gts = gts.float().div(255).contiguous(memory_format=torch.channels_last)
+    merged = torch.where(masks[:, None], preds, gts)
     with torch.inference_mode():
-        alone = [float(single(merged[i : i + 1], unit_gts[i : i + 1])[0]) for i in range(7)]
+        alone = [float(single.distance_uint8(merged[i : i + 1], gts[i : i + 1])[0]) for i in range(7)]
+        package = single(merged.float().div(255), gts.float().div(255))
     assert values[1] == values[2] == values[3] == values[7] == alone
+    np.testing.assert_allclose(alone, package.numpy(), rtol=1e-6, atol=1e-7)  # the lpips package's own route
 
 
 def test_masks_and_floats_are_read_the_one_way():
