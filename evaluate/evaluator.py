@@ -435,6 +435,7 @@ def evaluate_folder(
         collate_fn=_as_list,
         worker_init_fn=_worker_init if workers else None,
         persistent_workers=False,
+        generator=torch.Generator(),  # its own: iterating a loader draws a seed, never from the caller's stream
     )
     batches_done = 0
     with tqdm(total=len(job.names), desc="evaluate", unit="img", disable=not progress) as bar:
@@ -490,7 +491,8 @@ def folder_features(folder: str | os.PathLike, extractor, protocol: Protocol, ba
     paths = [path for _, path in sorted(list_images(folder).items())]
     loader = torch.utils.data.DataLoader(_ImageDataset(paths, protocol.preprocess), batch_size=batch_size,
                                          num_workers=workers, collate_fn=_as_list,
-                                         worker_init_fn=_worker_init if workers else None)
+                                         worker_init_fn=_worker_init if workers else None,
+                                         generator=torch.Generator())  # off the caller's random stream
     chunks = []
     with torch.inference_mode(), tqdm(total=len(paths), desc=f"features {Path(folder).name}", unit="img",
                                       disable=not progress) as bar:

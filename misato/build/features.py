@@ -367,6 +367,7 @@ def extract_features(
             batch_sampler=todo,
             num_workers=num_workers,
             collate_fn=_collate,
+            generator=torch.Generator(),  # iterating draws a seed: not from the caller's random stream
         )
         bar = tqdm(total=sum(map(len, todo)), desc=description, unit="img", disable=not progress or rank != 0)
         with bar, cache if cache is not None else contextlib.nullcontext():  # flushed even when interrupted

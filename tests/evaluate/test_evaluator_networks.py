@@ -152,3 +152,19 @@ def test_two_gloo_processes_match_one(data, weights, tmp_path):
     assert summary["n"] == 6
     for metric, value in single.summary["metrics"].items():
         assert summary["metrics"][metric] == value, metric
+
+
+def _global_state():
+    return (torch.random.get_rng_state(), torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32,
+            torch.get_num_threads(), torch.distributed.is_initialized())
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+def test_evaluate_folder_leaves_the_callers_global_state_alone(data, weights, tmp_path, workers, capsys):
+    torch.manual_seed(11)
+    before = _global_state()
+    _run(data, weights, tmp_path, workers=workers, batch_size=4)
+    after = _global_state()
+    assert torch.equal(after[0], before[0]), "torch's global random stream moved"
+    assert after[1:] == before[1:]
+    assert capsys.readouterr().out == ""  # warnings and the progress bar only, never prints

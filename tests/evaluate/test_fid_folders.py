@@ -123,3 +123,10 @@ def test_bad_fid_inputs_are_exit_2_before_any_network_loads(tmp_path, capsys):
         err = capsys.readouterr().err
         assert message in err and err.count("\n") == 1, (args, err)
     assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before
+
+
+def test_fid_folders_leaves_torchs_global_random_stream_alone(folders, inception):
+    torch.manual_seed(5)
+    before = torch.random.get_rng_state()
+    fid_folders(*folders, inception_weights=inception, progress=False, workers=1)
+    assert torch.equal(torch.random.get_rng_state(), before)
