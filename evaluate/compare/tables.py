@@ -15,7 +15,7 @@ import numpy as np
 
 from evaluate import schema
 from evaluate.compare.loading import Run
-from evaluate.metric_info import ALL_METRICS, METRICS
+from evaluate.metric_info import ALL_METRICS, IDS_MIN_SAMPLES, METRICS
 from evaluate.stats import Interval, PairedTest, bootstrap_means, paired_tests, percentile_interval
 from misato.errors import MisatoError
 from misato.io import pair_by_stem
@@ -25,8 +25,6 @@ from results.tables import join_reported
 CONFIDENCE = 0.95
 DEFAULT_BOOTSTRAP = 1000
 """Bootstrap resamples when none are asked for."""
-IDS_RELIABLE_N = 5 * 2048
-"""Below this many images per set (5 × the 2048 feature dimensions), training-set U-IDS/P-IDS are optimistic."""
 
 
 def _common_metrics(runs: Sequence[Run]) -> tuple[tuple[str, ...], list[str]]:
@@ -196,13 +194,13 @@ def _paired_tests(
 def _ids_note(runs: Sequence[Run], metrics: Sequence[str]) -> list[str]:
     if not {"uids", "pids"} & set(metrics):
         return []
-    small = [run for run in runs if run.n < IDS_RELIABLE_N]
+    small = [run for run in runs if 2 * run.n < IDS_MIN_SAMPLES]
     if not small:
         return []
     listing = ", ".join(f"{run.label}: {run.n}" for run in small)
     return [
-        f"U-IDS/P-IDS are scores of an SVM on the data it was fitted on: with fewer than {IDS_RELIABLE_N} images "
-        f"per set ({listing}) they are optimistic; compare them only between runs with the same N"
+        f"U-IDS/P-IDS are scores of an SVM on the data it was fitted on: with fewer than {IDS_MIN_SAMPLES} samples "
+        f"(2 × N images; N here: {listing}) they are optimistic; compare them only between runs with the same N"
     ]
 
 

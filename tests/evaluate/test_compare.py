@@ -338,7 +338,7 @@ def test_notes_for_partial_metrics_summary_mismatch_and_small_ids(tmp_path):
     text = " | ".join(table.notes)
     assert "left out metric(s) not computed for every run: ssim" in text
     assert "b: summary psnr = 99 but the mean of per_image.csv is 5.5" in text
-    assert "fewer than 10240 images per set (a: 12, b: 12)" in text
+    assert "fewer than 10240 samples (2 × N images; N here: a: 12, b: 12)" in text
 
 
 # ---------------------------------------------------------------------------------------------------------------
