@@ -34,7 +34,7 @@ COMMAND_MODULES = (
     "misato.cli_plot",
     "misato.cli_train",
 )
-EVALUATE_COMMANDS = frozenset({"evaluate", "fid", "compare", "demo", "tables", "reproduce", "plot"})
+EVALUATE_COMMANDS = frozenset({"evaluate", "fid", "compare", "demo", "tables", "reproduce", "plot", "grid", "train"})
 """Subcommands that import the ``evaluate`` package: refused up front when Hugging Face's is installed."""
 
 

@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from misato.cli_choices import PROTOCOL_CHOICES
 from misato.outputs import OutputPolicy, declare_paths
 
 SAMPLE_IMAGES = (
@@ -44,7 +45,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--size", type=int, default=256, help="image side in pixels")
     parser.add_argument("--mask-preset", default="lama-medium-256", help="mask preset (see `misato masks --help`)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--protocol", default="asuka", choices=["asuka", "comod"])
+    parser.add_argument("--protocol", default="asuka", choices=PROTOCOL_CHOICES)
     parser.add_argument("--weights-dir", help="folder searched first for weight files")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing demo folder")
     parser.set_defaults(handler=_demo_command)

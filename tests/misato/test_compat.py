@@ -67,13 +67,15 @@ def _run_misato(args: list[str], pythonpath: list[Path], cwd: Path) -> subproces
 
 
 @pytest.mark.parametrize("order", ["ours first", "hf first", "hf broken"])
-@pytest.mark.parametrize("command", ["compare", "demo", "evaluate"])
+@pytest.mark.parametrize("command", ["compare", "demo", "evaluate", "grid", "train"])
 def test_every_evaluate_subcommand_reports_the_clash_in_one_line(hf_site, tmp_path, order, command):
     """Hugging Face's `evaluate` installed: exit 2 with the one-line message, whichever package Python finds first."""
     arguments = {
         "compare": ["compare", str(tmp_path / "run"), "--out", "-"],
         "demo": ["demo", "--out", str(tmp_path / "demo")],
         "evaluate": ["evaluate", "--pred", str(tmp_path), "--gt", str(tmp_path), "--out", str(tmp_path / "o")],
+        "grid": ["grid", "--data", str(tmp_path), "--runs", str(tmp_path), "--out", str(tmp_path / "o" / "g.png")],
+        "train": ["train", "decoder", "--out", str(tmp_path / "o")],
     }[command]
     site = hf_site
     if order == "hf broken":  # HF's package failing on a dependency of its own
