@@ -207,6 +207,8 @@ def _breakdown(rows, key, metrics, real, fake, with_fid: bool) -> dict[str, dict
 
 EVALUATOR_PACKAGES = ("torch", "torchvision", "numpy", "scipy", "scikit-learn", "scikit-image", "lpips", "pillow")
 """Packages whose versions ``summary.json`` records besides the base ones (:mod:`misato.provenance`)."""
+CLIP_PACKAGES = ("open-clip-torch",)
+"""Recorded too when the CLIP score is computed (its network is built by open_clip)."""
 
 
 def summarise(rows, real, fake, metrics, protocol: Protocol, ids_pca, sizes, weights, method,
@@ -252,7 +254,8 @@ def summarise(rows, real, fake, metrics, protocol: Protocol, ids_pca, sizes, wei
         "image_sizes": sorted([height, width] for height, width in sizes),
         SUMMARY_SOFT_MASKS: soft_masks,
         SUMMARY_MASKS_WITHOUT_HOLE: sum(row["mask_ratio"] == 0.0 for row in rows),
-        "provenance": provenance(EVALUATOR_PACKAGES, protocol=protocol.name, weights=weights),
+        "provenance": provenance(EVALUATOR_PACKAGES + (CLIP_PACKAGES if "clip" in metrics else ()),
+                                 protocol=protocol.name, weights=weights),
         "by_domain": _breakdown(rows, lambda r: r["domain"], metrics, real, fake, with_fid=True),
         "by_mask_ratio": _breakdown(rows, lambda r: mask_ratio_bin(r["mask_ratio"]), metrics, real, fake, with_fid=False),
         **extra,

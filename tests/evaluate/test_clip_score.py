@@ -224,5 +224,9 @@ def test_clip_is_an_optional_evaluator_metric_equal_to_the_scorer(tiny, tmp_path
     np.testing.assert_allclose([row["clip"] for row in result.rows], expected, rtol=1e-6)
     assert result.summary["metrics"]["clip"] == pytest.approx(float(np.mean(expected)), rel=1e-9)
     assert result.summary["weights"]["clip-vit-l-14-openai"] == scorer.weights["clip-vit-l-14-openai"]
+    from importlib.metadata import version
+    assert result.summary["provenance"]["packages"]["open-clip-torch"] == version("open-clip-torch")
+    without = evaluate_folder(pred, gt, None, metrics="psnr", progress=False)
+    assert "open-clip-torch" not in without.summary["provenance"]["packages"]
     assert main(["evaluate", "--pred", str(pred), "--gt", str(gt), "--out", str(tmp_path / "cli"),
                  "--metrics", "clip", "--clip-weights", str(path)]) == 0
