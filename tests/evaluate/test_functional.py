@@ -196,3 +196,39 @@ def test_ids_pca_too_large_for_n():
     real = np.zeros((10, 64))
     with pytest.raises(MisatoError, match="--ids-pca"):
         inception_discriminative_scores(real, real, pca_dim=20)
+
+
+def test_batched_wrappers_equal_the_per_image_metrics_for_every_input_form():
+    """psnr_batch / ssim_batch / grad_batch / mask_ratio_batch / composite_batch on NCHW tensors: uint8 images
+    equal the per-image float64 code on the same arrays; float images in [0, 1] are the same numbers after
+    round(x·255); bool, uint8 (255 = hole) and float masks agree; a wrong shape is a MisatoError."""
+    import torch
+
+    from evaluate.functional import composite_batch, grad_batch, mask_ratio_batch, psnr_batch, ssim_batch
+
+    rng = np.random.default_rng(8)
+    gts = [smooth_image(rng, 32) for _ in range(3)]
+    preds = [np.clip(g.astype(int) + rng.integers(-40, 41, g.shape), 0, 255).astype(np.uint8) for g in gts]
+    holes = [box_mask(rng, 32) for _ in range(3)]
+    merged = [composite(p, g, m.astype(np.uint8) * 255) for p, g, m in zip(preds, gts, holes)]
+    expected = {
+        "psnr": [psnr(c, g) for c, g in zip(merged, gts)],
+        "ssim": [ssim(c, g) for c, g in zip(merged, gts)],
+        "grad": [grad_error(p, g, m.astype(np.uint8) * 255) for p, g, m in zip(preds, gts, holes)],
+    }
+    nchw = lambda images: torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2)  # noqa: E731
+    hole_bool = torch.from_numpy(np.stack(holes))[:, None]
+    forms = [(nchw(preds), nchw(gts), hole_bool),
+             (nchw(preds).float() / 255, nchw(gts).float() / 255, hole_bool.to(torch.uint8) * 255),
+             (nchw(preds), nchw(gts), hole_bool.float())]
+    for pred, gt, mask in forms:
+        np.testing.assert_array_equal(psnr_batch(pred, gt, mask), expected["psnr"])
+        np.testing.assert_array_equal(ssim_batch(pred, gt, mask), expected["ssim"])
+        np.testing.assert_array_equal(grad_batch(pred, gt, mask), expected["grad"])
+        np.testing.assert_array_equal(mask_ratio_batch(mask), [mask_ratio(m) for m in holes])
+        assert torch.equal(composite_batch(pred, gt, mask), nchw(merged))
+    np.testing.assert_array_equal(psnr_batch(nchw(preds), nchw(gts)), [psnr(p, g) for p, g in zip(preds, gts)])
+    with pytest.raises(MisatoError, match=r"pred: expected an \[N, 3, H, W\] tensor"):
+        psnr_batch(nchw(preds)[:, :2], nchw(gts), hole_bool)
+    with pytest.raises(MisatoError, match="must agree in N, H and W"):
+        psnr_batch(nchw(preds), nchw(gts), hole_bool[:2])
