@@ -543,13 +543,9 @@ def save_statistics(path: str | os.PathLike, features: np.ndarray, protocol: Pro
     atomic_write_bytes(path, buffer.getvalue())
 
 
-def load_statistics(path: str | os.PathLike, protocol: Protocol, weights_sha256: str | None) -> dict[str, Any]:
-    """Read a file of :func:`save_statistics`; refuse one of another protocol or other feature weights.
-
-    Args:
-        weights_sha256: the feature weights in use for the other side (None: both sides are files; then the
-            two files must agree with each other, checked by the caller).
-    """
+def load_statistics(path: str | os.PathLike, protocol: Protocol) -> dict[str, Any]:
+    """Read a file of :func:`save_statistics` (``mu``, ``sigma``, ``n``, ``weights_sha256``); refuse one of another
+    protocol. Whether its feature weights are the ones in use is the caller's check."""
     path = Path(path)
     try:
         with np.load(path, allow_pickle=False) as data:
@@ -561,9 +557,6 @@ def load_statistics(path: str | os.PathLike, protocol: Protocol, weights_sha256:
     if str(stats["protocol"]) != protocol.name:
         raise MisatoError(f"{path}: statistics of protocol {str(stats['protocol'])!r}, not {protocol.name!r}; "
                           f"pass --protocol {str(stats['protocol'])} or recompute them")
-    if weights_sha256 is not None and str(stats["weights_sha256"]) != weights_sha256:
-        raise MisatoError(f"{path}: statistics made with feature weights sha256 {str(stats['weights_sha256'])[:16]}…, "
-                          f"not the {weights_sha256[:16]}… in use; recompute them with these weights")
     return {"mu": stats["mu"], "sigma": stats["sigma"], "n": int(stats["n"]),
             "weights_sha256": str(stats["weights_sha256"])}
 
@@ -613,6 +606,7 @@ def fid_folders(
         check_output_location(save_stats, sides)
         if Path(save_stats).exists():
             raise MisatoError(f"--save-stats {save_stats} exists; choose another file (nothing is overwritten)")
+    loaded = {side: load_statistics(side, chosen) for side, stats_file in zip(sides, is_stats) if stats_file}
     extractor, sha = None, None
     if not all(is_stats):
         if device.startswith("cuda") and not torch.cuda.is_available():
@@ -623,7 +617,11 @@ def fid_folders(
     statistics = []
     for side, stats_file in zip(sides, is_stats):
         if stats_file:
-            statistics.append(load_statistics(side, chosen, sha))
+            if sha is not None and loaded[side]["weights_sha256"] != sha:
+                raise MisatoError(f"{side}: statistics made with feature weights sha256 "
+                                  f"{loaded[side]['weights_sha256'][:16]}…, not the {sha[:16]}… in use; recompute "
+                                  "them with these weights")
+            statistics.append(loaded[side])
             continue
         with float32_matmul():
             features = folder_features(side, extractor, chosen, batch_size, workers, progress)

@@ -68,6 +68,8 @@ def test_statistics_of_another_protocol_or_other_weights_are_refused(folders, in
     fid_folders(a, save_stats=tmp_path / "a.npz", inception_weights=inception, progress=False)
     with pytest.raises(MisatoError, match="protocol 'asuka', not 'comod'"):
         fid_folders(tmp_path / "a.npz", tmp_path / "a.npz", protocol="comod")
+    with pytest.raises(MisatoError, match="protocol 'asuka', not 'comod'"):  # before looking for comod's weights
+        fid_folders(tmp_path / "a.npz", a, protocol="comod", weights_dir=tmp_path / "no-weights-here")
     other = save_random_official_weights("inception-v3-imagenet", tmp_path / "other.pth", seed=2)
     with pytest.raises(MisatoError, match="feature weights"):
         fid_folders(tmp_path / "a.npz", a, inception_weights=other, progress=False)
