@@ -89,7 +89,7 @@ def weights_fetch(args: argparse.Namespace) -> int:
             print(f"{entry.name:24} skipped   no digest published: download {entry.url} yourself")
             continue
         else:
-            result = weights.download(entry, target / entry.filename)
+            result = weights.download(entry, target / entry.filename, args.weights_dir)
         print(f"{entry.name:24} {result.origin:9} {result.path}  sha256 {result.sha256[:16]}")
     return 0
 

@@ -217,8 +217,16 @@ class _Tee:
         return block
 
 
-def download(entry: WeightEntry, destination: Path, timeout: float = 15.0) -> ResolvedWeights:
+def download(
+    entry: WeightEntry,
+    destination: Path,
+    weights_dir: str | os.PathLike | None = None,
+    timeout: float = 15.0,
+) -> ResolvedWeights:
     """Download the official file to ``destination`` (atomically), verifying its published digest.
+
+    ``weights_dir`` is the folder the caller searched first (``--weights-dir``); when the file cannot be
+    downloaded, the message lists it with the other folders searched (``search_dirs``) as where to put it.
 
     Raises:
         MisatoError: offline (``MISATO_OFFLINE`` / ``HF_HUB_OFFLINE``: no network attempt at all), the download
@@ -226,9 +234,9 @@ def download(entry: WeightEntry, destination: Path, timeout: float = 15.0) -> Re
         or confirmation page: such files are fetched by the user).
     """
     if is_offline():
-        raise MisatoError(_missing_message(entry, destination.parent, "downloads are off (offline)"))
+        raise MisatoError(_missing_message(entry, weights_dir, "downloads are off (offline)"))
     if entry.digest_kind == "none published":
-        raise MisatoError(_missing_message(entry, destination.parent, "no digest is published for it, so it is "
+        raise MisatoError(_missing_message(entry, weights_dir, "no digest is published for it, so it is "
                                            "never downloaded automatically"))
     destination.parent.mkdir(parents=True, exist_ok=True)
     temporary = destination.with_name(f".{destination.name}.part")
@@ -237,7 +245,7 @@ def download(entry: WeightEntry, destination: Path, timeout: float = 15.0) -> Re
             digest = stream_sha256(_Tee(response, out))[0]
     except (urllib.error.URLError, OSError) as error:
         temporary.unlink(missing_ok=True)
-        raise MisatoError(_missing_message(entry, destination.parent, f"the download failed ({error})")) from None
+        raise MisatoError(_missing_message(entry, weights_dir, f"the download failed ({error})")) from None
     if not _matches(entry, digest, temporary):
         temporary.unlink(missing_ok=True)
         raise MisatoError(f"downloaded {entry.url} but its digest is not the expected one (sha256 {digest[:16]}…)")
@@ -268,7 +276,7 @@ def resolve(
         return local
     if not allow_download or is_offline():
         raise MisatoError(_missing_message(entry, weights_dir, "downloads are off (offline)"))
-    return download(entry, torch_hub_checkpoints() / entry.filename)
+    return download(entry, torch_hub_checkpoints() / entry.filename, weights_dir)
 
 
 # --- the entries ----------------------------------------------------------------------------------------------

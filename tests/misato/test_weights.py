@@ -165,3 +165,21 @@ def test_md5_only_entries_are_checked_and_unverifiable_files_never_downloaded(tm
     assert main(["weights", "fetch"]) == 2  # names or --all: never every multi-GB file by accident
 
 
+
+
+def test_a_file_that_cannot_be_downloaded_is_asked_for_in_the_folders_searched(tmp_path, monkeypatch):
+    """The no-digest and failed-download routes list $MISATO_WEIGHTS_DIR (or --weights-dir) as where to put it,
+    not the torch-hub folder a download would have written to."""
+    unverifiable = weights.WeightEntry("none-probe", "none.pt", "file:///nowhere/none.pt", "", "probe", "none")
+    monkeypatch.setitem(weights.REGISTRY, unverifiable.name, unverifiable)
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    for name in weights.OFFLINE_ENVS:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv(weights.WEIGHTS_DIR_ENV, str(tmp_path / "env-weights"))
+    with pytest.raises(MisatoError, match="never downloaded") as from_env:
+        weights.resolve("none-probe")
+    assert str(tmp_path / "env-weights") in str(from_env.value)
+    with pytest.raises(MisatoError, match="never downloaded") as from_flag:
+        weights.resolve("none-probe", weights_dir=tmp_path / "flag-weights")
+    assert str(tmp_path / "flag-weights") in str(from_flag.value)
+    assert str(tmp_path / "env-weights") not in str(from_flag.value)
