@@ -170,8 +170,10 @@ class MethodSpec:
 
     def status(self) -> dict[str, Any]:
         """Whether the method is ready here (its weights found where the registry looks), as ``misato methods``
-        reports it: ``method``, ``description``, ``flags``, ``weights`` (file names), ``gpu_advised``, ``ready``,
-        ``found`` (paths), ``problem`` (a found file failing its hash check)."""
+        reports it: ``method``, ``description``, ``flags``, ``weights`` (file names), ``model_folder`` (True when
+        the weights come only from a ``--model`` folder, which the listing cannot check), ``gpu_advised``,
+        ``ready`` (every registry file found; vacuous for a ``model_folder`` method), ``found`` (paths),
+        ``problem`` (a found file failing its hash check)."""
         from misato.weights import find_local, get_entry
 
         entries = [get_entry(name) for name in self.weights]
@@ -191,6 +193,7 @@ class MethodSpec:
             "description": self.description,
             "flags": [option.flag for option in self.options],
             "weights": [entry.filename for entry in entries],
+            "model_folder": not entries and self.option("model") is not None,
             "gpu_advised": self.gpu_advised,
             "ready": ready,
             "found": where,
@@ -308,10 +311,15 @@ def get_spec(name: str) -> MethodSpec:
 def create_method(name: str, **options: Any) -> InpaintingMethod:
     """Instantiate method ``name`` (see :func:`get_spec`) with adapter-specific keyword ``options``.
 
+    A ``device`` option is checked first, so an unusable ``--device`` is refused before any weights are looked
+    for or loaded.
+
     Raises:
-        MisatoError: unknown method, or the factory did not return an :class:`InpaintingMethod`.
+        MisatoError: unknown method, unusable device, or the factory did not return an :class:`InpaintingMethod`.
     """
     spec = get_spec(name)
+    if options.get("device") is not None:
+        check_device(str(options["device"]))
     method = spec.factory(**options)
     if not isinstance(method, InpaintingMethod):
         raise MisatoError(f"method {name!r}: its factory returned {type(method).__name__}, "

@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from baselines.base import DEVICE_OPTION, WEIGHTS_OPTION, InpaintingMethod, MethodOption, register_method
+from baselines.base import DEVICE_OPTION, WEIGHTS_OPTION, InpaintingMethod, MethodOption, check_device, register_method
 from baselines.signed_io import paste_back, signed_inputs
 from misato.errors import MisatoError
 from misato.io import binarize_mask
@@ -62,10 +62,10 @@ class CoModInpaint(InpaintingMethod):
                               "checkpoints carry no constant noise maps)")
         if not 0 <= float(truncation) <= 1:
             raise MisatoError(f"--truncation {truncation}: must be in [0, 1] (1 = no truncation)")
+        self.device = check_device(device)
         self.weights = resolve(WEIGHTS_ENTRY, path=weights)
         self.noise_mode = noise_mode
         self.truncation = float(truncation)
-        self.device = torch.device(device)
         self.generator = load_generator(self.weights.path, device=str(self.device))
         self.resolution = self.generator.config.resolution
         self.w_avg = None

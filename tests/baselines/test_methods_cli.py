@@ -186,6 +186,8 @@ def test_methods_lists_needs_and_readiness(tmp_path, monkeypatch, capsys):
     assert rows["telea"]["ready"] and rows["telea"]["weights"] == [] and rows["telea"]["flags"] == ["--radius"]
     assert rows["sd"]["gpu_advised"] and not rows["telea"]["gpu_advised"]
     assert not rows["lama"]["ready"]
+    assert rows["sd"]["model_folder"] and rows["asuka"]["model_folder"] and not rows["telea"]["model_folder"]
+    assert not rows["asuka-flux"]["model_folder"]  # its released files are registry entries, checked as such
     (tmp_path / "big-lama.pt").write_bytes(b"x")  # found where the registry looks, but not IOPaint's md5
     (tmp_path / "maefar_places2.ckpt").write_bytes(b"x")  # no digest published: used as found
     assert main(["methods"]) == 0
@@ -194,3 +196,20 @@ def test_methods_lists_needs_and_readiness(tmp_path, monkeypatch, capsys):
     maefar_row = next(line for line in table.splitlines() if line.startswith("maefar "))
     assert "weights bad" in lama_row and "expected md5 e3aa4aaa15225a33ec84f9f4bc47e500" in table
     assert "ready" in maefar_row and f"found: {tmp_path / 'maefar_places2.ckpt'}" in table
+    sd_row = next(line for line in table.splitlines() if line.startswith("sd "))
+    assert "needs --model" in sd_row and "ready" not in sd_row  # a folder the listing cannot check
+
+
+@pytest.mark.parametrize("name", [name for name, spec in method_specs().items()
+                                  if "device" in {option.name for option in spec.options}])
+def test_an_unusable_device_is_refused_before_any_weights_are_looked_for(name, tmp_path, monkeypatch):
+    """Every method with --device: `--device cuda` on a machine without CUDA is one clear error (it was a torch
+    traceback for comod), given even with no weights anywhere."""
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setenv("MISATO_WEIGHTS_DIR", str(tmp_path / "no-weights"))
+    monkeypatch.setenv("MISATO_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    with pytest.raises(MisatoError, match="--device cuda: no CUDA device is available here"):
+        create_method(name, device="cuda")
