@@ -26,8 +26,11 @@ def methods(args: argparse.Namespace) -> int:
             print(json.dumps(row))
         return 0
     for row in rows:
-        needs = ", ".join(row["weights"]) or "no weight file"
-        state = "ready" if row["ready"] else "weights bad" if row["problem"] else "weights missing"
+        if row["model_folder"]:
+            needs, state = "a --model folder (weights inside)", "needs --model"
+        else:
+            needs = ", ".join(row["weights"]) or "no weight file"
+            state = "ready" if row["ready"] else "weights bad" if row["problem"] else "weights missing"
         gpu = "; GPU advised" if row["gpu_advised"] else ""
         print(f"{row['method']:<14} {state:<16} needs {needs}{gpu}")
         print(f"{'':<14} {row['description']}")
