@@ -110,6 +110,11 @@ TEMPORARY_FILES = "**/.*.tmp"
 (:func:`misato.io.atomic_write_bytes`): ``overwrite`` and ``resume`` delete them."""
 
 
+def _with_article(noun: str) -> str:
+    """``noun`` after "a" or "an" (by its first letter: "an ASUKA model folder", "a run")."""
+    return f"{'an' if noun[:1].lower() in 'aeiou' else 'a'} {noun}"
+
+
 def _owned_paths(out: Path, policy: OutputPolicy) -> list[Path]:
     found = {path for pattern in (*policy.owned, TEMPORARY_FILES) for path in out.glob(pattern)}
     return sorted(found, key=lambda p: len(p.parts), reverse=True)  # deepest first
@@ -154,7 +159,7 @@ def prepare_output(out: str | os.PathLike, policy: OutputPolicy, *, resume: bool
         return None
     marker = next((out / name for name in policy.markers if (out / name).is_file()), None)
     if marker is None:
-        replace = " (--overwrite only replaces a folder a {} wrote)".format(policy.what) if policy.can_overwrite else ""
+        replace = f" (--overwrite only replaces a folder {_with_article(policy.what)} wrote)" if policy.can_overwrite else ""
         raise MisatoError(f"{out} is not empty and holds no {policy.markers[0]}; choose another folder{replace}")
     record = read_record(marker)
     complete = bool(record.get("complete", marker == out / policy.markers[0]))
@@ -172,9 +177,9 @@ def prepare_output(out: str | os.PathLike, policy: OutputPolicy, *, resume: bool
         return PreviousOutput(record, marker, complete)
     options = [option for option, offered in (("--resume to continue or complete it", policy.can_resume),
                                               ("--overwrite to replace it", policy.can_overwrite)) if offered]
-    state = "a complete" if complete else "an unfinished"
+    held = f"{_with_article(policy.what)} recorded as complete" if complete else f"an unfinished {policy.what}"
     advice = f"pass {' or '.join(options)}, or choose another folder" if options else "choose another folder"
-    raise MisatoError(f"{out} is not empty: it holds {state} {policy.what}; {advice}")
+    raise MisatoError(f"{out} is not empty: it holds {held}; {advice}")
 
 
 JOB_POLICIES: dict[str, tuple[str, ...]] = {

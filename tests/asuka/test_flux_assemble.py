@@ -97,7 +97,7 @@ def test_assembly_records_provenance_and_follows_the_output_policy(assembled, tm
     (again / "notes.txt").write_text("mine")
     (again / "transformer" / "stale.bin").write_bytes(b"old")
     assert main([*args, "--out", str(again)]) == 2
-    assert "holds a complete ASUKA-FLUX model folder; pass --overwrite to replace it" in capsys.readouterr().err
+    assert "holds an ASUKA-FLUX model folder recorded as complete; pass --overwrite to replace it" in capsys.readouterr().err
     assert main([*args, "--out", str(again), "--overwrite"]) == 0  # replaces only what an assembly writes
     assert (again / "notes.txt").read_text() == "mine" and not (again / "transformer" / "stale.bin").exists()
     assert json.loads((again / "assembly.json").read_text())["files"] == record["files"]

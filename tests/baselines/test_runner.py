@@ -26,7 +26,7 @@ def test_refuses_to_overwrite_and_resumes(tmp_path):
     data = write_misato_folder(tmp_path / "data", n=3, size=32)
     out = tmp_path / "pred"
     run_method(create_method("telea"), data, out, progress=False)
-    with pytest.raises(MisatoError, match="complete run"):
+    with pytest.raises(MisatoError, match="run recorded as complete"):
         run_method(create_method("telea"), data, out, progress=False)
     first = (out / "0001.png").read_bytes()
     # simulate a kill: incomplete record, one output missing
@@ -112,7 +112,7 @@ def test_a_limited_trial_run_is_extended_with_resume(tmp_path):
     out = tmp_path / "pred"
     trial = run_method(create_method("telea"), data, out, limit=2, progress=False)
     assert trial["complete"] and trial["n_images"] == 2 and sorted(list_images(out)) == ["0000", "0001"]
-    with pytest.raises(MisatoError, match="holds a complete run; pass --resume"):
+    with pytest.raises(MisatoError, match="holds a run recorded as complete; pass --resume"):
         run_method(create_method("telea"), data, out, limit=4, progress=False)
     counting = _Counting(create_method("telea"))
     assert run_method(counting, data, out, limit=4, resume=True, progress=False)["n_images"] == 4

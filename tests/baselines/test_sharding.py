@@ -80,7 +80,7 @@ def test_a_refusal_on_rank_0_stops_both_ranks(tmp_path):
     assert main(["inpaint", "--method", "telea", "--data", str(data), "--out", str(out)]) == 0
     results = run_two_ranks("inpaint", "--method", "telea", "--data", str(data), "--out", str(out))
     assert [r.returncode for r in results] == [2, 2]
-    assert "holds a complete run" in results[0].stderr and "rank 0 stopped" in results[1].stderr
+    assert "holds a run recorded as complete" in results[0].stderr and "rank 0 stopped" in results[1].stderr
 
 
 def test_a_method_failing_on_rank_1_stops_both_and_keeps_rank_0s_outputs(tmp_path):

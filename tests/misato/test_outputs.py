@@ -36,7 +36,7 @@ def test_complete_and_unfinished_jobs(tmp_path):
     out.mkdir()
     (out / "0.png").write_text("")
     (out / "job.json").write_text(json.dumps({"seed": 1}))  # first marker, no flag: complete
-    with pytest.raises(MisatoError, match="holds a complete job; pass --resume to continue or complete it or "
+    with pytest.raises(MisatoError, match="holds a job recorded as complete; pass --resume to continue or complete it or "
                                           "--overwrite to replace it, or choose another folder"):
         prepare_output(out, POLICY)
     previous = prepare_output(out, POLICY, resume=True)
