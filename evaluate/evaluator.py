@@ -423,7 +423,7 @@ def evaluate_folder(
     if pred_dir.exists() and pred_dir.resolve() == gt_image_dir.resolve():
         raise MisatoError(f"the prediction folder {pred_dir} is the ground-truth image folder; point --pred at the outputs")
     predictions = list_images(pred_dir, "prediction")
-    names = pair_by_stem(pairs.images, predictions, "ground-truth images", "prediction")
+    names = pair_by_stem(pairs.images, predictions, "ground-truth image", "prediction")
     out_dir = Path(out) if out is not None else None
     if out_dir is not None:
         check_output_location(out_dir, [pred_dir, gt_image_dir, pairs.masks[names[0]].parent])

@@ -343,14 +343,22 @@ def preview_names(names: Iterable[str], limit: int = 10) -> str:
 
 
 def pair_by_stem(first: Mapping[str, Path], second: Mapping[str, Path], first_what: str, second_what: str) -> list[str]:
-    """Sorted stems present in both mappings; any stem in only one of them is an error that lists them."""
+    """Sorted stems present in both mappings; any stem in only one of them is an error that lists them.
+
+    ``first_what`` / ``second_what`` name one item of each (singular: "ground-truth image", "mask"); the message
+    counts them ("2 masks without a ground-truth image: …").
+    """
     missing = set(first) - set(second)
     extra = set(second) - set(first)
+
+    def counted(names: set, what: str) -> str:
+        return f"{len(names)} {what}{'' if len(names) == 1 else 's'}"
+
     if missing or extra:
         parts = []
         if missing:
-            parts.append(f"{len(missing)} {first_what} without a {second_what}: {preview_names(missing)}")
+            parts.append(f"{counted(missing, first_what)} without a {second_what}: {preview_names(missing)}")
         if extra:
-            parts.append(f"{len(extra)} {second_what} without a {first_what}: {preview_names(extra)}")
+            parts.append(f"{counted(extra, second_what)} without a {first_what}: {preview_names(extra)}")
         raise MisatoError("; ".join(parts))
     return sorted(first)

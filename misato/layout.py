@@ -101,7 +101,7 @@ def open_pairs(gt: str | os.PathLike, mask: str | os.PathLike | None = None) -> 
         mask = gt / "mask"
     images = list_images(image_dir, "ground-truth image")
     masks = masks_by_image_stem(list_images(mask, "mask"), set(images))
-    names = pair_by_stem(images, masks, "ground-truth images", "mask")
+    names = pair_by_stem(images, masks, "ground-truth image", "mask")
     manifest = gt / MANIFEST_NAME if is_root else None
     if manifest is not None and manifest.is_file():
         listed = read_manifest_domains(manifest)

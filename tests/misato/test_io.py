@@ -128,9 +128,10 @@ def test_list_images_errors(tmp_path, rgb):
 
 def test_pair_by_stem_lists_missing_and_extra():
     gt = {"a": None, "b": None, "c": None}
-    pred = {"a": None, "b": None, "z": None}
-    with pytest.raises(MisatoError, match=r"1 ground truth without a prediction: c; 1 prediction without a ground truth: z"):
-        pair_by_stem(gt, pred, "ground truth", "prediction")
+    pred = {"a": None, "b": None, "z": None, "y": None}
+    with pytest.raises(MisatoError, match=r"^1 ground-truth image without a prediction: c; 2 predictions without a "
+                                          r"ground-truth image: y, z$"):
+        pair_by_stem(gt, pred, "ground-truth image", "prediction")
     assert pair_by_stem(gt, dict(gt), "x", "y") == ["a", "b", "c"]
 
 
