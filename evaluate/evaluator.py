@@ -547,18 +547,29 @@ def load_statistics(path: str | os.PathLike, protocol: Protocol) -> dict[str, An
     """Read a file of :func:`save_statistics` (``mu``, ``sigma``, ``n``, ``weights_sha256``); refuse one of another
     protocol. Whether its feature weights are the ones in use is the caller's check."""
     path = Path(path)
+    not_ours = f"{path}: not a statistics file of `misato fid --save-stats`"
     try:
-        with np.load(path, allow_pickle=False) as data:
+        loaded = np.load(path, allow_pickle=False)
+        if not isinstance(loaded, np.lib.npyio.NpzFile):
+            raise MisatoError(f"{not_ours} (it holds a single array, not a .npz archive)")
+        with loaded as data:
             stats = {key: data[key] for key in data.files}
-    except (OSError, ValueError) as error:
-        raise MisatoError(f"{path}: not a statistics file of `misato fid --save-stats` ({error})") from None
+    except OSError as error:
+        raise MisatoError(f"{not_ours} ({error.strerror or error})") from None
+    except (ValueError, EOFError):  # numpy's message advises allow_pickle=True: never pass that on
+        raise MisatoError(f"{not_ours} (it is not a NumPy .npz archive, or it holds pickled objects)") from None
     if str(stats.get("format", "")) != STATS_FORMAT:
-        raise MisatoError(f"{path}: not a statistics file of `misato fid --save-stats` (no {STATS_FORMAT} marker)")
+        raise MisatoError(f"{not_ours} (no {STATS_FORMAT} marker)")
+    missing = [key for key in ("mu", "sigma", "n", "protocol", "weights_sha256") if key not in stats]
+    if missing:
+        raise MisatoError(f"{not_ours} (it lacks {', '.join(missing)}); write it again with --save-stats")
+    mu, sigma = stats["mu"], stats["sigma"]
+    if mu.ndim != 1 or sigma.shape != (mu.size, mu.size) or stats["n"].ndim != 0:
+        raise MisatoError(f"{not_ours} (mu {mu.shape} and sigma {sigma.shape} are not a mean and its covariance)")
     if str(stats["protocol"]) != protocol.name:
         raise MisatoError(f"{path}: statistics of protocol {str(stats['protocol'])!r}, not {protocol.name!r}; "
                           f"pass --protocol {str(stats['protocol'])} or recompute them")
-    return {"mu": stats["mu"], "sigma": stats["sigma"], "n": int(stats["n"]),
-            "weights_sha256": str(stats["weights_sha256"])}
+    return {"mu": mu, "sigma": sigma, "n": int(stats["n"]), "weights_sha256": str(stats["weights_sha256"])}
 
 
 def fid_folders(

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import torch
 
-from evaluate.evaluator import fid_folders
+from evaluate.evaluator import STATS_FORMAT, fid_folders
 from evaluate.features import PREPROCESSORS, build_feature_extractor, save_random_official_weights
 from evaluate.functional import feature_statistics, fid, frechet_distance
 from evaluate.protocols import get_protocol
@@ -112,6 +112,10 @@ def test_bad_fid_inputs_are_exit_2_before_any_network_loads(tmp_path, capsys):
         for i in range(count):
             Image.new("RGB", (16, 16), (i * 40, 0, 0)).save(folder / f"{i}.png")
     (tmp_path / "taken.npz").write_bytes(b"keep me")
+    np.save(tmp_path / "array.npy", np.zeros(3))
+    (tmp_path / "array.npy").rename(tmp_path / "array.npz")  # a single .npy under the .npz name
+    np.savez(tmp_path / "marker-only.npz", format=STATS_FORMAT)
+    np.savez(tmp_path / "pickled.npz", format=STATS_FORMAT, mu=np.array([{"a": 1}], dtype=object))
     before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
     rows = [
         ([str(tmp_path / "missing"), str(two)], "folder not found"),
@@ -119,11 +123,14 @@ def test_bad_fid_inputs_are_exit_2_before_any_network_loads(tmp_path, capsys):
         ([str(two), "--save-stats", str(two / "s.npz")], "lies inside the input folder"),
         ([str(two), "--save-stats", str(tmp_path / "taken.npz")], "exists; choose another file"),
         ([str(two)], "give two folders"),
+        ([str(tmp_path / "array.npz"), str(two)], "a single array, not a .npz archive"),
+        ([str(tmp_path / "marker-only.npz"), str(two)], "it lacks mu, sigma, n, protocol, weights_sha256"),
+        ([str(tmp_path / "pickled.npz"), str(two)], "holds pickled objects"),
     ]
     for args, message in rows:
         assert main(["fid", *args, "--weights-dir", str(tmp_path / "no-weights")]) == 2, args
         err = capsys.readouterr().err
-        assert message in err and err.count("\n") == 1, (args, err)
+        assert message in err and err.count("\n") == 1 and "allow_pickle" not in err, (args, err)
     assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before
 
 
