@@ -19,6 +19,7 @@ import os
 import pickle
 import re
 import types
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -63,7 +64,9 @@ def read_checkpoint(path: str | os.PathLike, what: str = "this network") -> Any:
             from safetensors.torch import load_file
 
             return load_file(str(path), device="cpu")
-        with torch.serialization.safe_globals(SAFE_RECORD_CLASSES):
+        with torch.serialization.safe_globals(SAFE_RECORD_CLASSES), warnings.catch_warnings():
+            # a plain pickle (not torch.save) makes torch warn about its protocol before failing: the error says it
+            warnings.filterwarnings("ignore", message="Detected pickle protocol", category=UserWarning)
             return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # noqa: BLE001 - safetensors/zip/pickle errors all mean "this is not a checkpoint file"
         raise load_error(path, what, error) from None

@@ -43,6 +43,18 @@ def test_a_file_that_is_not_a_checkpoint_gets_one_line(tmp_path, content, suffix
         assert "weights_only" not in message and "\n" not in message
 
 
+def test_a_plain_pickle_is_refused_without_torchs_protocol_warning(tmp_path, recwarn):
+    """torch warns about the pickle protocol of a file not written by torch.save before it fails; the one-line
+    error is the whole story."""
+    import pickle
+
+    path = tmp_path / "weights.pth"
+    path.write_bytes(pickle.dumps({"conv.weight": [1.0, 2.0]}, protocol=4))
+    with pytest.raises(MisatoError, match="not a checkpoint of the MAE prior"):
+        read_state_dict(path, "the MAE prior")
+    assert not [w for w in recwarn if "pickle protocol" in str(w.message)]
+
+
 def test_state_dicts_are_read_from_torch_and_safetensors_files_and_unwrapped(tmp_path):
     state = {"a": torch.arange(4.0), "b.c": torch.ones(2, 2)}
     torch.save({"state_dict": state, "epoch": 3}, tmp_path / "wrapped.ckpt")
