@@ -99,6 +99,8 @@ class MethodOption:
         help: one line for ``--help``.
         choices: the accepted values, checked by the command line.
         default: the value used when the flag is not given (None: the factory's own default).
+        bounds: inclusive ``(low, high)`` of an int or float option, checked by the command line (a value beyond
+            them cannot make sense or would run without end).
     """
 
     name: str
@@ -106,12 +108,15 @@ class MethodOption:
     help: str
     choices: tuple | None = None
     default: Any = None
+    bounds: tuple | None = None
 
     def __post_init__(self) -> None:
         if not self.name.isidentifier():
             raise ValueError(f"option name {self.name!r} is not a Python keyword name")
         if self.type not in OPTION_TYPES:
             raise ValueError(f"option {self.name!r}: type must be one of str, int, float, bool")
+        if self.bounds is not None and self.type not in (int, float):
+            raise ValueError(f"option {self.name!r}: only int and float options take bounds")
 
     @property
     def flag(self) -> str:
@@ -154,7 +159,7 @@ class MethodSpec:
 
     def resolve_options(self, given: dict[str, Any]) -> dict[str, Any]:
         """``given`` (keyword name → value, None = not given) checked against the declared options — an
-        undeclared one is refused, choices are checked — with declared defaults filling the rest."""
+        undeclared one is refused, choices and bounds are checked — with declared defaults filling the rest."""
         given = {name: value for name, value in given.items() if value is not None}
         foreign = [name for name in given if self.option(name) is None]
         if foreign:
@@ -165,6 +170,9 @@ class MethodSpec:
             if option.choices is not None and value not in option.choices:
                 raise MisatoError(f"{option.flag} must be one of {', '.join(map(str, option.choices))}, "
                                   f"got {value!r}")
+            if option.bounds is not None and not option.bounds[0] <= value <= option.bounds[1]:
+                raise MisatoError(f"{option.flag} of {self.name} must be from {option.bounds[0]} to "
+                                  f"{option.bounds[1]}, got {value}")
         defaults = {option.name: option.default for option in self.options if option.default is not None}
         return {**defaults, **given}
 

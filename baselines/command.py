@@ -292,7 +292,8 @@ register_method(
         MethodOption("mask_polarity", str, "what a 1 (255 in mask files) means: hole, or known pixel (command: "
                      "the preset's, else hole)", MASK_POLARITIES),
         MethodOption("shell", bool, "run the command through /bin/sh -c (paths quoted)", default=False),
-        MethodOption("chunk", int, "images per command call (a killed run loses at most one chunk)", default=16),
+        MethodOption("chunk", int, "images per command call (a killed run loses at most one chunk)", default=16,
+                     bounds=(1, 100_000)),
         MethodOption("paste_back", bool, "copy the known pixels from the input into the outputs (default on)"),
     ),
     description="an upstream repository's own inference script, run per chunk (--preset lama|mat|comod|maefar)",

@@ -143,7 +143,7 @@ register_method(
         MethodOption("noise_mode", str, "noise of the GAN methods: comod random (default; seeded by the image seed) "
                      "or none; mat const (default), none or random", NOISE_MODES),
         MethodOption("truncation", float, "Co-Mod-GAN truncation psi in [0, 1] (1 = none, upstream default)",
-                     default=1.0),
+                     default=1.0, bounds=(0.0, 1.0)),
         DEVICE_OPTION,
     ),
     weights=(WEIGHTS_ENTRY,),

@@ -179,7 +179,7 @@ class DiffusionInpaint(InpaintingMethod):
 _COMMON = (
     MethodOption("model", str, "model folder: assembled ASUKA folder (asuka), diffusers SD-inpainting folder (sd*), "
                  "assembled ASUKA-FLUX folder (asuka-flux) or diffusers FLUX.1-Fill folder (flux-fill)"),
-    MethodOption("steps", int, "denoising steps (default 50)"),
+    MethodOption("steps", int, "denoising steps (default 50)", bounds=(1, 1000)),
     MethodOption("paste_back", bool, "copy the known pixels from the input into the output (default on)"),
     DEVICE_OPTION,
 )

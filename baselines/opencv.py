@@ -33,7 +33,8 @@ class OpenCVInpaint(InpaintingMethod):
         return {"method": self.name, "radius": self.radius, "opencv": cv2.__version__}
 
 
-RADIUS = MethodOption("radius", int, "neighbourhood radius in pixels (cv2.inpaint's inpaintRadius)", default=3)
+RADIUS = MethodOption("radius", int, "neighbourhood radius in pixels (cv2.inpaint's inpaintRadius)", default=3,
+                      bounds=(1, 100))
 register_method("telea", lambda **options: OpenCVInpaint("telea", **options), options=(RADIUS,),
                 description="OpenCV fast marching (Telea 2004); no weights")
 register_method("navier-stokes", lambda **options: OpenCVInpaint("navier-stokes", **options), options=(RADIUS,),
