@@ -43,6 +43,7 @@ from misato.labels import check_given_labels, check_unique_labels
 from misato.layout import DOMAINS, PairedFolder, open_pairs
 from misato.outputs import OutputPolicy, check_output_location, prepare_output, read_record
 from misato.provenance import provenance
+from misato.resources import check_memory
 
 HOLE_TINT = (255, 0, 170)
 """Colour mixed into the hole of the masked input (magenta: rare in photographs)."""
@@ -367,6 +368,12 @@ class GridLayout:
         return (self.header + self.n_rows * (self.row_height + self.gap),
                 self.label_width + self.n_cols * (self.tile + self.gap))
 
+    def peak_bytes(self, as_png: bool) -> int:
+        """Memory the grid needs at its peak: for the PNG every strip, the canvas and its PIL copy (3 × the
+        picture); for the HTML page one strip, its tiles and its JPEG encoding (3 × a strip)."""
+        height, width = self.size if as_png else self.strip_size
+        return 3 * height * width * 3
+
     def row_origin(self, row: int) -> tuple[int, int]:
         """Top-left ``(y, x)`` of image ``row``'s strip."""
         return self.header + row * (self.row_height + self.gap), self.label_width
@@ -509,6 +516,10 @@ def grid(data: str | os.PathLike, runs: Sequence[str | os.PathLike], out: str | 
     out = Path(out)
     inputs = [pairs.images[pairs.names[0]].parent, pairs.masks[pairs.names[0]].parent, *(r.path for r in predictions)]
     as_png = out.suffix.lower() == ".png"
+    columns = [INPUT_LABEL, *(run.label for run in predictions), TRUTH_LABEL]
+    layout = GridLayout(len(rows), len(columns), tile, zoom)
+    check_memory(layout.peak_bytes(as_png), f"--tile {tile} grid of {len(rows)} images × {len(columns)} columns"
+                 + (" in one PNG" if as_png else ""))
     if as_png:
         check_output_location(out, inputs)
         if len(rows) > MAX_PNG_ROWS:
@@ -518,8 +529,6 @@ def grid(data: str | os.PathLike, runs: Sequence[str | os.PathLike], out: str | 
             raise MisatoError(f"--out {out} exists; pass --overwrite to replace it")
     else:
         prepare_output(out, GRID_POLICY, overwrite=overwrite, inputs=inputs)
-    columns = [INPUT_LABEL, *(run.label for run in predictions), TRUTH_LABEL]
-    layout = GridLayout(len(rows), len(columns), tile, zoom)
     strips, files = [], []
     for row in rows:
         truth, hole, images = _read_row(pairs, predictions, row.name)

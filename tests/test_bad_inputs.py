@@ -6,9 +6,9 @@ so the rest of the write path runs as usual, and a real ``chmod`` when not root)
 ``misato masks`` at several points. The build's kill-and-resume is ``tests/misato/test_build.py``
 (``test_interrupted_build_resumes_byte_identical``). Nothing here loads a real network; the module runs in seconds.
 
-Running as root (CI runs ``.ci/run`` as root): root ignores permission bits, so the ``chmod`` test is skipped
-with that reason and the injected ``EACCES``/``EROFS`` rows stand in for it; run ``pytest tests/test_bad_inputs.py``
-as a normal user to exercise the real permission check.
+Running as root (CI runs ``.ci/run`` as root): root ignores permission bits, so the ``chmod`` test runs the
+command in a child process under util-linux's ``setpriv`` with the capabilities that override them dropped; only
+where ``setpriv`` is missing is it skipped, and the injected ``EACCES``/``EROFS`` rows stand in for it.
 """
 from __future__ import annotations
 
@@ -41,6 +41,7 @@ def world(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("inputs")
     gt = write_misato_folder(root / "gt", n=4, size=32)
     write_predictions(gt, root / "pred")
+    assert main(["inpaint", "--method", "telea", "--data", str(gt), "--out", str(root / "telea")]) == 0
     rng = np.random.default_rng(0)
     write_run(root, "runA", {"psnr": rng.normal(22, 2, len(NAMES))})
     write_run(root, "runB", {"psnr": rng.normal(22, 2, len(NAMES))})
@@ -156,6 +157,8 @@ CASES = [
     Case("evaluate-device-tpu", EVAL + " --device tpu --out {out}/e", ("--device", "'tpu'")),
     Case("masks-nan-ratio", MASKS + " --ratio-range nan 0.5 --out {out}/m", ("--ratio-range", "finite")),
     Case("build-inf-ratio", BUILD + " --mask-ratio-range 0.1 inf --out {out}/b", ("--mask-ratio-range", "finite")),
+    Case("inpaint-huge-radius", "inpaint --method telea --data {in}/gt --out {out}/p --radius 1000000", ("--radius of telea must be from 1 to 100, got 1000000",)),
+    Case("inpaint-zero-radius", "inpaint --method navier-stokes --data {in}/gt --out {out}/p --radius 0", ("--radius of navier-stokes must be from 1 to 100",)),
     Case("inpaint-nan-guidance", "inpaint --method sd --model {in}/sd --data {in}/gt --out {out}/p --guidance-scale nan", ("--guidance-scale", "finite")),
     # the study commands: tables, reproduce, grid, plot, train mae
     Case("tables-missing-runs", "tables --runs {out}/nowhere --out {out}/t", ("{out}/nowhere",)),
@@ -173,6 +176,7 @@ CASES = [
     Case("grid-out-inside-run", "grid --data {in}/gt --runs {in}/pred --out {in}/pred/g.png", ("{in}/pred/g.png", "lies inside")),
     Case("grid-zero-tile", "grid --data {in}/gt --runs {in}/pred --tile 0 --out {out}/g.png", ("--tile", f"at least {SIDE_RANGE[0]}")),
     Case("grid-zero-count", "grid --data {in}/gt --runs {in}/pred --worst psnr --eval {out}/never-opened --count 0 --out {out}/g.png", ("--count must be at least 1",)),
+    Case("grid-over-the-memory-limit", "grid --data {in}/gt --runs {in}/telea --tile 4096 --out {out}/g.png", ("--tile 4096 grid of 4 images × 3 columns in one PNG", "MISATO_MEMORY_LIMIT"), env={"MISATO_MEMORY_LIMIT": "100M"}),
     Case("grid-huge-tile", "grid --data {in}/gt --runs {in}/pred --tile 1000000 --out {out}/g.png", ("--tile", f"at most {SIDE_RANGE[1]}")),
     Case("plot-missing-run", "plot --runs {out}/nowhere --out {out}/p", ("{out}/nowhere",)),
     Case("plot-empty-run", "plot --runs {in}/empty --out {out}/p", ("{in}/empty",)),
