@@ -181,6 +181,14 @@ def _write_json(path: Path, data: object) -> None:
     atomic_write_text(path, json.dumps(data, indent=1, sort_keys=True) + "\n")
 
 
+def _forget_refused_build(out: Path, remove_folder: bool) -> None:
+    """Remove the state a fresh build wrote before it was refused, and ``out`` itself when the build made it and
+    nothing else lies in it."""
+    shutil.rmtree(out / STATE_DIR, ignore_errors=True)
+    if remove_folder and out.is_dir() and not any(out.iterdir()):
+        out.rmdir()
+
+
 def _plan(sources: list[DomainSource], features, per_domain: int, seed: int) -> tuple[list[dict], list[dict]]:
     """Selection for every domain → (plan entries in output order, skipped files)."""
     entries, skipped = [], []
@@ -375,6 +383,7 @@ def build(
     }
     rank, world = rank_and_world()
     inputs = [value for key, value in given.items() if value is not None and key != "coco_annotations"]
+    out_existed = out.exists()
     previous = prepare_output(out, BUILD_POLICY, resume=resume, inputs=[*inputs, *(folder for _, folder in domains)])
     if previous is not None and previous.complete:
         if rank == 0 and (out / STATE_DIR).exists():
@@ -405,15 +414,23 @@ def build(
         encoder_info = encoder.describe()
         cache_root = Path(feature_cache).expanduser() if feature_cache else misato_cache_dir()
         hook = (lambda count: on_step("features", count)) if on_step else None
-        features = [
-            extract_features(
-                source.items, encoder, cache_root, batch_size, num_workers, min_side, progress, hook, f"CLIP {source.name}"
-            )
-            for source in sources
-        ]
-        if rank != 0:
-            return BuildReport(out)
-        entries, skipped = _plan(sources, features, per_domain, seed)
+        try:
+            features = [
+                extract_features(
+                    source.items, encoder, cache_root, batch_size, num_workers, min_side, progress, hook,
+                    f"CLIP {source.name}"
+                )
+                for source in sources
+            ]
+            if rank != 0:
+                return BuildReport(out)
+            entries, skipped = _plan(sources, features, per_domain, seed)
+        except MisatoError:
+            # refused on its settings (features that cannot fit, fewer images than --per-domain): a resume could
+            # only be refused again, so a fresh build leaves no state behind; the cached features stay
+            if previous is None and rank == 0:
+                _forget_refused_build(out, remove_folder=not out_existed)
+            raise
         plan = {"entries": entries, "skipped": skipped}
         _write_json(state / "encoder.json", encoder_info)
         _write_json(state / "plan.json", plan)

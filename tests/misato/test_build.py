@@ -232,6 +232,12 @@ def test_bad_inputs(tmp_path, raw, encoder):
         run(tmp_path / "d", {}, encoder, None)
     with pytest.raises(MisatoError, match="domain 'landscape': 7 usable images, but 8"):
         run(tmp_path / "e", {"flickr_landscape": raw["flickr_landscape"]}, encoder, tmp_path / "cache", per_domain=8)
+    assert not (tmp_path / "e").exists()  # refused on its settings: no state left to block the next try
+    (tmp_path / "e").mkdir()
+    with pytest.raises(MisatoError, match="7 usable images, but 8"):
+        run(tmp_path / "e", {"flickr_landscape": raw["flickr_landscape"]}, encoder, tmp_path / "cache", per_domain=8)
+    assert (tmp_path / "e").is_dir() and not any((tmp_path / "e").iterdir())  # the user's folder stays
+    run(tmp_path / "e", {"flickr_landscape": raw["flickr_landscape"]}, encoder, tmp_path / "cache", per_domain=2)
     with pytest.raises(MisatoError, match="name is taken"):
         run(tmp_path / "f", {"domains": [("indoor", raw["flickr_landscape"])]}, encoder, None)
     (tmp_path / "full").mkdir()
