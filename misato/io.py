@@ -272,7 +272,10 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes | bytearray | memory
     the complete new one."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as error:  # name the file asked for, not the temporary one that could not be made
+        raise OSError(error.errno, error.strerror, str(path)) from None
     try:
         os.fchmod(handle, 0o666 & ~_UMASK)  # mkstemp creates 0600; give the usual permissions of a new file
         with os.fdopen(handle, "wb") as stream:

@@ -139,3 +139,16 @@ def test_atomic_write_leaves_no_temporary_files(tmp_path):
     atomic_write_text(tmp_path / "sub" / "f.txt", "hello")
     assert (tmp_path / "sub" / "f.txt").read_text() == "hello"
     assert [p.name for p in (tmp_path / "sub").iterdir()] == ["f.txt"]
+
+
+def test_a_temporary_file_that_cannot_be_made_is_reported_as_the_file_asked_for(tmp_path, monkeypatch):
+    import errno
+    import tempfile
+
+    def refuse(*args, **kwargs):
+        raise PermissionError(errno.EACCES, "Permission denied", str(tmp_path / ".f.txt.x1y2.tmp"))
+
+    monkeypatch.setattr(tempfile, "mkstemp", refuse)
+    with pytest.raises(OSError) as error:
+        atomic_write_text(tmp_path / "f.txt", "hello")
+    assert error.value.filename == str(tmp_path / "f.txt") and error.value.errno == errno.EACCES
