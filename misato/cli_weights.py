@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 from misato import weights
@@ -30,11 +31,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         sub.set_defaults(handler=_HANDLERS[action])
 
 
-def _selected(names: list[str], weights_dir: str | None = None) -> list[weights.WeightEntry]:
-    """The entries named (all by default); a --weights-dir to search must exist (fetch creates its own)."""
-    if weights_dir is not None and not Path(weights_dir).expanduser().is_dir():
-        raise MisatoError(f"--weights-dir {weights_dir} does not exist or is not a folder")
+def _selected(names: list[str]) -> list[weights.WeightEntry]:
+    """The entries named (all by default)."""
     return [weights.get_entry(n) for n in names] if names else list(weights.REGISTRY.values())
+
+
+def _searched(names: list[str], weights_dir: str | None) -> list[weights.WeightEntry]:
+    """:func:`_selected`, once the folder given to search (--weights-dir, else $MISATO_WEIGHTS_DIR) is known to
+    exist: list and verify report on it, where fetch creates it."""
+    given = ("--weights-dir", weights_dir) if weights_dir is not None else (
+        f"${weights.WEIGHTS_DIR_ENV}", os.environ.get(weights.WEIGHTS_DIR_ENV) or None)
+    if given[1] is not None and not Path(given[1]).expanduser().is_dir():
+        raise MisatoError(f"{given[0]} {given[1]} does not exist or is not a folder")
+    return _selected(names)
 
 
 def _status(entry: weights.WeightEntry, weights_dir) -> tuple[str, str, str]:
@@ -49,8 +58,9 @@ def _status(entry: weights.WeightEntry, weights_dir) -> tuple[str, str, str]:
 
 def weights_list(args: argparse.Namespace) -> int:
     """Print one row per entry: name, status, sha256 prefix, path, official file name."""
+    entries = _searched(args.names, args.weights_dir)
     print(f"{'name':24} {'status':13} {'sha256':16} path / official file")
-    for entry in _selected(args.names, args.weights_dir):
+    for entry in entries:
         status, where, digest = _status(entry, args.weights_dir)
         print(f"{entry.name:24} {status:13} {digest[:16] or '-':16} {where}  [{entry.filename}]")
     return 0
@@ -59,7 +69,7 @@ def weights_list(args: argparse.Namespace) -> int:
 def weights_verify(args: argparse.Namespace) -> int:
     """Like ``list`` but exit 2 when any found file fails its hash check."""
     bad = 0
-    for entry in _selected(args.names, args.weights_dir):
+    for entry in _searched(args.names, args.weights_dir):
         status, where, digest = _status(entry, args.weights_dir)
         bad += status == "BAD"
         print(f"{entry.name:24} {'OK' if status not in ('BAD', 'missing') else status:8} {where}")

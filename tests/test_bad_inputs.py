@@ -198,6 +198,7 @@ CASES = [
     Case("weights-fetch-offline", "weights fetch big-lama-torchscript --weights-dir {out}/w", ("offline",)),
     Case("weights-list-missing-dir", "weights list --weights-dir {out}/nowhere", ("{out}/nowhere", "does not exist")),
     Case("weights-verify-missing-dir", "weights verify --weights-dir {out}/nowhere", ("{out}/nowhere", "does not exist")),
+    Case("weights-list-missing-env-dir", "weights list", ("$MISATO_WEIGHTS_DIR {out}/nowhere", "does not exist"), env={"MISATO_WEIGHTS_DIR": "{out}/nowhere"}),
     Case("verify-manifest-cut-mid-row", "verify {in}/cut_manifest", ("{in}/cut_manifest", "problem"), stdout="manifest.csv: 1 row(s) do not have the 3 fields"),
     Case("verify-manifest-without-build-json", "verify {in}/no_build_json", ("problem",), stdout="build.json is missing"),
     Case("verify-leftover-state", "verify {in}/leftover_state", ("problem",), stdout=".misato-build/ is left over"),
@@ -214,7 +215,7 @@ def _fill(text: str, inputs: Path, out: Path) -> str:
 @pytest.mark.parametrize("case", CASES, ids=[case.name for case in CASES])
 def test_bad_input_is_exit_2_one_line_naming_it_inputs_untouched(case, world, tmp_path, capsys, monkeypatch):
     for name, value in case.env.items():
-        monkeypatch.setenv(name, value)
+        monkeypatch.setenv(name, _fill(value, world, tmp_path))
     before = tree_digest(world)
     argv = _fill(case.argv, world, tmp_path).split()
     try:

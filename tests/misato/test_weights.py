@@ -87,6 +87,17 @@ def test_cli_list_and_verify(tmp_path, fake_entry, capsys):
     assert main(["weights", "verify", "fake-net", "--weights-dir", str(tmp_path / "w")]) == 2
 
 
+@pytest.mark.parametrize("action", ["list", "verify"])
+def test_a_missing_folder_to_search_is_named_before_any_row_is_printed(tmp_path, capsys, monkeypatch, action):
+    assert main(["weights", action, "--weights-dir", str(tmp_path / "nowhere")]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and f"--weights-dir {tmp_path / 'nowhere'} does not exist" in captured.err
+    monkeypatch.setenv("MISATO_WEIGHTS_DIR", str(tmp_path / "nowhere"))
+    assert main(["weights", action]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and f"$MISATO_WEIGHTS_DIR {tmp_path / 'nowhere'} does not exist" in captured.err
+
+
 def test_download_verifies_the_hash_and_writes_atomically(tmp_path, fake_entry, monkeypatch):
     """The download route, fed from a file:// URL (tests never reach the network)."""
     entry, payload = fake_entry
