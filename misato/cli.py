@@ -75,7 +75,8 @@ def main(argv: list[str] | None = None) -> int:
     """Run the command line ``argv`` (default ``sys.argv[1:]``) and return the exit code."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    clash = f"misato {args.command}: error: {HF_EVALUATE_MESSAGE}"
+    name = " ".join(filter(None, ("misato", args.command, getattr(args, "action", None))))  # as argparse's own
+    clash = f"{name}: error: {HF_EVALUATE_MESSAGE}"
     if args.command in EVALUATE_COMMANDS and hf_evaluate_installed():
         print(clash, file=sys.stderr)
         return 2
@@ -83,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
         check_command_paths(args)
         return int(args.handler(args) or 0)
     except MisatoError as error:
-        print(f"misato {args.command}: error: {error.for_flags(option_flags(parser, args.command))}", file=sys.stderr)
+        print(f"{name}: error: {error.for_flags(option_flags(parser, args.command))}", file=sys.stderr)
         return 2
     except ImportError as error:
         if not is_evaluator_clash(error):  # a subcommand missing from EVALUATE_COMMANDS
@@ -94,10 +95,10 @@ def main(argv: list[str] | None = None) -> int:
         if error.errno not in USER_OS_ERRORS:
             raise
         where = f"{error.filename}: " if error.filename else ""
-        print(f"misato {args.command}: error: {where}{error.strerror or error}", file=sys.stderr)
+        print(f"{name}: error: {where}{error.strerror or error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"misato {args.command}: interrupted", file=sys.stderr)
+        print(f"{name}: interrupted", file=sys.stderr)
         return 130
 
 

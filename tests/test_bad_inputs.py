@@ -227,8 +227,9 @@ def test_bad_input_is_exit_2_one_line_naming_it_inputs_untouched(case, world, tm
     assert code == 2, err
     assert "Traceback" not in err and "weights_only" not in err
     line = err.splitlines()[-1]
-    assert line.startswith(f"misato {argv[0]}: error: "), err
-    assert not line.removeprefix(f"misato {argv[0]}: error: ").startswith(("misato ", "python -m ")), line  # one prefix
+    command = " ".join(argv[:2] if argv[0] in ("asuka", "weights") else argv[:1])  # with its action, as argparse
+    assert line.startswith(f"misato {command}: error: "), err
+    assert not line.removeprefix(f"misato {command}: error: ").startswith(("misato ", "python -m ")), line  # one prefix
     assert sum(text.startswith("misato ") for text in err.splitlines()) == 1, err  # one message line (beside
     # argparse's usage lines or a progress bar)
     for expected in case.says:
