@@ -30,6 +30,8 @@ def methods(args: argparse.Namespace) -> int:
             needs, state = "a --model folder (weights inside)", "needs --model"
         else:
             needs = ", ".join(row["weights"]) or "no weight file"
+            if row["weights"] and "--weights" in row["flags"]:
+                needs += " (or --weights FILE)"
             state = "ready" if row["ready"] else "weights bad" if row["problem"] else "weights missing"
         gpu = "; GPU advised" if row["gpu_advised"] else ""
         print(f"{row['method']:<14} {state:<16} needs {needs}{gpu}")

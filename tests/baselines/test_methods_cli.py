@@ -194,6 +194,7 @@ def test_methods_lists_needs_and_readiness(tmp_path, monkeypatch, capsys):
     table = capsys.readouterr().out
     lama_row = next(line for line in table.splitlines() if line.startswith("lama "))
     maefar_row = next(line for line in table.splitlines() if line.startswith("maefar "))
+    assert "needs big-lama.pt (or --weights FILE)" in lama_row  # its best.ckpt comes that way
     assert "weights bad" in lama_row and "expected md5 e3aa4aaa15225a33ec84f9f4bc47e500" in table
     assert "ready" in maefar_row and f"found: {tmp_path / 'maefar_places2.ckpt'}" in table
     sd_row = next(line for line in table.splitlines() if line.startswith("sd "))
