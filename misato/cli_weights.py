@@ -51,8 +51,8 @@ def _status(entry: weights.WeightEntry, weights_dir) -> tuple[str, str, str]:
         found = weights.find_local(entry, weights_dir)
     except MisatoError as error:
         return "BAD", str(error), ""
-    if found is None:
-        return "missing", "-", ""
+    if found is None:  # where to get it: files with no published digest are downloaded by hand
+        return "missing", f"- (from {entry.url})" if entry.url else "-", ""
     return found.origin, str(found.path), found.sha256
 
 

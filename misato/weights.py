@@ -467,7 +467,7 @@ def _comod_port_entry(name: str, stem: str, share_id: str, script: str, resoluti
             sha256="",
             description=f"Co-Mod-GAN generator (EMA) converted from the official TF1 zsyzzsoft/co-mod-gan {stem}.pkl "
             f"by the PyTorch port zengxianyu/co-mod-gan-pytorch (download/{script}); StyleGAN2-derived: NVIDIA "
-            "non-commercial licence, downloaded on demand, never redistributed",
+            "non-commercial licence, never redistributed (no digest published: downloaded by hand)",
             preprocessing=f"RGB in [-1,1] at exactly {resolution}x{resolution}; mask 1 = hole (port convention); "
             "z ~ N(0,1) [1,512]; truncation 1",
         )

@@ -82,6 +82,7 @@ def test_cli_list_and_verify(tmp_path, fake_entry, capsys):
     assert main(["weights", "list"]) == 0
     out = capsys.readouterr().out
     assert "fake-net" in out and "missing" in out and "lpips-alex-v0.1" in out
+    assert f"- (from {entry.url})" in next(line for line in out.splitlines() if line.startswith("fake-net "))
     (tmp_path / "w").mkdir()
     (tmp_path / "w" / entry.filename).write_bytes(b"corrupt")
     assert main(["weights", "verify", "fake-net", "--weights-dir", str(tmp_path / "w")]) == 2
