@@ -84,8 +84,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     assemble.add_argument("--alignment", default="none", help="alignment state-dict file, an alignment folder or a "
                           "`misato train alignment` output folder, or none (default)")
     assemble.add_argument("--decoder", default="kl-vae",
-                          help="decoder checkpoint (Lightning, decoder.* keys) or diffusers AsymmetricAutoencoderKL "
-                          "folder, kl-vae (default) or none")
+                          help="decoder checkpoint (Lightning, decoder.* keys), a diffusers AsymmetricAutoencoderKL "
+                          "folder or a `misato train decoder` output folder, kl-vae (default) or none")
     assemble.add_argument("--seed", type=int_in(*SEED_RANGE), default=0, help="seed for freshly initialised parts")
     assemble.add_argument("--overwrite", action="store_true", help="write into a non-empty --out")
     assemble.set_defaults(handler=asuka_assemble)
