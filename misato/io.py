@@ -317,8 +317,9 @@ def list_images(folder: str | os.PathLike, what: str = "image") -> dict[str, Pat
     """Map file stem → path for every ``.png``/``.jpg``/``.jpeg`` directly inside ``folder``.
 
     Raises:
-        MisatoError: the folder is missing or holds no images, or two files share a stem
-        (``0001.png`` and ``0001.jpg``), which would make pairing ambiguous.
+        MisatoError: the folder is missing or holds no images, two files share a stem (``0001.png`` and
+        ``0001.jpg``), which would make pairing ambiguous, an image name is not a file (a broken link, a folder), or
+        a name is not valid UTF-8 (it could not be written into run.json, manifests or CSV tables).
     """
     folder = Path(folder)
     if not folder.is_dir():
@@ -326,8 +327,16 @@ def list_images(folder: str | os.PathLike, what: str = "image") -> dict[str, Pat
     found: dict[str, Path] = {}
     clashes: list[str] = []
     for path in sorted(folder.iterdir()):
-        if path.name.startswith(".") or path.suffix.lower() not in IMAGE_SUFFIXES or not path.is_file():
+        if path.name.startswith(".") or path.suffix.lower() not in IMAGE_SUFFIXES:
             continue
+        try:
+            path.name.encode("utf-8")
+        except UnicodeEncodeError:
+            raise MisatoError(f"{folder}: the file name {os.fsencode(path.name)!r} is not valid UTF-8; rename it "
+                              "(names go into run.json and the CSV tables)") from None
+        if not path.is_file():
+            kind = "a folder" if path.is_dir() else "a broken link" if path.is_symlink() else "not a regular file"
+            raise MisatoError(f"{path}: {kind}, not an image file")
         if path.stem in found:
             clashes.append(f"{found[path.stem].name} / {path.name}")
         found[path.stem] = path

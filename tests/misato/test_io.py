@@ -1,3 +1,5 @@
+import os
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -152,3 +154,21 @@ def test_a_temporary_file_that_cannot_be_made_is_reported_as_the_file_asked_for(
     with pytest.raises(OSError) as error:
         atomic_write_text(tmp_path / "f.txt", "hello")
     assert error.value.filename == str(tmp_path / "f.txt") and error.value.errno == errno.EACCES
+
+
+def test_image_names_that_cannot_be_recorded_or_read_are_refused_naming_them(tmp_path):
+    folder = tmp_path / "images"
+    folder.mkdir()
+    write_image(folder / "0001.png", np.zeros((8, 8, 3), np.uint8))
+    (folder / "0002.png").symlink_to(tmp_path / "gone.png")
+    with pytest.raises(MisatoError, match=r"0002.png: a broken link, not an image file$"):
+        list_images(folder)
+    (folder / "0002.png").unlink()
+    (folder / "0003.png").mkdir()
+    with pytest.raises(MisatoError, match=r"0003.png: a folder, not an image file$"):
+        list_images(folder)
+    (folder / "0003.png").rmdir()
+    undecodable = os.fsdecode(b"\xff\xfe.png")
+    write_image(folder / undecodable, np.zeros((8, 8, 3), np.uint8))
+    with pytest.raises(MisatoError, match=r"the file name b'\\xff\\xfe.png' is not valid UTF-8; rename it"):
+        list_images(folder)
