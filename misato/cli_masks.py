@@ -66,8 +66,10 @@ def masks(args: argparse.Namespace) -> int:
 
 def mask_stats(args: argparse.Namespace) -> int:
     """Print (and optionally save) the statistics of a mask folder (see :func:`misato.masks.mask_stats`)."""
-    from misato.masks import format_stats, mask_stats as compute_stats, write_stats
+    from misato.masks import check_stats_path, format_stats, mask_stats as compute_stats, write_stats
 
+    if args.out:
+        check_stats_path(args.out)
     stats = compute_stats(args.folder, progress=True)
     print(format_stats(stats))
     if args.out:

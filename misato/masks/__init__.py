@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from misato.masks.generate import generate_masks, mask_rng
 from misato.masks.presets import PRESETS, MaskGenerator, make_generator
-from misato.masks.stats import format_stats, mask_stats, write_stats
+from misato.masks.stats import check_stats_path, format_stats, mask_stats, write_stats
 
 __all__ = ["PRESETS", "MaskGenerator", "format_stats", "generate_masks", "make_generator", "mask_rng",
-           "mask_stats", "write_stats"]
+           "check_stats_path", "mask_stats", "write_stats"]

@@ -10,6 +10,7 @@ import csv
 import io
 import json
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,7 @@ import cv2
 import numpy as np
 
 from misato.errors import MisatoError
-from misato.io import atomic_write_text, list_images, read_mask
+from misato.io import atomic_write_text, list_images, preview_names, read_mask
 from misato.masks.base import hole_ratio
 from misato.masks.generate import CSV_NAME
 
@@ -50,12 +51,28 @@ def summarize(ratios: np.ndarray, components: np.ndarray) -> dict[str, Any]:
 
 
 def _kinds_by_name(folder: Path, names: list[str]) -> dict[str, str] | None:
+    """``{mask name: kinds}`` from the folder's ``masks.csv``, or None (with a warning saying why) when it is
+    absent or does not list every mask.
+
+    Raises:
+        MisatoError: ``masks.csv`` is not a UTF-8 text file.
+    """
     path = folder / CSV_NAME
     if not path.is_file():
         return None
-    with open(path, newline="", encoding="utf-8") as handle:
-        rows = {row["name"]: row["kinds"] for row in csv.DictReader(handle) if "name" in row and "kinds" in row}
-    return rows if rows and all(name in rows for name in names) else None
+    try:
+        with open(path, newline="", encoding="utf-8") as handle:
+            table = list(csv.DictReader(handle))
+    except (UnicodeDecodeError, csv.Error) as error:
+        raise MisatoError(f"{path}: not a masks.csv of `misato masks` ({error.__class__.__name__}: it is not a "
+                          "UTF-8 CSV table); remove it or write the folder again") from None
+    rows = {row["name"]: row["kinds"] for row in table if row.get("name") and row.get("kinds")}
+    unlisted = [name for name in names if name not in rows]
+    if unlisted:
+        warnings.warn(f"{path} does not list {len(unlisted)} of the {len(names)} masks ({preview_names(unlisted, 5)}): "
+                      "per-kind statistics are left out", stacklevel=3)
+        return None
+    return rows
 
 
 def mask_stats(folder: str | os.PathLike, progress: bool = False) -> dict[str, Any]:
@@ -106,14 +123,20 @@ def format_stats(stats: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def check_stats_path(path: str | os.PathLike) -> None:
+    """Refuse a :func:`write_stats` file name that is neither ``.json`` nor ``.csv`` (checked before the masks
+    are read)."""
+    if Path(path).suffix.lower() not in (".json", ".csv"):
+        raise MisatoError(f"--out {path}: use a .json or .csv file name")
+
+
 def write_stats(stats: dict[str, Any], path: str | os.PathLike) -> None:
     """Save :func:`mask_stats` output as JSON (``.json``) or one CSV row per group (``.csv``)."""
+    check_stats_path(path)
     path = Path(path)
     if path.suffix.lower() == ".json":
         atomic_write_text(path, json.dumps(stats, indent=2))
         return
-    if path.suffix.lower() != ".csv":
-        raise MisatoError(f"--out {path}: use a .json or .csv file name")
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     bins = list(stats["all"]["ratio_histogram"])

@@ -125,6 +125,9 @@ def test_mask_stats_per_kind_and_cli(tmp_path, capsys):
     table = list(csv.DictReader(open(tmp_path / "s.csv")))
     assert table[0]["group"] == "all" and int(table[0]["count"]) == 30 and len(table) == 1 + len(kinds)
     assert main(["mask-stats", str(out), "--out", str(tmp_path / "s.txt")]) == 2
+    (out / "masks.csv").write_text("".join(open(out / "masks.csv").readlines()[:3]))  # lists 2 of the 30
+    with pytest.warns(UserWarning, match=r"masks.csv does not list 28 of the 30 masks .*per-kind statistics are left out"):
+        assert mask_stats(out)["per_kind"] == {}
 
 
 def test_cli_errors_exit_2(tmp_path, capsys):
