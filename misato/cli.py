@@ -12,6 +12,7 @@ import argparse
 import errno
 import importlib
 import sys
+import warnings
 
 from misato import __version__
 from misato.compat import HF_EVALUATE_MESSAGE, hf_evaluate_installed, is_evaluator_clash
@@ -81,8 +82,10 @@ def main(argv: list[str] | None = None) -> int:
         print(clash, file=sys.stderr)
         return 2
     try:
-        check_command_paths(args)
-        return int(args.handler(args) or 0)
+        with warnings.catch_warnings():  # each warning as one line, like the errors
+            warnings.showwarning = lambda message, *_, **__: print(f"{name}: warning: {message}", file=sys.stderr)
+            check_command_paths(args)
+            return int(args.handler(args) or 0)
     except MisatoError as error:
         print(f"{name}: error: {error.for_flags(option_flags(parser, args.command))}", file=sys.stderr)
         return 2

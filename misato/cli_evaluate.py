@@ -2,8 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
-import warnings
 
 from misato.cli_choices import (BATCH_RANGE, METRIC_NAMES, PROTOCOL_CHOICES, PROTOCOL_HELP, WORKER_RANGE, device_name,
                                 int_in)
@@ -50,29 +48,27 @@ def evaluate(args: argparse.Namespace) -> int:
 
     evaluator = import_evaluator()
     device = init_from_env(args.device)  # joins the process group torchrun/accelerate describe, if any
-    with warnings.catch_warnings():  # each warning as one line, like the CLI's errors
-        warnings.showwarning = lambda message, *_, **__: print(f"misato evaluate: warning: {message}", file=sys.stderr)
-        result = evaluator.evaluate_folder(
-            pred=args.pred,
-            gt=args.gt,
-            out=args.out,
-            mask=args.mask,
-            protocol=args.protocol,
-            metrics=args.metrics,
-            inception_weights=args.inception_weights,
-            alexnet_weights=args.alexnet_weights,
-            weights_dir=args.weights_dir,
-            ids_pca=args.ids_pca,
-            batch_size=args.batch_size,
-            device=device,
-            clip_weights=args.clip_weights,
-            workers=args.workers,
-            cache_dir=args.cache_dir,
-            use_cache=not args.no_cache,
-            overwrite=args.overwrite,
-            method=args.method,
-            skip_missing_weights=args.skip_missing_weights,
-        )
+    result = evaluator.evaluate_folder(
+        pred=args.pred,
+        gt=args.gt,
+        out=args.out,
+        mask=args.mask,
+        protocol=args.protocol,
+        metrics=args.metrics,
+        inception_weights=args.inception_weights,
+        alexnet_weights=args.alexnet_weights,
+        weights_dir=args.weights_dir,
+        ids_pca=args.ids_pca,
+        batch_size=args.batch_size,
+        device=device,
+        clip_weights=args.clip_weights,
+        workers=args.workers,
+        cache_dir=args.cache_dir,
+        use_cache=not args.no_cache,
+        overwrite=args.overwrite,
+        method=args.method,
+        skip_missing_weights=args.skip_missing_weights,
+    )
     print(evaluator.format_summary(result.summary))
     for metric, reason in result.summary.get("skipped", {}).items():
         print(f"Skipped {metric}: {reason}")
