@@ -75,6 +75,11 @@ def world(tmp_path_factory) -> Path:
     (no_build_json / "manifest.csv").write_text("name,domain\n0000,landscape\n0001,landscape\n")
     leftover = write_misato_folder(root / "leftover_state", n=2, size=16)
     (leftover / ".misato-build").mkdir()
+    undecodable = write_misato_folder(root / "undecodable_name", n=2, size=16)
+    for part in ("image", "mask"):
+        (undecodable / part / "0000.png").rename(undecodable / part / os.fsdecode(b"\xff\xfe.png"))
+    assert main(["masks", "--preset", "rect", "--n", "2", "--size", "16", "--out", str(root / "masks_bad_csv")]) == 0
+    (root / "masks_bad_csv" / "masks.csv").write_bytes(b"\xff\xfe")
     (root / "link_to_runA").symlink_to(root / "runA", target_is_directory=True)
     tiny_clip_model(root / "clip")
     for folder, record in (("demo", "demo.json"), ("study", "study.json"), ("train", "train.json")):
@@ -192,6 +197,10 @@ CASES = [
     Case("train-mae-huge-resolution", "train mae --objects {in}/objects --data {in}/raw --out {out}/t --resolution 1000000", ("--resolution",)),
     Case("train-mae-negative-workers", "train mae --objects {in}/objects --data {in}/raw --out {out}/t --num-workers -1", ("--num-workers",)),
     # files that are not what they claim, offline, missing folders
+    Case("inpaint-undecodable-file-name", "inpaint --method telea --data {in}/undecodable_name --out {out}/p", ("{in}/undecodable_name/image", "not valid UTF-8")),
+    Case("evaluate-undecodable-file-name", "evaluate --pred {in}/pred --gt {in}/undecodable_name --metrics psnr --out {out}/e", ("{in}/undecodable_name/image", "not valid UTF-8")),
+    Case("mask-stats-masks-csv-not-utf8", "mask-stats {in}/masks_bad_csv", ("{in}/masks_bad_csv/masks.csv", "not a UTF-8 CSV")),
+    Case("mask-stats-out-not-a-table", "mask-stats {in}/gt/mask --out -", ("--out -", ".json or .csv")),
     Case("clip-random-bytes", BUILD.replace("--clip-pretrained none", "--clip-pretrained {in}/random.bin") + " --out {out}/b", ("{in}/random.bin", "not a checkpoint of CLIP")),
     Case("inception-random-bytes", "fid {in}/pred {in}/gt/image --inception-weights {in}/random.bin", ("{in}/random.bin", "not a checkpoint of torchvision Inception-v3")),
     Case("clip-openai-offline", BUILD.replace("--clip-pretrained none", "--clip-pretrained openai").replace("--clip-model local-dir:{in}/clip", "--weights-dir {in}/weights") + " --out {out}/b", ("ViT-L-14.pt", "offline")),
