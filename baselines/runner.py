@@ -247,6 +247,39 @@ def _finish(writing: list, bar) -> None:
     bar.update(len(writing))
 
 
+def _inpaint_shards(method: InpaintingMethod, pairs: PairedFolder, out: Path, names: list[str], todo: list[str],
+                    mine: list[str], seed: int, batch_size: int, progress: bool) -> list[tuple[int, None]]:
+    """Inpaint this rank's share ``mine`` of ``todo``; ``[(images computed, None)]`` per rank once every rank is
+    done. A failure on any rank is raised on every rank (finished outputs are kept)."""
+    rank, world = rank_and_world()
+    problem = None
+    with tqdm(total=len(names), initial=len(names) - len(todo), desc=method.name,
+              disable=not progress or rank != 0) as bar:
+        try:
+            _inpaint_names(method, pairs, out, mine, seed, batch_size, bar)
+        except Exception as error:
+            if world == 1:
+                raise
+            problem = error
+    outcomes = all_gather_objects((len(mine), None if problem is None else str(problem)))  # all ranks done here
+    if problem is not None:
+        raise problem
+    failed = [(index, message) for index, (_, message) in enumerate(outcomes) if message is not None]
+    if failed:
+        raise MisatoError(f"rank {failed[0][0]} stopped: {failed[0][1]}")
+    return outcomes
+
+
+def _forget_empty_run(out: Path, remove_folder: bool) -> None:
+    """After a refusal, a run with no prediction written has nothing to resume: remove its run.json (a fixed input
+    then starts afresh instead of being told the data changed), and ``out`` when this run made it and it is empty."""
+    if any(out.glob("*.png")):
+        return
+    (out / RUN_FILE).unlink(missing_ok=True)
+    if remove_folder and out.is_dir() and not any(out.iterdir()):
+        out.rmdir()
+
+
 def run_method(
     method: InpaintingMethod,
     data: str | os.PathLike,
@@ -275,7 +308,7 @@ def run_method(
     Raises:
         MisatoError: bad ``limit``, ``out`` inside an input, a folder holding something else, a run there without
         ``resume``/``overwrite``, a resumed run started with other settings or data or listing fewer images, or a
-        method failing on any rank (the finished outputs are kept).
+        method failing on any rank (the finished outputs are kept; when there are none, run.json goes too).
     """
     pairs = open_pairs(data, mask)
     out = Path(out)
@@ -285,24 +318,16 @@ def run_method(
     if batch_size < 1:
         raise MisatoError(f"--batch-size must be at least 1, got {batch_size}")
     rank, world = rank_and_world()
+    out_existed = out.exists()
     record, names, todo = _on_rank0(_prepare, method, pairs, out, seed, resume, overwrite, limit)
     mine = todo[rank::world]
     started = time.perf_counter()
-    problem = None
-    with tqdm(total=len(names), initial=len(names) - len(todo), desc=method.name,
-              disable=not progress or rank != 0) as bar:
-        try:
-            _inpaint_names(method, pairs, out, mine, seed, batch_size, bar)
-        except Exception as error:
-            if world == 1:
-                raise
-            problem = error
-    outcomes = all_gather_objects((len(mine), None if problem is None else str(problem)))  # all ranks done here
-    if problem is not None:
-        raise problem
-    failed = [(index, message) for index, (_, message) in enumerate(outcomes) if message is not None]
-    if failed:
-        raise MisatoError(f"rank {failed[0][0]} stopped: {failed[0][1]}")
+    try:
+        outcomes = _inpaint_shards(method, pairs, out, names, todo, mine, seed, batch_size, progress)
+    except MisatoError:
+        if rank == 0:
+            _forget_empty_run(out, remove_folder=not out_existed)
+        raise
     record.update(complete=True, computed=len(todo), seconds_last_session=round(time.perf_counter() - started, 3))
     if world > 1:
         record.update(world_size=world, computed_per_rank=[count for count, _ in outcomes])

@@ -203,3 +203,19 @@ def test_an_unreadable_image_stops_the_run_after_the_images_before_it(tmp_path):
     assert sorted(list_images(out)) == [f"{index:04d}" for index in range(6)]
     assert not json.loads((out / "run.json").read_text())["complete"]
     assert not list(out.glob(".*.tmp"))
+
+
+def test_a_run_refused_before_any_output_leaves_nothing_that_blocks_the_fixed_rerun(tmp_path):
+    data = write_misato_folder(tmp_path / "data", n=3, size=32)
+    good = (data / "image" / "0000.png").read_bytes()
+    (data / "image" / "0000.png").write_bytes(b"not a png")
+    out = tmp_path / "pred"
+    with pytest.raises(MisatoError, match="0000.png: cannot decode"):
+        run_method(create_method("telea"), data, out, progress=False)
+    assert not out.exists()  # made by the run, empty: removed
+    out.mkdir()
+    with pytest.raises(MisatoError, match="0000.png: cannot decode"):
+        run_method(create_method("telea"), data, out, progress=False)
+    assert out.is_dir() and not any(out.iterdir())  # the user's folder stays
+    (data / "image" / "0000.png").write_bytes(good)
+    assert run_method(create_method("telea"), data, out, progress=False)["complete"]  # no --resume, no --overwrite
