@@ -14,6 +14,7 @@ import dataclasses
 import hashlib
 import importlib
 import inspect
+import traceback
 from collections.abc import Callable
 from typing import Any
 
@@ -323,12 +324,24 @@ def create_method(name: str, **options: Any) -> InpaintingMethod:
     for or loaded.
 
     Raises:
-        MisatoError: unknown method, unusable device, or the factory did not return an :class:`InpaintingMethod`.
+        MisatoError: unknown method, unusable device, a ``package.module:factory`` that fails when called (the
+        message names the exception and where it was raised), or the factory did not return an
+        :class:`InpaintingMethod`.
     """
     spec = get_spec(name)
     if options.get("device") is not None:
         check_device(str(options["device"]))
-    method = spec.factory(**options)
+    if name in method_specs():
+        method = spec.factory(**options)
+    else:  # the user's own code: its failure is one line saying where, like every other bad input
+        try:
+            method = spec.factory(**options)
+        except MisatoError:
+            raise
+        except Exception as error:  # noqa: BLE001 - any exception of a plug-in factory
+            frame = traceback.extract_tb(error.__traceback__)[-1]
+            raise MisatoError(f"--method {name}: calling it failed with {type(error).__name__}: {error} "
+                              f"(at {frame.filename}:{frame.lineno})") from None
     if not isinstance(method, InpaintingMethod):
         raise MisatoError(f"method {name!r}: its factory returned {type(method).__name__}, "
                           "not a baselines.InpaintingMethod")

@@ -47,6 +47,10 @@ class BreaksLater(FlatFill):
         return super().inpaint_one(image, mask, seed) if self.calls <= 2 else self.bad(image)
 
 
+def make_broken():
+    return 1 / 0
+
+
 def make_flat():
     """Grey fill (test plug-in)."""
     return FlatFill()
@@ -133,6 +137,12 @@ def test_module_path_plug_in_gets_the_runner(tmp_path, capsys):
         get_spec(f"{__name__}:REPO")
     with pytest.raises(MisatoError, match="returned str, not a baselines.InpaintingMethod"):
         create_method("builtins:str")
+    assert main(["inpaint", "--method", "json:loads", "--data", str(data), "--out", str(tmp_path / "x")]) == 2
+    err = capsys.readouterr().err
+    assert "--method json:loads: calling it failed with TypeError: " in err and err.count("\n") == 1, err
+    with pytest.raises(MisatoError, match=rf"--method {__name__}:make_broken: calling it failed with "
+                                          rf"ZeroDivisionError: .*\(at {__file__}:\d+\)$"):
+        create_method(f"{__name__}:make_broken")
 
 
 @pytest.mark.parametrize("bad, found", [(lambda image: image[:-1], r"uint8 \(31, 32, 3\)"),
