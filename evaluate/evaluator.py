@@ -606,7 +606,7 @@ def fid_folders(
     sides = [Path(first)] + ([Path(second)] if second is not None else [])
     if second is None and save_stats is None:
         raise MisatoError("give two folders (or statistics files) to compare, or --save-stats FILE for one")
-    is_stats = [side.is_file() and side.suffix == ".npz" for side in sides]
+    is_stats = [side.is_file() for side in sides]  # a file is read as statistics (and refused if it is not)
     if save_stats is not None and is_stats[0]:
         raise MisatoError(f"--save-stats saves the statistics of a folder; {first} is already a statistics file")
     folders = [side for side, stats_file in zip(sides, is_stats) if not stats_file]
@@ -614,6 +614,8 @@ def fid_folders(
         if len(list_images(folder)) < 2:
             raise MisatoError(f"{folder}: FID needs at least 2 images, found {len(list_images(folder))}")
     if save_stats is not None:
+        if Path(save_stats).suffix.lower() != ".npz":
+            raise MisatoError(f"--save-stats {save_stats}: name the file .npz (it is read back as a NumPy archive)")
         check_output_location(save_stats, sides)
         if Path(save_stats).exists():
             raise MisatoError(f"--save-stats {save_stats} exists; choose another file (nothing is overwritten)")

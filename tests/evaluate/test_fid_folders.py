@@ -126,6 +126,8 @@ def test_bad_fid_inputs_are_exit_2_before_any_network_loads(tmp_path, capsys):
         ([str(tmp_path / "array.npz"), str(two)], "a single array, not a .npz archive"),
         ([str(tmp_path / "marker-only.npz"), str(two)], "it lacks mu, sigma, n, protocol, weights_sha256"),
         ([str(tmp_path / "pickled.npz"), str(two)], "holds pickled objects"),
+        ([str(two), "--save-stats", str(tmp_path / "stats.bin")], "name the file .npz"),
+        ([str(two / "0.png"), str(two)], "not a statistics file of `misato fid --save-stats`"),
     ]
     for args, message in rows:
         assert main(["fid", *args, "--weights-dir", str(tmp_path / "no-weights")]) == 2, args
