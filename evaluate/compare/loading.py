@@ -92,7 +92,7 @@ def _read_summary(path: Path) -> dict:
 def _read_rows(file: Path) -> tuple[list[str], list[list[str]]]:
     """Header and non-blank rows of a CSV, every field as text; a row with another field count is an error."""
     try:
-        with file.open(newline="", encoding="utf-8") as handle:
+        with file.open(newline="", encoding="utf-8-sig") as handle:
             reader = csv.reader(handle)
             header = next(reader, [])
             rows, ragged = [], []

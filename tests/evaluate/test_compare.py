@@ -376,6 +376,15 @@ def test_bad_per_image_rows(tmp_path):
         load_run(run)
 
 
+def test_a_per_image_csv_saved_with_a_byte_order_mark_reads_as_without(tmp_path):
+    """Excel's "CSV UTF-8" starts the file with a BOM, which would otherwise hide the 'name' column."""
+    run = write_run(tmp_path, "a", {"psnr": np.arange(12.0)})
+    plain = load_run(run)
+    (run / "per_image.csv").write_bytes(b"\xef\xbb\xbf" + (run / "per_image.csv").read_bytes())
+    again = load_run(run)
+    assert again.per_image.equals(plain.per_image)
+
+
 def test_labels_no_common_metrics_and_bad_bootstrap(three_runs, tmp_path):
     assert load_run(three_runs[0]).label == "lama"
     named = write_run(tmp_path, "folder", {"psnr": np.ones(12)}, method="My Method")
