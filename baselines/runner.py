@@ -39,7 +39,7 @@ from misato.errors import MisatoError
 from misato.hashing import bytes_sha256
 from misato.io import atomic_write_bytes, atomic_write_text, preview_names, read_image, read_mask
 from misato.layout import PairedFolder, open_pairs
-from misato.outputs import TEMPORARY_FILES, OutputPolicy, prepare_output
+from misato.outputs import TEMPORARY_FILES, OutputPolicy, discard_refused_start, prepare_output
 from misato.provenance import provenance
 
 RUN_FILE = "run.json"
@@ -270,16 +270,6 @@ def _inpaint_shards(method: InpaintingMethod, pairs: PairedFolder, out: Path, na
     return outcomes
 
 
-def _forget_empty_run(out: Path, remove_folder: bool) -> None:
-    """After a refusal, a run with no prediction written has nothing to resume: remove its run.json (a fixed input
-    then starts afresh instead of being told the data changed), and ``out`` when this run made it and it is empty."""
-    if any(out.glob("*.png")):
-        return
-    (out / RUN_FILE).unlink(missing_ok=True)
-    if remove_folder and out.is_dir() and not any(out.iterdir()):
-        out.rmdir()
-
-
 def run_method(
     method: InpaintingMethod,
     data: str | os.PathLike,
@@ -325,8 +315,8 @@ def run_method(
     try:
         outcomes = _inpaint_shards(method, pairs, out, names, todo, mine, seed, batch_size, progress)
     except MisatoError:
-        if rank == 0:
-            _forget_empty_run(out, remove_folder=not out_existed)
+        if rank == 0 and not any(out.glob("*.png")):  # no prediction written: nothing to resume
+            discard_refused_start(out, out / RUN_FILE, made_here=not out_existed)
         raise
     record.update(complete=True, computed=len(todo), seconds_last_session=round(time.perf_counter() - started, 3))
     if world > 1:

@@ -199,6 +199,18 @@ be a function of the folder's record returning the policy). Imported only when s
 A test checks that every policy of the code base is listed."""
 
 
+def discard_refused_start(out: Path, state: Path, made_here: bool) -> None:
+    """Undo what a job wrote before it was refused on its inputs or settings, when nothing it computed is there: the
+    ``state`` it wrote (a record file or a state folder) and ``out`` itself when the job made it and it is now
+    empty. A later, corrected run then starts afresh instead of being told to resume."""
+    if state.is_dir():
+        shutil.rmtree(state, ignore_errors=True)
+    else:
+        state.unlink(missing_ok=True)
+    if made_here and out.is_dir() and not any(out.iterdir()):
+        out.rmdir()
+
+
 def _policies(marker: Path, references: Sequence[str]) -> list[OutputPolicy]:
     policies = []
     for reference in references:

@@ -47,7 +47,7 @@ from misato.errors import MisatoError
 from misato.hashing import misato_cache_dir
 from misato.io import atomic_write_text, write_image, write_mask
 from misato.layout import DOMAINS, MANIFEST_NAME
-from misato.outputs import OutputPolicy, prepare_output
+from misato.outputs import OutputPolicy, discard_refused_start, prepare_output
 from misato.provenance import provenance
 from misato.resources import check_memory
 from misato.masks.base import check_ratio_range
@@ -179,14 +179,6 @@ def _state_json(path: Path) -> dict | None:
 
 def _write_json(path: Path, data: object) -> None:
     atomic_write_text(path, json.dumps(data, indent=1, sort_keys=True) + "\n")
-
-
-def _forget_refused_build(out: Path, remove_folder: bool) -> None:
-    """Remove the state a fresh build wrote before it was refused, and ``out`` itself when the build made it and
-    nothing else lies in it."""
-    shutil.rmtree(out / STATE_DIR, ignore_errors=True)
-    if remove_folder and out.is_dir() and not any(out.iterdir()):
-        out.rmdir()
 
 
 def _plan(sources: list[DomainSource], features, per_domain: int, seed: int) -> tuple[list[dict], list[dict]]:
@@ -429,7 +421,7 @@ def build(
             # refused on its settings (features that cannot fit, fewer images than --per-domain): a resume could
             # only be refused again, so a fresh build leaves no state behind; the cached features stay
             if previous is None and rank == 0:
-                _forget_refused_build(out, remove_folder=not out_existed)
+                discard_refused_start(out, out / STATE_DIR, made_here=not out_existed)
             raise
         plan = {"entries": entries, "skipped": skipped}
         _write_json(state / "encoder.json", encoder_info)
