@@ -564,7 +564,8 @@ def load_statistics(path: str | os.PathLike, protocol: Protocol) -> dict[str, An
     if missing:
         raise MisatoError(f"{not_ours} (it lacks {', '.join(missing)}); write it again with --save-stats")
     mu, sigma = stats["mu"], stats["sigma"]
-    if mu.ndim != 1 or sigma.shape != (mu.size, mu.size) or stats["n"].ndim != 0:
+    numeric = all(np.issubdtype(stats[key].dtype, np.number) for key in ("mu", "sigma", "n"))
+    if not numeric or mu.ndim != 1 or sigma.shape != (mu.size, mu.size) or stats["n"].ndim != 0:
         raise MisatoError(f"{not_ours} (mu {mu.shape} and sigma {sigma.shape} are not a mean and its covariance)")
     if str(stats["protocol"]) != protocol.name:
         raise MisatoError(f"{path}: statistics of protocol {str(stats['protocol'])!r}, not {protocol.name!r}; "

@@ -115,6 +115,8 @@ def test_bad_fid_inputs_are_exit_2_before_any_network_loads(tmp_path, capsys):
     np.save(tmp_path / "array.npy", np.zeros(3))
     (tmp_path / "array.npy").rename(tmp_path / "array.npz")  # a single .npy under the .npz name
     np.savez(tmp_path / "marker-only.npz", format=STATS_FORMAT)
+    np.savez(tmp_path / "text.npz", format=STATS_FORMAT, mu=np.array(["a"]), sigma=np.array([["b"]]), n="two",
+             protocol="asuka", weights_sha256="0" * 64)
     np.savez(tmp_path / "pickled.npz", format=STATS_FORMAT, mu=np.array([{"a": 1}], dtype=object))
     before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
     rows = [
@@ -126,6 +128,7 @@ def test_bad_fid_inputs_are_exit_2_before_any_network_loads(tmp_path, capsys):
         ([str(tmp_path / "array.npz"), str(two)], "a single array, not a .npz archive"),
         ([str(tmp_path / "marker-only.npz"), str(two)], "it lacks mu, sigma, n, protocol, weights_sha256"),
         ([str(tmp_path / "pickled.npz"), str(two)], "holds pickled objects"),
+        ([str(tmp_path / "text.npz"), str(two)], "are not a mean and its covariance"),
         ([str(two), "--save-stats", str(tmp_path / "stats.bin")], "name the file .npz"),
         ([str(two / "0.png"), str(two)], "not a statistics file of `misato fid --save-stats`"),
     ]
