@@ -25,6 +25,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import traceback
 from collections.abc import Callable, Sequence
 from contextlib import redirect_stderr, redirect_stdout
@@ -112,13 +113,27 @@ def _unknown_keys(where: str, found, allowed) -> None:
         raise MisatoError(f"{where}: unknown key(s) {', '.join(unknown)}; allowed: {', '.join(sorted(allowed))}")
 
 
-def _typed(where: str, option, value: Any) -> Any:
-    """``value`` as the option's declared type (TOML integers accepted for floats), else an error."""
+def _typed(option, value: Any) -> Any:
+    """``value`` as the option's declared type (TOML integers accepted for floats), else an error (the caller
+    prefixes where the value came from)."""
     if option.type is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if not isinstance(value, option.type) or (option.type is int and isinstance(value, bool)):
-        raise MisatoError(f"{where}: option {option.name} must be {option.type.__name__}, got {value!r}")
+        raise MisatoError(f"option {option.name} must be {option.type.__name__}, got {value!r}")
     return value
+
+
+ENTRY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
+
+
+def check_entry_name(name: str, where: str) -> None:
+    """Refuse an entry name that is not one plain path component: it names ``predictions/<name>/``,
+    ``runs/<name>/`` and ``logs/<name>.log``, so ``../x`` or ``a/b`` would write outside the study folder (and
+    ``--set NAME.OPTION=VALUE`` splits at the first dot, so a dot is refused too)."""
+    if not ENTRY_NAME.fullmatch(name) or len(name) > 100:
+        raise MisatoError(f"{where}: the name {name!r} names the study's folders and files, so it must be letters, "
+                          f"digits, '_' and '-' only, starting with a letter or digit "
+                          f"(at most 100 characters)")
 
 
 def _parse_override(text: str, option, where: str) -> Any:
@@ -140,12 +155,13 @@ def method_entry(name: str, method: str, options: dict[str, Any], where: str, re
     and among its choices; declared defaults fill the rest (as ``misato inpaint`` does)."""
     from baselines.base import get_spec
 
+    check_entry_name(name, where)
     try:
         spec = get_spec(method)
         typed = {}
         for key, value in options.items():
             option = spec.option(key)
-            typed[key] = value if option is None else _typed(where, option, value)  # undeclared: refused below
+            typed[key] = value if option is None else _typed(option, value)  # undeclared: refused below
         options = spec.resolve_options(typed)
     except MisatoError as error:
         raise MisatoError(f"{where}: {error}") from None

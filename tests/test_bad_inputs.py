@@ -29,6 +29,7 @@ import misato.io
 from misato.cli import main
 from misato.cli_choices import BOOTSTRAP_RANGE, SEED_RANGE, SIDE_RANGE
 from tests.evaluate.test_compare import NAMES, write_run
+from tests.results.test_reproduce import MAPPING as STUDY_MAPPING
 from tests.helpers import smooth_image, write_misato_folder, write_predictions
 from tests.misato.test_build_support import tiny_clip_model
 
@@ -82,6 +83,10 @@ def world(tmp_path_factory) -> Path:
     (root / "masks_bad_csv" / "masks.csv").write_bytes(b"\xff\xfe")
     (root / "link_to_runA").symlink_to(root / "runA", target_is_directory=True)
     tiny_clip_model(root / "clip")
+    (root / "classical.toml").write_text(STUDY_MAPPING)
+    study = '[evaluation]\nprotocol = "asuka"\nmetrics = ["psnr", "ssim", "grad"]\n[tables]\nmappings = ["classical.toml"]\n'
+    (root / "study_escape.toml").write_text(study + '[methods."../../escaped"]\nmethod = "telea"\n')
+    (root / "study_bad_radius.toml").write_text(study + '[methods.telea]\noptions = { radius = "wide" }\n')
     for folder, record in (("demo", "demo.json"), ("study", "study.json"), ("train", "train.json")):
         (root / folder).mkdir()
         (root / folder / record).write_text(json.dumps({"stage": "decoder"} if folder == "train" else {}))
@@ -173,6 +178,9 @@ CASES = [
     Case("reproduce-empty-data", "reproduce --data {in}/empty --out {out}/s", ("{in}/empty",)),
     Case("reproduce-out-inside-data", "reproduce --data {in}/gt --out {in}/gt/s", ("{in}/gt/s", "lies inside")),
     Case("reproduce-zero-jobs", "reproduce --data {in}/gt --out {out}/s --jobs 0", ("--jobs",)),
+    Case("reproduce-entry-name-escapes-out", "reproduce --config {in}/study_escape.toml --data {in}/gt --out {out}/s", ("{in}/study_escape.toml [methods.../../escaped]", "the name '../../escaped'")),
+    Case("reproduce-print-commands-entry-name-escapes-out", "reproduce --config {in}/study_escape.toml --data {in}/gt --out {out}/s --print-commands", ("the name '../../escaped'",)),
+    Case("reproduce-option-of-the-wrong-type", "reproduce --config {in}/study_bad_radius.toml --data {in}/gt --out {out}/s", ("{in}/study_bad_radius.toml [methods.telea]: option radius must be int, got 'wide'",)),
     Case("reproduce-device-tpu", "reproduce --data {in}/gt --out {out}/s --device tpu", ("--device", "'tpu'")),
     Case("grid-missing-data", "grid --data {out}/nowhere --runs {in}/pred --out {out}/g.png", ("{out}/nowhere",)),
     Case("grid-missing-run", "grid --data {in}/gt --runs {out}/nowhere --out {out}/g.png", ("{out}/nowhere",)),
