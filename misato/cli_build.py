@@ -24,7 +24,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="build MISATO from the raw datasets (CLIP features, clustering, crops, masks)",
         description="Build a MISATO folder (image/, mask/, manifest.csv, build.json) from raw datasets.",
     )
-    parser.add_argument("--out", required=True, help="output folder (empty or new, unless --resume)")
+    parser.add_argument("--out", required=True, help="output folder (empty or new, unless --resume or --overwrite)")
     parser.add_argument("--size", type=int_in(*SIDE_RANGE), default=512, help="output side in pixels (default 512)")
     parser.add_argument("--per-domain", type=int_in(*COUNT_RANGE), default=500, help="images (clusters) per domain (default 500)")
     parser.add_argument("--seed", type=int_in(*SEED_RANGE), default=0, help="clustering and mask seed (default 0)")
@@ -61,7 +61,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="object-shape source for the mask generator (default: --coco-annotations when given)",
     )
     parser.add_argument("--min-side", type=int_in(1, SIDE_RANGE[1]), help="skip images whose shorter side is below this (default size/2)")
-    parser.add_argument("--resume", action="store_true", help="continue an interrupted build in --out")
+    again = parser.add_mutually_exclusive_group()
+    again.add_argument("--resume", action="store_true", help="continue an interrupted build in --out")
+    again.add_argument(
+        "--overwrite", action="store_true",
+        help="delete what a build wrote in --out (image/NNNN.png, mask/NNNN.png, manifest.csv, build.json, "
+        ".misato-build/; nothing else) and build afresh",
+    )
     parser.set_defaults(handler=build)
     declare_paths(parser, inputs=("flickr_landscape", "matterport", "megadepth", "coco_images", "coco_annotations",
                                   "domain", "mask_objects", "clip_pretrained"), outputs=("out", "feature_cache"))
@@ -99,6 +105,7 @@ def build(args: argparse.Namespace) -> int:
         num_workers=args.workers,
         feature_cache=args.feature_cache,
         resume=args.resume,
+        overwrite=args.overwrite,
         mask_ratio_range=tuple(args.mask_ratio_range) if args.mask_ratio_range else None,
         mask_objects=args.mask_objects,
         min_side=args.min_side,

@@ -8,7 +8,8 @@
   missing folder is fresh. A non-empty folder without a marker is never touched: not resumed, not overwritten.
 - ``resume`` continues the job recorded there (the caller checks the record's settings and finds what is
   missing); a complete job may be resumed too, which fills in what was deleted or extends it.
-- ``overwrite`` deletes only what the job writes (the policy's ``owned`` patterns), nothing else in the folder.
+- ``overwrite`` deletes only what the job writes (the policy's ``owned`` patterns), nothing else in the folder,
+  and the sub-folders that this leaves empty (``image/`` once its ``NNNN.png`` files are gone).
 - Without either, a folder holding a job is refused with a message saying which option continues or replaces it.
 """
 from __future__ import annotations
@@ -169,6 +170,10 @@ def prepare_output(out: str | os.PathLike, policy: OutputPolicy, *, resume: bool
                 shutil.rmtree(path)
             else:
                 path.unlink(missing_ok=True)
+            for folder in path.parents[: len(path.relative_to(out).parts) - 1]:  # between path and out
+                if any(folder.iterdir()):
+                    break
+                folder.rmdir()
         return None
     if resume:
         for path in out.glob(TEMPORARY_FILES):  # left by a killed write; the resumed job writes them anew

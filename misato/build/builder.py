@@ -8,6 +8,10 @@ takes no block). Within a block images follow the sorted source paths of the cho
 Resumability: while running, ``OUT/.misato-build/`` holds the settings, the selection plan and one record per
 written image. A killed build continues with ``resume=True``; because every image's mask generator is seeded
 from ``(seed, index)`` alone and the plan is stored, the result is byte-identical to an uninterrupted build.
+The plan records each selected file's sha256 and :meth:`~misato.build.readers.SourceImage.fingerprint`; a resume
+first checks every selected file against them (re-hashing only files whose fingerprint moved) and refuses when one
+was changed, and every write checks the bytes it crops against the sha256, so no output mixes two versions of the
+raw data. ``overwrite=True`` deletes what a build wrote (:data:`BUILD_POLICY`) and starts afresh.
 The state folder is removed once ``manifest.csv`` and ``build.json`` are written.
 """
 from __future__ import annotations
@@ -42,10 +46,10 @@ from misato.build.readers import (
     read_megadepth,
 )
 from misato.build.selection import select_representatives
-from misato.distributed import barrier, local_device, rank_and_world
+from misato.distributed import barrier, broadcast_from_rank0, local_device, rank_and_world
 from misato.errors import MisatoError
-from misato.hashing import misato_cache_dir
-from misato.io import atomic_write_text, write_image, write_mask
+from misato.hashing import bytes_sha256, misato_cache_dir
+from misato.io import atomic_write_text, list_images, read_mask, write_image, write_mask
 from misato.layout import DOMAINS, MANIFEST_NAME
 from misato.outputs import OutputPolicy, discard_refused_start, prepare_output
 from misato.provenance import provenance
@@ -58,8 +62,11 @@ BUILD_JSON = "build.json"
 WRITE_BYTES_PER_PIXEL = 2 * MASK_BYTES_PER_PIXEL
 """Peak memory of writing one image, per output pixel: its mask (:data:`misato.masks.generate.BYTES_PER_PIXEL`)
 plus the cropped, resized and encoded RGB copies, counted as much again (the raw file's own decode comes on top)."""
+OUTPUT_NAMES = "[0-9][0-9][0-9][0-9]*.png"
+"""Pattern of the image and mask files a build writes (``NNNN.png``, zero-padded index)."""
 BUILD_POLICY = OutputPolicy(what="build", markers=(BUILD_JSON, f"{STATE_DIR}/settings.json"),
-                            owned=("image", "mask", MANIFEST_NAME, BUILD_JSON, STATE_DIR), can_overwrite=False)
+                            owned=(f"image/{OUTPUT_NAMES}", f"mask/{OUTPUT_NAMES}", MANIFEST_NAME, BUILD_JSON, STATE_DIR))
+"""``overwrite`` deletes only these: other files a user keeps in the folder (or in ``image/``, ``mask/``) stay."""
 BUILD_PACKAGES = ("open_clip_torch", "pycocotools", "scikit-learn")
 """Packages whose versions ``build.json`` records besides the base ones (:mod:`misato.provenance`)."""
 MANIFEST_COLUMNS = (
@@ -165,6 +172,27 @@ def default_mask_generator(size: int, ratio_range: tuple[float, float] | None, o
     return make_generator("misato", size, ratio_range=ratio_range, objects=objects)
 
 
+def check_object_masks(objects: str | os.PathLike, progress: bool = True) -> None:
+    """Read every mask of an object-mask folder (``--mask-objects DIR``) before anything is written.
+
+    The generator may draw any file of the folder for any image, so a bad one would otherwise stop a build part-way
+    through (or, with few images, never show). A COCO JSON source is checked when the generator loads it.
+
+    Raises:
+        MisatoError: naming the first unreadable mask (corrupt, 16-bit, 0/1-valued, colour) or a folder whose masks
+        are all empty.
+    """
+    folder = Path(objects)
+    if not folder.is_dir():
+        return
+    files = sorted(list_images(folder, what="object mask").values())
+    any_object = False
+    for path in tqdm(files, desc="checking object masks", unit="mask", disable=not progress):
+        any_object = read_mask(path).any() or any_object
+    if not any_object:
+        raise MisatoError(f"--mask-objects {folder}: all {len(files)} object masks are empty (no pixel >= 128)")
+
+
 def _describe_generator(generator) -> object:
     """The generator's parameters (``MaskGenerator.parameters()``), or its class name for custom generators."""
     parameters = getattr(generator, "parameters", None)
@@ -199,6 +227,7 @@ def _plan(sources: list[DomainSource], features, per_domain: int, seed: int) -> 
                     "domain": source.name,
                     "candidates": [source.items[p].relative_path for p in candidates],
                     "hashes": [result.hashes[p] for p in candidates],
+                    "fingerprints": [source.items[p].fingerprint() for p in candidates],
                     "cluster_id": representative.cluster_id,
                     "cluster_size": representative.cluster_size,
                     "distance_to_centre": representative.distance_to_centre,
@@ -209,18 +238,50 @@ def _plan(sources: list[DomainSource], features, per_domain: int, seed: int) -> 
     return entries, skipped
 
 
+def _changed_source(item: SourceImage, out: Path) -> MisatoError:
+    return MisatoError(f"{item.root / item.relative_path}: changed since the build in {out} selected it (its sha256 "
+                       "differs from the one recorded); start again with --overwrite, or put the original file back")
+
+
+def _check_sources_unchanged(entries: list[dict], by_path: dict[str, dict[str, SourceImage]], out: Path) -> None:
+    """Refuse to resume a plan whose selected raw files were removed or rewritten since it was made.
+
+    Every candidate of every entry is checked, written or not: its fingerprint is compared with the recorded one,
+    and only when that moved is the file re-hashed and compared with the recorded sha256 (a copied or touched file
+    with the same bytes passes).
+
+    Raises:
+        MisatoError: naming the first missing or changed file.
+    """
+    for entry in entries:
+        items = by_path[entry["domain"]]
+        fingerprints = entry.get("fingerprints", [None] * len(entry["candidates"]))  # older plans: re-hash all
+        for relative, digest, fingerprint in zip(entry["candidates"], entry["hashes"], fingerprints):
+            item = items.get(relative)
+            if item is None:
+                raise MisatoError(f"{entry['domain']}: {relative} was selected by the build in {out} but is no longer in "
+                                  "the raw dataset; start again with --overwrite")
+            if item.fingerprint() != fingerprint and bytes_sha256(item.read_bytes()) != digest:
+                raise _changed_source(item, out)
+
+
 def _write_one(
     entry: dict, source: DomainSource, by_path: dict[str, SourceImage], size: int, seed: int, generator, min_ratio: float, out: Path
 ) -> dict:
-    """Write image and mask ``entry["index"]``; returns its manifest row (``by_path``: the domain's items by path)."""
+    """Write image and mask ``entry["index"]``; returns its manifest row (``by_path``: the domain's items by path).
+
+    Raises:
+        MisatoError: a candidate's bytes differ from the sha256 the plan recorded (the file changed during the build).
+    """
     rng = mask_rng(seed, entry["index"])
     name = f"{entry['index']:04d}"
     failures = []
     for rank, relative in enumerate(entry["candidates"]):
-        item = by_path.get(relative)
-        if item is None:
-            raise MisatoError(f"{source.name}: {relative} was selected but is no longer in the raw dataset; rebuild")
-        image = crop_resize_image(item.decode(), size)
+        item = by_path[relative]
+        data = item.read_bytes()
+        if bytes_sha256(data) != entry["hashes"][rank]:
+            raise _changed_source(item, out)
+        image = crop_resize_image(item.decode(data), size)
         if source.coco is None:
             mask, kinds = generator.sample(rng)
             mask = np.asarray(mask, dtype=bool)
@@ -308,6 +369,7 @@ def build(
     num_workers: int = 0,
     feature_cache: str | os.PathLike | None = None,
     resume: bool = False,
+    overwrite: bool = False,
     mask_ratio_range: tuple[float, float] | None = None,
     mask_generator=None,
     mask_objects=None,
@@ -320,7 +382,7 @@ def build(
     """Build a MISATO folder from raw datasets (see the module docstring and docs/build.md).
 
     Args:
-        out: output folder (must be empty or missing unless ``resume``).
+        out: output folder (must be empty or missing unless ``resume`` or ``overwrite``).
         flickr_landscape, matterport, megadepth, coco_images, coco_annotations: raw dataset folders
             (root or any folder inside) and the COCO instances JSON.
         domains: extra ``(name, folder)`` domains read as generic recursive image folders.
@@ -332,6 +394,8 @@ def build(
         feature_cache: cache root for features (default ``$MISATO_CACHE``, i.e. ``~/.cache/misato``; rows go to its
             ``features/`` folder, see :mod:`misato.cache`).
         resume: continue an interrupted build in ``out``.
+        overwrite: delete what a previous build wrote in ``out`` (:data:`BUILD_POLICY`; nothing else) and start
+            afresh. Not together with ``resume``.
         mask_ratio_range: ``(lo, hi)`` hole-ratio range handed to the mask generator; ``lo`` is also the
             minimum ratio a COCO background mask must keep after its objects are removed. None = generator default.
         mask_generator: object with ``sample(rng) -> (bool [size, size], kinds)``; default: the ``misato``
@@ -375,16 +439,8 @@ def build(
     }
     rank, world = rank_and_world()
     inputs = [value for key, value in given.items() if value is not None and key != "coco_annotations"]
-    out_existed = out.exists()
-    previous = prepare_output(out, BUILD_POLICY, resume=resume, inputs=[*inputs, *(folder for _, folder in domains)])
-    if previous is not None and previous.complete:
-        if rank == 0 and (out / STATE_DIR).exists():
-            shutil.rmtree(out / STATE_DIR)
-        return BuildReport(out, already_complete=True)
-    if previous is not None and previous.record != settings:
-        saved = previous.record
-        differing = sorted(key for key in set(saved) | set(settings) if saved.get(key) != settings.get(key))
-        raise MisatoError(f"--resume: the build in {out} used different settings ({', '.join(differing)}); use the same options")
+    inputs += [folder for _, folder in domains]
+    # the inputs are read and checked before the output folder is touched (an overwrite deletes)
     sources, unannotated = collect_sources(**given, domains=domains)
     generator = mask_generator
     if generator is None:  # made before the long feature stage, so a missing generator fails fast
@@ -395,9 +451,34 @@ def build(
             if error.option == "objects":  # build's own argument: mask_objects (--mask-objects)
                 error.option = "mask_objects"
             raise
+        check_object_masks(objects, progress and rank == 0)
+    out_existed = out.exists()
+    if overwrite:  # it deletes, so rank 0 alone prepares the folder and the other ranks take its outcome
+        refusal = None
+        if rank == 0:
+            try:
+                prepare_output(out, BUILD_POLICY, resume=resume, overwrite=True, inputs=inputs)
+            except MisatoError as error:
+                refusal = error
+        message = broadcast_from_rank0(None if refusal is None else str(refusal))
+        if message is not None:
+            raise refusal or MisatoError(message)
+        previous = None
+    else:
+        previous = prepare_output(out, BUILD_POLICY, resume=resume, inputs=inputs)
+    if previous is not None and previous.complete:
+        if rank == 0 and (out / STATE_DIR).exists():
+            shutil.rmtree(out / STATE_DIR)
+        return BuildReport(out, already_complete=True)
+    if previous is not None and previous.record != settings:
+        saved = previous.record
+        differing = sorted(key for key in set(saved) | set(settings) if saved.get(key) != settings.get(key))
+        raise MisatoError(f"--resume: the build in {out} used different settings ({', '.join(differing)}); use the "
+                          "same options, or start again with --overwrite")
     state = out / STATE_DIR
     barrier()  # every rank has checked the output before rank 0 writes into it
     plan = _state_json(state / "plan.json")
+    plan_was_saved = plan is not None
     encoder_info = _state_json(state / "encoder.json")
     if plan is None:
         encoder = encoder or load_clip(clip_model, clip_pretrained, device, weights_dir)  # fails before any write
@@ -431,6 +512,8 @@ def build(
     min_ratio = mask_ratio_range[0] if mask_ratio_range is not None else 0.0
     by_domain = {source.name: source for source in sources}
     by_path = {source.name: {item.relative_path: item for item in source.items} for source in sources}
+    if plan_was_saved:  # a resumed build: its raw files may have been changed while it was stopped
+        _check_sources_unchanged(plan["entries"], by_path, out)
     rows = []
     for entry in tqdm(plan["entries"], desc="writing images", unit="img", disable=not progress):
         record_path = state / "records" / f"{entry['index']:04d}.json"

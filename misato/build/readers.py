@@ -59,21 +59,38 @@ class SourceImage:
     coco_image_id: int | None = None
     expected_size: tuple[int, int] | None = None
 
+    @property
+    def file(self) -> Path:
+        """The file on disk holding the image: the zip archive for a zip member."""
+        return self.root / self.relative_path.split(ZIP_MEMBER_SEPARATOR, 1)[0]
+
+    def fingerprint(self) -> list[int]:
+        """``[size in bytes, modification time in ns, status-change time in ns]`` of :attr:`file`.
+
+        Cheap to read (one ``stat``), and different after the file is rewritten: the change time moves on every
+        write and, unlike the modification time, cannot be set back. A resumed build re-hashes a source only when
+        this differs from the one it recorded.
+        """
+        status = self.file.stat()
+        return [status.st_size, status.st_mtime_ns, status.st_ctime_ns]
+
     def read_bytes(self) -> bytes:
         """The file's bytes (from the zip archive for a zip member)."""
         if ZIP_MEMBER_SEPARATOR in self.relative_path:
-            archive, member = self.relative_path.split(ZIP_MEMBER_SEPARATOR, 1)
-            with zipfile.ZipFile(self.root / archive) as handle:
+            member = self.relative_path.split(ZIP_MEMBER_SEPARATOR, 1)[1]
+            with zipfile.ZipFile(self.file) as handle:
                 return handle.read(member)
-        return (self.root / self.relative_path).read_bytes()
+        return self.file.read_bytes()
 
-    def decode(self) -> np.ndarray:
+    def decode(self, data: bytes | None = None) -> np.ndarray:
         """The decoded image, ``uint8 [H, W, 3]`` RGB (see :func:`misato.io.decode_image`).
 
+        Args:
+            data: the file's bytes when already read (:meth:`read_bytes`); read here otherwise.
         Raises:
             MisatoError: the file cannot be used (corrupt, 16-bit, transparent); the build skips and lists it.
         """
-        return decode_image(self.read_bytes(), self.relative_path)
+        return decode_image(self.read_bytes() if data is None else data, self.relative_path)
 
 
 def _require_folder(folder: str | os.PathLike, what: str) -> Path:

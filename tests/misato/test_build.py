@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -244,7 +245,7 @@ def test_bad_inputs(tmp_path, raw, encoder):
     (tmp_path / "full" / "x.txt").write_text("x")
     with pytest.raises(MisatoError, match="not empty"):
         run(tmp_path / "full", {"flickr_landscape": raw["flickr_landscape"]}, encoder, None)
-    with pytest.raises(MisatoError, match="not empty and holds no build.json; choose another folder$"):
+    with pytest.raises(MisatoError, match=r"not empty and holds no build.json; choose another folder \(--overwrite only replaces a folder a build wrote\)$"):
         run(tmp_path / "full", {"flickr_landscape": raw["flickr_landscape"]}, encoder, None, resume=True)
     with pytest.raises(MisatoError, match="mask-ratio-range"):
         run(tmp_path / "g", {"flickr_landscape": raw["flickr_landscape"]}, encoder, None, mask_ratio_range=(0.5, 0.2))
@@ -299,7 +300,7 @@ def test_checkpoint_file_round_trip(tmp_path, encoder):
     assert loaded.weights_digest == encoder.weights_digest and loaded.weights_file_sha256
 
 
-def test_cli_verify_and_build_errors(tmp_path, built, capsys):
+def test_cli_verify_and_build_errors(tmp_path, raw, built, capsys):
     out, _ = built
     assert main(["verify", str(out)]) == 0
     broken = tmp_path / "broken"
@@ -316,7 +317,8 @@ def test_cli_verify_and_build_errors(tmp_path, built, capsys):
     assert main(["verify", str(broken)]) == 2
     printed = capsys.readouterr().out
     assert "image/0003.png has no mask" in printed and "0001.png is not binary" in printed
-    assert main(["build", "--out", str(out), "--flickr-landscape", str(tmp_path)]) == 2
+    assert main(["build", "--out", str(out), "--flickr-landscape", str(tmp_path),
+                 "--mask-objects", str(raw["coco_annotations"])]) == 2
     assert "not empty" in capsys.readouterr().err
 
 
@@ -473,3 +475,106 @@ def test_a_plain_state_dict_for_an_openai_model_warns_about_quickgelu(tmp_path):
         encoder = load_clip("ViT-B-32-quickgelu", str(state))
     activations = {type(m).__name__ for m in encoder.model.visual.modules()}
     assert "QuickGELU" in activations and "GELU" not in activations
+
+
+def _killed_after_first_image(out: Path, flickr: Path, encoder, cache: Path) -> None:
+    """A landscape-only build of ``flickr`` stopped (as by a kill) once image 0000 is written."""
+
+    def stop(step, count):
+        if step == "write":
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run(out, {"flickr_landscape": flickr}, encoder, cache, on_step=stop)
+    assert (out / "image" / "0000.png").is_file() and not (out / "image" / "0001.png").exists()
+
+
+def _same_size_and_mtime_other_bytes(path: Path) -> None:
+    """Flip one byte and set the modification time back: only the change time (and the content) tell."""
+    status = path.stat()
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+    os.utime(path, ns=(status.st_atime_ns, status.st_mtime_ns))
+
+
+@pytest.mark.parametrize("index, change", [(0, "rewrite"), (2, "rewrite"), (0, "same size and mtime")])
+def test_resume_refuses_a_raw_file_rewritten_under_the_same_name(tmp_path, encoder, index, change):
+    """Image ``index`` (0: already written, 2: still to write) comes from a file replaced while the build was
+    stopped: resuming would mix two versions of the raw data, so it is refused naming the file."""
+    write_flickr(tmp_path / "flickr", n=6)
+    out = tmp_path / "out"
+    _killed_after_first_image(out, tmp_path / "flickr", encoder, tmp_path / "cache")
+    plan = json.loads((out / ".misato-build" / "plan.json").read_text())
+    source = tmp_path / "flickr" / plan["entries"][index]["candidates"][0]
+    if change == "rewrite":
+        from tests.misato.test_build_support import photo, write_jpeg
+
+        write_jpeg(source, photo(99))
+    else:
+        _same_size_and_mtime_other_bytes(source)
+    with pytest.raises(MisatoError, match=f"^{source}: changed since the build in {out} selected it .*--overwrite"):
+        run(out, {"flickr_landscape": tmp_path / "flickr"}, encoder, tmp_path / "cache", resume=True)
+    assert not (out / "image" / "0001.png").exists()  # refused before writing anything more
+
+
+def test_resume_accepts_a_touched_file_with_the_same_bytes(tmp_path, encoder):
+    write_flickr(tmp_path / "flickr", n=6)
+    reference = tmp_path / "reference"
+    run(reference, {"flickr_landscape": tmp_path / "flickr"}, encoder, tmp_path / "cache")
+    out = tmp_path / "out"
+    _killed_after_first_image(out, tmp_path / "flickr", encoder, tmp_path / "cache")
+    for path in (tmp_path / "flickr").iterdir():
+        path.write_bytes(path.read_bytes())  # new modification and change times, same content
+    run(out, {"flickr_landscape": tmp_path / "flickr"}, encoder, tmp_path / "cache", resume=True)
+    assert folder_bytes(out) == folder_bytes(reference)
+
+
+def test_a_file_changed_during_the_build_is_refused_at_its_write(tmp_path, encoder):
+    """Rewritten after its features were computed: the bytes to crop no longer have the sha256 the plan holds."""
+    from tests.misato.test_build_support import photo, write_jpeg
+
+    write_flickr(tmp_path / "flickr", n=6)
+
+    def rewrite_all(step, count):
+        if step == "features":
+            for k, path in enumerate(sorted((tmp_path / "flickr").iterdir())):
+                write_jpeg(path, photo(50 + k))
+
+    with pytest.raises(MisatoError, match="flickr/00000.jpg: changed since the build"):
+        run(tmp_path / "out", {"flickr_landscape": tmp_path / "flickr"}, encoder, tmp_path / "cache",
+            batch_size=8, on_step=rewrite_all)
+    assert not (tmp_path / "out" / "image").exists()
+
+
+def test_overwrite_replaces_only_what_a_build_wrote(tmp_path, encoder):
+    """After a stopped build, ``overwrite`` with other settings gives a fresh build's bytes; the user's own files
+    (beside the outputs and inside image/) stay. ``overwrite`` also replaces a complete build."""
+    write_flickr(tmp_path / "flickr", n=6)
+    raw = {"flickr_landscape": tmp_path / "flickr"}
+    out = tmp_path / "out"
+    _killed_after_first_image(out, tmp_path / "flickr", encoder, tmp_path / "cache")
+    (out / "notes.txt").write_text("mine")
+    (out / "image" / "README").write_text("mine too")
+    with pytest.raises(MisatoError, match="either --resume or --overwrite"):
+        run(out, raw, encoder, tmp_path / "cache", seed=4, resume=True, overwrite=True)
+    run(out, raw, encoder, tmp_path / "cache", seed=4, overwrite=True)
+    run(tmp_path / "fresh", raw, encoder, tmp_path / "cache", seed=4)
+    rebuilt = folder_bytes(out)
+    assert rebuilt.pop("notes.txt") == b"mine" and rebuilt.pop("image/README") == b"mine too"
+    assert rebuilt == folder_bytes(tmp_path / "fresh")
+    run(tmp_path / "fresh", raw, encoder, tmp_path / "cache", overwrite=True)  # seed 0 over the complete seed-4 build
+    run(tmp_path / "seed0", raw, encoder, tmp_path / "cache")
+    assert folder_bytes(tmp_path / "fresh") == folder_bytes(tmp_path / "seed0")
+
+
+def test_an_overwrite_refused_on_its_settings_leaves_a_folder_the_next_build_starts_in(tmp_path, encoder):
+    """``overwrite`` removes image/ and mask/ once emptied, so an overwrite refused later (too few images for
+    ``per_domain``) leaves an empty folder, not empty sub-folders that would block every later build."""
+    write_flickr(tmp_path / "flickr", n=6)
+    raw = {"flickr_landscape": tmp_path / "flickr"}
+    run(tmp_path / "out", raw, encoder, tmp_path / "cache")
+    with pytest.raises(MisatoError, match="6 usable images, but 7"):
+        run(tmp_path / "out", raw, encoder, tmp_path / "cache", per_domain=7, overwrite=True)
+    assert not any((tmp_path / "out").iterdir())
+    run(tmp_path / "out", raw, encoder, tmp_path / "cache", per_domain=2)
