@@ -18,8 +18,8 @@ from __future__ import annotations
 
 import io
 import os
+import secrets
 import struct
-import tempfile
 import zlib
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -31,9 +31,6 @@ from misato.errors import MisatoError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 """File endings accepted as images or masks (case-insensitive)."""
-
-_UMASK = os.umask(0o022)
-os.umask(_UMASK)
 
 MASK_THRESHOLD = 128
 """uint8 mask values >= this are holes (the official scripts binarise mask/255 at 0.5)."""
@@ -269,20 +266,26 @@ def mask_to_uint8(mask: np.ndarray) -> np.ndarray:
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes | bytearray | memoryview) -> None:
     """Write ``data`` (any contiguous bytes-like object) to ``path`` so that readers see either the old file or
-    the complete new one."""
+    the complete new one.
+
+    The bytes go to a hidden ``.NAME.<16 hex digits>.tmp`` beside ``path`` (:data:`misato.outputs.TEMPORARY_FILES`),
+    then are renamed. Its name is chosen before the file is created, so that whatever interrupts the write, also a
+    Ctrl-C's ``KeyboardInterrupt`` landing just after the file was created (``tempfile.mkstemp`` could return
+    neither the name nor the handle then), removes it.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
     try:
-        handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    except OSError as error:  # name the file asked for, not the temporary one that could not be made
-        raise OSError(error.errno, error.strerror, str(path)) from None
-    try:
-        os.fchmod(handle, 0o666 & ~_UMASK)  # mkstemp creates 0600; give the usual permissions of a new file
+        try:  # mode 0666 less the umask: the usual permissions of a new file
+            handle = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
+        except OSError as error:  # name the file asked for, not the temporary one that could not be made
+            raise OSError(error.errno, error.strerror, str(path)) from None
         with os.fdopen(handle, "wb") as stream:
             stream.write(data)
         os.replace(temporary, path)
     except BaseException as error:
-        Path(temporary).unlink(missing_ok=True)
+        temporary.unlink(missing_ok=True)
         if isinstance(error, OSError) and error.filename is None:  # write() on a full disk names no file
             raise OSError(error.errno, error.strerror, str(path)) from None
         raise

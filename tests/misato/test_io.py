@@ -145,12 +145,15 @@ def test_atomic_write_leaves_no_temporary_files(tmp_path):
 
 def test_a_temporary_file_that_cannot_be_made_is_reported_as_the_file_asked_for(tmp_path, monkeypatch):
     import errno
-    import tempfile
 
-    def refuse(*args, **kwargs):
-        raise PermissionError(errno.EACCES, "Permission denied", str(tmp_path / ".f.txt.x1y2.tmp"))
+    real_open = os.open
 
-    monkeypatch.setattr(tempfile, "mkstemp", refuse)
+    def refuse_temporary(path, *args, **kwargs):
+        if str(path).endswith(".tmp"):
+            raise PermissionError(errno.EACCES, "Permission denied", str(path))
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", refuse_temporary)
     with pytest.raises(OSError) as error:
         atomic_write_text(tmp_path / "f.txt", "hello")
     assert error.value.filename == str(tmp_path / "f.txt") and error.value.errno == errno.EACCES
@@ -172,3 +175,12 @@ def test_image_names_that_cannot_be_recorded_or_read_are_refused_naming_them(tmp
     write_image(folder / undecodable, np.zeros((8, 8, 3), np.uint8))
     with pytest.raises(MisatoError, match=r"the file name b'\\xff\\xfe.png' is not valid UTF-8; rename it"):
         list_images(folder)
+
+
+def test_atomic_writes_give_a_new_file_the_usual_permissions(tmp_path):
+    umask = os.umask(0o027)
+    try:
+        atomic_write_text(tmp_path / "f.txt", "hello")
+    finally:
+        os.umask(umask)
+    assert (tmp_path / "f.txt").stat().st_mode & 0o777 == 0o640
