@@ -12,6 +12,12 @@ PROTOCOL_CHOICES = ("asuka", "comod")
 PROTOCOL_HELP = ("asuka: the official MISATO scripts (torchvision Inception-v3, PIL resize 342 + crop 299, IDS PCA to "
                  "the resolution); comod: Co-Mod-GAN / pytorch-fid convention (TF FID Inception, TF1 resize, no PCA)")
 METRIC_NAMES = ("psnr", "ssim", "lpips", "fid", "uids", "pids", "grad", "kid", "clip")
+MASK_PRESETS_WITHOUT_OBJECTS = (
+    "lama-thin-512", "lama-medium-512", "lama-thick-512", "lama-thin-256", "lama-medium-256", "lama-thick-256",
+    "comod-512", "mat-512", "mat-512-small", "mat-256", "mat-256-small", "rect", "complement-rect",
+)
+"""The mask presets that need no object source (:data:`misato.masks.presets.PRESETS` without ``needs_objects``): the
+ones ``misato demo``, which has no ``--objects``, can run. A test checks them against their source."""
 
 
 # Option-value types: every subcommand bounds its numeric options with these, so a value that cannot make sense

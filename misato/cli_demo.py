@@ -18,7 +18,8 @@ from typing import Any
 
 import numpy as np
 
-from misato.cli_choices import PROTOCOL_CHOICES
+from misato.cli_choices import MASK_PRESETS_WITHOUT_OBJECTS, PROTOCOL_CHOICES, SEED_RANGE, SIDE_RANGE, int_in
+from misato.errors import OPTION, MisatoError
 from misato.outputs import OutputPolicy, declare_paths
 
 SAMPLE_IMAGES = (
@@ -29,6 +30,11 @@ DEMO_METHODS = ("telea", "navier-stokes")
 DEMO_FILE = "demo.json"
 GRID_FILE = "grid.png"
 PLOTS_DIR = "plots"
+FIXED_BYTES = 384 * 2**20
+BYTES_PER_PIXEL = 1200
+"""Peak memory of a demo beyond the loaded libraries is about ``FIXED_BYTES + BYTES_PER_PIXEL · size²``, for
+:func:`misato.resources.check_memory` (measured with the weight-free metrics: 640 MB, 1.5 GB and 4.9 GB at sides
+512, 1024 and 2048; most of it is the evaluation of the eight images)."""
 
 DEMO_POLICY = OutputPolicy(what="demo", markers=(DEMO_FILE,), can_resume=False,
                            owned=("data", "predictions", "runs", "comparison.md", "comparison.csv", GRID_FILE,
@@ -42,9 +48,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description=__doc__.split("\n\n")[0],
     )
     parser.add_argument("--out", default="misato-demo", help="folder for everything the demo writes")
-    parser.add_argument("--size", type=int, default=256, help="image side in pixels")
-    parser.add_argument("--mask-preset", default="lama-medium-256", help="mask preset (see `misato masks --help`)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--size", type=int_in(*SIDE_RANGE), default=256, help="image side in pixels (default 256)")
+    parser.add_argument("--mask-preset", default="lama-medium-256", choices=MASK_PRESETS_WITHOUT_OBJECTS,
+                        metavar="PRESET", help="mask preset needing no object source (default lama-medium-256; "
+                        "see `misato masks --help`): " + ", ".join(MASK_PRESETS_WITHOUT_OBJECTS))
+    parser.add_argument("--seed", type=int_in(*SEED_RANGE), default=0)
     parser.add_argument("--protocol", default="asuka", choices=PROTOCOL_CHOICES)
     parser.add_argument("--weights-dir", help="folder searched first for weight files")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing demo folder")
@@ -92,6 +100,20 @@ def build_sample(root: Path, size: int, mask_preset: str, seed: int) -> Path:
     return root
 
 
+def check_settings(size: int, mask_preset: str) -> None:
+    """Refuse, before anything is written, a demo that cannot run: a mask preset needing an object source (the demo
+    has none), a size the mask generator refuses, or a size whose memory estimate (:data:`BYTES_PER_PIXEL`) exceeds
+    the limit."""
+    from misato.masks import make_generator
+    from misato.resources import check_memory
+
+    if mask_preset not in MASK_PRESETS_WITHOUT_OBJECTS:
+        raise MisatoError(f"{OPTION} {mask_preset!r}: the demo runs the presets needing no object source: "
+                          f"{', '.join(MASK_PRESETS_WITHOUT_OBJECTS)}", option="mask_preset")
+    make_generator(mask_preset, size)  # its refusal of the size, before the sample is written
+    check_memory(FIXED_BYTES + BYTES_PER_PIXEL * size**2, f"--size {size} demo")
+
+
 def available_metrics(protocol: str, weights_dir: str | None) -> tuple[list[str], dict[str, str]]:
     """Metrics whose weights are present here, and the reason for each skipped one."""
     from evaluate.metric_info import DEFAULT_METRICS, required_weights
@@ -129,11 +151,12 @@ def demo(out: str | Path = "misato-demo", size: int = 256, mask_preset: str = "l
 
     evaluator = import_evaluator()
     out = Path(out)
+    check_settings(size, mask_preset)
+    metrics, skipped = available_metrics(protocol, weights_dir)
     prepare_output(out, DEMO_POLICY, overwrite=overwrite)
     settings = {"size": size, "mask_preset": mask_preset, "seed": seed, "protocol": protocol, "methods": DEMO_METHODS}
     atomic_write_text(out / DEMO_FILE, json.dumps({**settings, "complete": False}, indent=2))
     data = build_sample(out / "data", size, mask_preset, seed)
-    metrics, skipped = available_metrics(protocol, weights_dir)
     runs = []
     for method in DEMO_METHODS:
         run_method(create_method(method), data, out / "predictions" / method, seed=seed, progress=progress)

@@ -60,3 +60,32 @@ def test_demo_overwrite_never_deletes_what_a_demo_did_not_write(tmp_path):
     record = json.loads((tmp_path / "d" / "demo.json").read_text())
     assert record["complete"] and record["provenance"]["protocol"] == "asuka"
     assert (tmp_path / "d" / "notes.txt").read_text() == "kept"
+
+
+@pytest.mark.parametrize("refused, env", [
+    (["--mask-preset", "nosuch"], {}),
+    (["--mask-preset", "object"], {}),
+    (["--size", "7"], {}),
+    (["--size", "10"], {}),
+    (["--size", "2048"], {"MISATO_MEMORY_LIMIT": "100M"}),
+], ids=["unknown-preset", "preset-needing-objects", "size-below-range", "size-the-masks-refuse", "over-memory"])
+def test_a_refused_demo_writes_nothing_so_the_corrected_run_proceeds(tmp_path, monkeypatch, capsys, refused, env):
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    out = tmp_path / "d"
+    try:
+        code = main(["demo", "--out", str(out), *refused])
+    except SystemExit as stop:  # argparse refuses the value
+        code = stop.code
+    assert code == 2 and not out.exists()
+    for name in env:
+        monkeypatch.delenv(name)
+    assert main(["demo", "--out", str(out), "--size", "32"]) == 0
+    assert json.loads((out / "demo.json").read_text())["complete"]
+
+
+def test_demo_refuses_a_mask_preset_needing_objects_naming_its_own_argument(tmp_path):
+    with pytest.raises(MisatoError, match=r"^mask_preset= 'object': the demo runs the presets needing no object "
+                                          r"source: lama-thin-512, "):
+        demo(tmp_path / "d", size=32, mask_preset="object", progress=False)
+    assert not (tmp_path / "d").exists()

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from misato.errors import MisatoError
+from misato.errors import OPTION, MisatoError
 from misato.masks.base import Kinds, MaskSampler, RatioFiltered, check_ratio_range
 from misato.masks.comod import COMOD_COUNTS, MAT_COUNTS, RandomMask
 from misato.masks.lama import LAMA_CONFIGS, LamaAnyWidth, LamaMask
@@ -122,7 +122,8 @@ def make_generator(preset: str, size: int, ratio_range: tuple[float, float] | No
     if preset not in PRESETS:
         raise MisatoError(f"unknown mask preset {preset!r}; choose one of: {', '.join(PRESETS)}")
     if not isinstance(size, (int, np.integer)) or size < 16:
-        raise MisatoError(f"mask size must be an integer >= 16 pixels, got {size!r}")
+        raise MisatoError(f"{OPTION} must be an integer of at least 16 pixels (the mask side), got {size!r}",
+                          option="size")
     entry = PRESETS[preset]
     ratio_range = check_ratio_range(ratio_range) or entry.default_range
     sampler = entry.build(preset, int(size), ratio_range, objects)
