@@ -44,6 +44,7 @@ from misato.layout import DOMAINS, PairedFolder, open_pairs
 from misato.outputs import OutputPolicy, check_output_location, prepare_output, read_record
 from misato.provenance import provenance
 from misato.resources import check_memory
+from results.tables import sizes_text
 
 HOLE_TINT = (255, 0, 170)
 """Colour mixed into the hole of the masked input (magenta: rare in photographs)."""
@@ -221,6 +222,34 @@ def select_rows(pairs: PairedFolder, indices: Sequence[int] | None = None, per_d
     return [GridRow(n, pairs.domains[n]) for n in names]
 
 
+def image_sizes(pairs: PairedFolder) -> set[tuple[int, int]]:
+    """The distinct ``(height, width)`` in pixels of the ground-truth images of ``pairs``, from their headers."""
+    sizes = set()
+    for name in pairs.names:
+        try:
+            with Image.open(pairs.images[name]) as image:
+                sizes.add((image.height, image.width))
+        except (OSError, ValueError) as error:
+            raise MisatoError(f"{pairs.images[name]}: cannot read ({error})") from None
+    return sizes
+
+
+def check_eval_of_data(run, pairs: PairedFolder) -> None:
+    """Refuse an evaluation run (:class:`evaluate.compare.Run`) whose ``summary.json`` says it scored other images
+    than ``pairs``: another image count (``n``) or other image sizes (``image_sizes``, checked when recorded). Equal
+    names are not enough: the same names at another size are other data, and their worst images are not these."""
+    differences = []
+    if run.n != len(pairs):
+        differences.append(f"{run.n} image(s), the data has {len(pairs)}")
+    if run.image_sizes is not None:
+        data_sizes = image_sizes(pairs)
+        if set(run.image_sizes) != data_sizes:
+            differences.append(f"images of {sizes_text(run.image_sizes)}, the data's are {sizes_text(data_sizes)}")
+    if differences:
+        raise MisatoError(f"--eval {run.path} is an evaluation of other data ({'; '.join(differences)}); "
+                          "pass the run that evaluated --data's images")
+
+
 def _worst_rows(pairs: PairedFolder, metric: str, eval_run: str | os.PathLike, count: int) -> list[GridRow]:
     from evaluate.compare import load_run
     from evaluate.metric_info import METRICS
@@ -233,6 +262,7 @@ def _worst_rows(pairs: PairedFolder, metric: str, eval_run: str | os.PathLike, c
     foreign = [n for n in run.per_image.index if n not in pairs.domains]
     if foreign:
         raise MisatoError(f"--eval {run.path} scored {len(foreign)} image(s) the data lacks: {preview_names(foreign)}")
+    check_eval_of_data(run, pairs)
     values = run.per_image[metric]
     ordered = sorted(values.index, key=lambda n: (values[n] if METRICS[metric].higher_is_better else -values[n], n))
     label = METRICS[metric].label

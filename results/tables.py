@@ -38,7 +38,8 @@ class ReportedJoin:
     notes: tuple[str, ...]
 
 
-def _sizes_text(sizes: Sequence[tuple[int, int]]) -> str:
+def sizes_text(sizes: Sequence[tuple[int, int]]) -> str:
+    """``(height, width)`` pairs as ``"WxH, WxH"``, sorted: how messages show a run's image sizes."""
     return ", ".join(f"{width}x{height}" for height, width in sorted(sizes))
 
 
@@ -52,7 +53,7 @@ def benchmark_mismatch(run: MeasuredRun, benchmark: Benchmark) -> tuple[list[str
         notes.append(f"{run.label}: the run does not record its image size, so only N was checked against "
                      f"{benchmark.name} ({side}x{side})")
     elif set(run.image_sizes) != {(side, side)}:
-        differences.append(f"images of {_sizes_text(run.image_sizes)} instead of {side}x{side}")
+        differences.append(f"images of {sizes_text(run.image_sizes)} instead of {side}x{side}")
     return differences, notes
 
 
