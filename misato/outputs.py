@@ -178,7 +178,7 @@ def prepare_output(out: str | os.PathLike, policy: OutputPolicy, *, resume: bool
     if resume:
         for path in out.glob(TEMPORARY_FILES):  # left by a killed write; the resumed job writes them anew
             if path.is_file():
-                path.unlink()
+                path.unlink(missing_ok=True)  # another rank of the same job may have removed it first
         return PreviousOutput(record, marker, complete)
     options = [option for option, offered in (("--resume to continue or complete it", policy.can_resume),
                                               ("--overwrite to replace it", policy.can_overwrite)) if offered]

@@ -248,11 +248,19 @@ def _hash_file(item: SourceImage) -> tuple[str | None, str]:
         return None, f"cannot read ({error})"
 
 
-class _DecodeDataset:
-    """Map-style dataset for DataLoader workers: position → (position, tensor or None, reason)."""
+CHANGED_WHILE_READ = "changed while the build read it"
+"""The reason :class:`_DecodeDataset` gives for a file whose bytes no longer have the sha256 taken before: its
+features would be cached under the old content's key, so the build stops instead."""
 
-    def __init__(self, items: Sequence[SourceImage], preprocess: Callable, min_side: int):
+
+class _DecodeDataset:
+    """Map-style dataset for DataLoader workers: position → (position, tensor or None, reason).
+
+    ``hashes[position]`` is the sha256 the file had when it was hashed; the bytes decoded are checked against it."""
+
+    def __init__(self, items: Sequence[SourceImage], hashes: Sequence[str | None], preprocess: Callable, min_side: int):
         self.items = items
+        self.hashes = hashes
         self.preprocess = preprocess
         self.min_side = min_side
 
@@ -264,7 +272,10 @@ class _DecodeDataset:
 
         item = self.items[position]
         try:
-            image = item.decode()
+            data = item.read_bytes()
+            if bytes_sha256(data) != self.hashes[position]:
+                return position, None, CHANGED_WHILE_READ
+            image = item.decode(data)
         except (MisatoError, OSError, KeyError) as error:
             return position, None, str(error) or "unreadable"
         height, width = image.shape[:2]
@@ -363,7 +374,7 @@ def extract_features(
         check_memory(feature_memory_bytes(encoder, batch_size, num_workers),
                      f"CLIP {encoder.model_name} features with --batch-size {batch_size} and --workers {num_workers}")
         loader = DataLoader(
-            _DecodeDataset(my_items, encoder.preprocess, min_side),
+            _DecodeDataset(my_items, hashes, encoder.preprocess, min_side),
             batch_sampler=todo,
             num_workers=num_workers,
             collate_fn=_collate,
@@ -374,6 +385,10 @@ def extract_features(
             for samples in loader:
                 good = [(position, tensor) for position, tensor, _ in samples if tensor is not None]
                 for position, tensor, reason in samples:
+                    if reason == CHANGED_WHILE_READ:
+                        item = my_items[position]
+                        raise MisatoError(f"{item.root / item.relative_path}: {CHANGED_WHILE_READ} (its bytes differ "
+                                          "from those hashed a moment before); run the build again")
                     if tensor is None and hashes[position] is not None:
                         record(hashes[position], None, reason)
                 if good:

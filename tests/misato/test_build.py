@@ -4,6 +4,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -212,6 +213,29 @@ def test_feature_cache_is_reused(tmp_path, raw, encoder):
     assert np.array_equal(np.nan_to_num(first.features), np.nan_to_num(again.features)) and again.problems == first.problems
     shards = list((tmp_path / "cache").rglob("*.npy"))
     assert shards and all(encoder.weights_digest[:16] in s.parent.name and "-b3-" in s.parent.name for s in shards)
+
+
+def test_a_file_rewritten_between_its_hash_and_its_decode_stops_and_caches_nothing(tmp_path, raw, encoder, monkeypatch):
+    import misato.build.features as features
+
+    source = tmp_path / "raw"
+    shutil.copytree(raw["flickr_landscape"], source)
+    items = read_flickr_landscape(source)
+    real_hash = features._hash_file
+
+    def hash_then_rewrite(item):  # the file changes right after it was hashed, before its decode
+        digest = real_hash(item)
+        if item is items[1]:
+            (item.root / item.relative_path).write_bytes((item.root / items[0].relative_path).read_bytes())
+        return digest
+
+    monkeypatch.setattr(features, "_hash_file", hash_then_rewrite)
+    with pytest.raises(MisatoError, match=f"{items[1].relative_path}: changed while the build read it"):
+        extract_features(items, encoder, tmp_path / "cache", batch_size=2, min_side=16, progress=False)
+    monkeypatch.setattr(features, "_hash_file", real_hash)
+    again = extract_features(items, encoder, tmp_path / "cache", batch_size=2, min_side=16, progress=False)
+    fresh = extract_features(items, encoder, None, batch_size=2, min_side=16, progress=False)
+    assert np.array_equal(np.nan_to_num(again.features), np.nan_to_num(fresh.features))
 
 
 def test_workers_give_the_same_features(tmp_path, raw, encoder):
