@@ -50,12 +50,8 @@ def test_bad_build_input_is_exit_2_one_line_and_nothing_written(case, inputs, tm
     assert not any(tmp_path.iterdir())  # refused before the output folder was made
 
 
-def test_resume_after_the_raw_files_were_rewritten_is_refused_and_overwrite_rebuilds(inputs, tmp_path, capsys,
-                                                                                     monkeypatch):
-    """A build killed after one image; the raw files are then replaced under the same names. ``--resume`` would mix
-    crops of both versions: it is refused naming a file and ``--overwrite``, which then gives a fresh build's bytes."""
-    shutil.copytree(inputs / "raw", tmp_path / "raw")
-    command = BUILD.replace("{in}/raw", "{out}/raw").replace("--per-domain 1", "--per-domain 2")
+def _build_killed_after_one_image(argv: list[str], out: Path, monkeypatch) -> None:
+    """Run ``misato build`` until its first image is written, then interrupt it (exit 130, the state left)."""
     write_one = builder._write_one
     written = []
 
@@ -66,9 +62,19 @@ def test_resume_after_the_raw_files_were_rewritten_is_refused_and_overwrite_rebu
         return written[-1]
 
     monkeypatch.setattr(builder, "_write_one", killed_after_one)
-    assert main(_fill(command + " --out {out}/b", inputs, tmp_path).split()) == 130
+    assert main(argv) == 130
     monkeypatch.setattr(builder, "_write_one", write_one)
-    assert (tmp_path / "b" / "image" / "0000.png").is_file() and (tmp_path / "b" / ".misato-build").is_dir()
+    assert (out / "image" / "0000.png").is_file() and (out / ".misato-build").is_dir()
+
+
+def test_resume_after_the_raw_files_were_rewritten_is_refused_and_overwrite_rebuilds(inputs, tmp_path, capsys,
+                                                                                     monkeypatch):
+    """A build killed after one image; the raw files are then replaced under the same names. ``--resume`` would mix
+    crops of both versions: it is refused naming a file and ``--overwrite``, which then gives a fresh build's bytes."""
+    shutil.copytree(inputs / "raw", tmp_path / "raw")
+    command = BUILD.replace("{in}/raw", "{out}/raw").replace("--per-domain 1", "--per-domain 2")
+    _build_killed_after_one_image(_fill(command + " --out {out}/b", inputs, tmp_path).split(), tmp_path / "b",
+                                  monkeypatch)
     rng = np.random.default_rng(7)
     for path in sorted((tmp_path / "raw").iterdir()):
         misato.io.write_image(path, smooth_image(rng, 48))
@@ -81,3 +87,19 @@ def test_resume_after_the_raw_files_were_rewritten_is_refused_and_overwrite_rebu
     assert main(_fill(command + " --out {out}/fresh", inputs, tmp_path).split()) == 0
     rebuilt, fresh = tree_digest(tmp_path / "b"), tree_digest(tmp_path / "fresh")
     assert rebuilt.pop("notes.txt") and rebuilt == fresh
+
+
+def test_resume_after_the_object_masks_were_edited_in_place_is_refused(inputs, tmp_path, capsys, monkeypatch):
+    """The settings identify the object masks by content, not only by folder: masks drawn for the first images
+    and for the rest would otherwise come from two versions of the folder."""
+    shutil.copytree(inputs / "objects", tmp_path / "objects")
+    command = BUILD.replace("{in}/objects", "{out}/objects").replace("--per-domain 1", "--per-domain 2")
+    _build_killed_after_one_image(_fill(command + " --out {out}/b", inputs, tmp_path).split(), tmp_path / "b",
+                                  monkeypatch)
+    edited = np.zeros((16, 16), bool)
+    edited[2:6, 2:14] = True
+    misato.io.write_mask(tmp_path / "objects" / "1.png", edited)
+    capsys.readouterr()
+    assert_refused_cleanly(Case("build-resume-after-objects-edited", command + " --out {out}/b --resume",
+                                ("{out}/b", "different settings (objects_sha256)")),
+                           inputs, tmp_path, capsys, monkeypatch)

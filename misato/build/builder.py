@@ -17,6 +17,7 @@ The state folder is removed once ``manifest.csv`` and ``build.json`` are written
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import os
@@ -48,7 +49,7 @@ from misato.build.readers import (
 from misato.build.selection import select_representatives
 from misato.distributed import barrier, broadcast_from_rank0, local_device, rank_and_world
 from misato.errors import MisatoError
-from misato.hashing import bytes_sha256, misato_cache_dir
+from misato.hashing import bytes_sha256, file_sha256, misato_cache_dir
 from misato.io import atomic_write_text, list_images, read_mask, write_image, write_mask
 from misato.layout import DOMAINS, MANIFEST_NAME
 from misato.outputs import OutputPolicy, discard_refused_start, prepare_output
@@ -172,25 +173,31 @@ def default_mask_generator(size: int, ratio_range: tuple[float, float] | None, o
     return make_generator("misato", size, ratio_range=ratio_range, objects=objects)
 
 
-def check_object_masks(objects: str | os.PathLike, progress: bool = True) -> None:
-    """Read every mask of an object-mask folder (``--mask-objects DIR``) before anything is written.
+def check_object_masks(objects: str | os.PathLike, progress: bool = True) -> str:
+    """Read every mask of an object-mask folder (``--mask-objects DIR``) before anything is written, and identify
+    the object source by content.
 
     The generator may draw any file of the folder for any image, so a bad one would otherwise stop a build part-way
     through (or, with few images, never show). A COCO JSON source is checked when the generator loads it.
 
+    Returns:
+        sha256 over the folder's ``name\tsha256 of its bytes`` lines in name order (of a COCO JSON: the file's
+        sha256). Recorded in the build's settings, so a resume refuses object masks edited in place.
     Raises:
         MisatoError: naming the first unreadable mask (corrupt, 16-bit, 0/1-valued, colour) or a folder whose masks
         are all empty.
     """
     folder = Path(objects)
     if not folder.is_dir():
-        return
+        return file_sha256(folder)
     files = sorted(list_images(folder, what="object mask").values())
-    any_object = False
+    digest, any_object = hashlib.sha256(), False
     for path in tqdm(files, desc="checking object masks", unit="mask", disable=not progress):
         any_object = read_mask(path).any() or any_object
+        digest.update(f"{path.name}\t{file_sha256(path, remember=False)}\n".encode())
     if not any_object:
         raise MisatoError(f"--mask-objects {folder}: all {len(files)} object masks are empty (no pixel >= 128)")
+    return digest.hexdigest()
 
 
 def _describe_generator(generator) -> object:
@@ -451,7 +458,7 @@ def build(
             if error.option == "objects":  # build's own argument: mask_objects (--mask-objects)
                 error.option = "mask_objects"
             raise
-        check_object_masks(objects, progress and rank == 0)
+        settings["objects_sha256"] = check_object_masks(objects, progress and rank == 0) if objects else None
     out_existed = out.exists()
     if overwrite:  # it deletes, so rank 0 alone prepares the folder and the other ranks take its outcome
         refusal = None
