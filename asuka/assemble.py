@@ -7,6 +7,7 @@ file's sha256 and what was freshly initialised.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from pathlib import Path
@@ -72,18 +73,26 @@ def check_sd_inpaint_folder(sd: str | os.PathLike) -> Path:
     return sd
 
 
+@contextlib.contextmanager
+def loading_from(option: str):
+    """A MisatoError raised in the block (its message starts with the file it read) names the option the file
+    came from: ``--mae zeros.pth: not an MAE-FAR checkpoint …``."""
+    try:
+        yield
+    except MisatoError as error:
+        raise MisatoError(f"{option} {error}") from None
+
+
 def load_sd_inpaint(sd: str | os.PathLike):
     """An :class:`~asuka.pipeline.ASUKAInpaintPipeline` holding the SD-inpainting folder's VAE, UNet and scheduler
-    (the UNet must take 9 input channels)."""
+    (the UNet must take 9 input channels), each loaded strictly (a MisatoError naming the part otherwise)."""
     from asuka.pipeline import ASUKAInpaintPipeline
 
     sd = check_sd_inpaint_folder(sd)
-    try:
+    with loading_from("--sd"):
         pipe = ASUKAInpaintPipeline.from_sd_inpaint(sd)
-    except (OSError, ValueError) as error:
-        raise MisatoError(f"cannot load the SD inpainting parts of {sd}: {error}") from None
     if pipe.unet.config.in_channels != 9:
-        raise MisatoError(f"{sd}/unet has {pipe.unet.config.in_channels} input channels; ASUKA needs an SD "
+        raise MisatoError(f"--sd {sd}/unet has {pipe.unet.config.in_channels} input channels; ASUKA needs an SD "
                           "*inpainting* UNet (9 channels)")
     return pipe
 
@@ -150,31 +159,33 @@ def assemble(
     with seeded(seed):  # fresh initialisations draw from torch's default generator; the caller's stream is restored
         if mae_source == FRESH:
             mae_model = MAEPrior()
-        elif mae_folder is not None:
-            mae_model = MAEPrior.from_pretrained(mae_folder, local_files_only=True)
         else:
-            mae_model = convert.load_mae_checkpoint(mae_source)
+            with loading_from("--mae"):
+                mae_model = (convert.load_mae_checkpoint(mae_source) if mae_folder is None
+                             else convert.load_pretrained_strict(MAEPrior, mae_folder))
         prior_dim = mae_model.config.decoder_embed_dim
         cross_dim = pipe.unet.config.cross_attention_dim
         if alignment_source == FRESH:
             alignment_model = PriorAlignment(prior_dim=prior_dim, cross_attention_dim=cross_dim,
                                              num_heads=default_num_heads(cross_dim))
         elif alignment_folder is not None:
-            alignment_model = PriorAlignment.from_pretrained(alignment_folder, local_files_only=True)
+            with loading_from("--alignment"):
+                alignment_model = convert.load_pretrained_strict(PriorAlignment, alignment_folder)
             if (alignment_model.config.prior_dim, alignment_model.config.cross_attention_dim) != (prior_dim, cross_dim):
                 raise MisatoError(f"--alignment {alignment}: maps {alignment_model.config.prior_dim}-d priors to "
                                   f"{alignment_model.config.cross_attention_dim}-d conditions; this MAE gives "
                                   f"{prior_dim}-d and the UNet takes {cross_dim}-d")
         else:
-            alignment_model = convert.load_alignment_checkpoint(alignment_source, cross_dim, prior_dim)
+            with loading_from("--alignment"):
+                alignment_model = convert.load_alignment_checkpoint(alignment_source, cross_dim, prior_dim)
         if decoder_source == KL_VAE:
             decoder_model = None
         elif decoder_source == FRESH:
             decoder_model = InpaintingDecoder.from_vae(pipe.vae)
-        elif decoder_folder is not None:
-            decoder_model = InpaintingDecoder.from_pretrained(decoder_folder, local_files_only=True)
         else:
-            decoder_model = convert.load_decoder_checkpoint(decoder_source, vae=pipe.vae)
+            with loading_from("--decoder"):
+                decoder_model = (convert.load_decoder_checkpoint(decoder_source, vae=pipe.vae) if decoder_folder is None
+                                 else convert.load_pretrained_strict(InpaintingDecoder, decoder_folder))
     if decoder_model is not None and decoder_model.config.latent_channels != pipe.vae.config.latent_channels:
         raise MisatoError(f"--decoder {decoder}: decodes {decoder_model.config.latent_channels}-channel latents but "
                           f"the SD VAE has {pipe.vae.config.latent_channels}")

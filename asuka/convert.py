@@ -30,19 +30,77 @@ from misato.errors import MisatoError
 StateDict = dict[str, torch.Tensor]
 
 
+# -------------------------------------------------------------------------------------------- diffusers folders
+
+
+def read_config_json(path: str | os.PathLike) -> dict[str, Any]:
+    """The JSON object of a model or scheduler config file (``config.json``, ``scheduler_config.json``).
+
+    Raises:
+        MisatoError: naming the file: missing, unreadable, not UTF-8 JSON, or not a JSON object.
+    """
+    import json
+
+    path = Path(path)
+    if not path.is_file():
+        raise MisatoError(f"{path}: missing")
+    try:
+        content = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as error:
+        raise MisatoError(f"{path}: cannot read ({error.strerror or error})") from None
+    except UnicodeDecodeError as error:
+        raise MisatoError(f"{path}: not UTF-8 text (byte {error.start} cannot be decoded)") from None
+    except ValueError as error:
+        raise MisatoError(f"{path}: not valid JSON ({error})") from None
+    if not isinstance(content, dict):
+        raise MisatoError(f"{path}: expected a JSON object of settings, got {type(content).__name__}")
+    return content
+
+
+def load_pretrained_strict(model_class, folder: str | os.PathLike, **kwargs: Any):
+    """``model_class.from_pretrained(folder, local_files_only=True, **kwargs)`` for a diffusers ``ModelMixin``,
+    quietly (:func:`misato.quiet.quiet_loading`) and strictly: every tensor of the model must come from the
+    weight file and every tensor of the file must be used (diffusers would only log the difference and keep
+    random or empty tensors).
+
+    Raises:
+        MisatoError: naming ``folder`` (or its ``config.json``): a bad config file, no weight file, weights of
+            another shape, or missing / unexpected keys (listed as :class:`~misato.checkpoint.LoadReport` does).
+    """
+    from misato.checkpoint import LoadReport
+    from misato.quiet import quiet_loading
+
+    folder = Path(folder)
+    read_config_json(folder / "config.json")
+    with quiet_loading():
+        try:
+            model, info = model_class.from_pretrained(folder, local_files_only=True, output_loading_info=True,
+                                                      **kwargs)
+        except (OSError, ValueError, TypeError) as error:  # no weights, wrong shapes, settings of the wrong type
+            first_sentence = re.split(r"(?<=\.)\s", str(error).strip(), maxsplit=1)[0]  # not diffusers' advice
+            raise MisatoError(f"{folder}: cannot load {model_class.__name__} from it "
+                              f"({first_sentence or type(error).__name__})") from None
+    report = LoadReport(str(folder), missing=sorted(info["missing_keys"]), unexpected=sorted(info["unexpected_keys"]),
+                        mismatched=sorted(f"{key} {tuple(found)} (expected {tuple(wanted)})"
+                                          for key, found, wanted in info["mismatched_keys"]))
+    if not report.ok:
+        raise MisatoError(f"{report}; expected {model_class.__name__} weights")
+    return model
+
+
 # --------------------------------------------------------------------------------------------------------- MAE
 
 
-def mae_config_from_state_dict(state: StateDict) -> dict[str, Any]:
+def mae_config_from_state_dict(state: StateDict, source: str = "the state dict") -> dict[str, Any]:
     """MAEPrior config read off an MAE-FAR state dict's shapes (heads follow ViT conventions: 64 channels per
-    encoder head, 32 per decoder head, as ViT-B's 12 and the MAE decoder's 16)."""
+    encoder head, 32 per decoder head, as ViT-B's 12 and the MAE decoder's 16); ``source`` names it in errors."""
     try:
         embed_dim = state["pos_embed"].shape[-1]
         tokens = state["pos_embed"].shape[1]
         patch = state["patch_embed.proj.weight"].shape[-1]
         decoder_dim = state["decoder_pos_embed"].shape[-1]
     except KeyError as error:
-        raise MisatoError(f"not an MAE-FAR checkpoint: key {error} is missing") from None
+        raise MisatoError(f"{source}: not an MAE-FAR checkpoint (key {error} is missing)") from None
     depth = len({k.split(".")[1] for k in state if k.startswith("blocks.")})
     decoder_depth = len({k.split(".")[1] for k in state if k.startswith("decoder_blocks.")})
     grid = int(round(tokens ** 0.5))
@@ -59,7 +117,7 @@ def load_mae_checkpoint(path: str | os.PathLike, **overrides: Any):
     from asuka.models.mae import MAEPrior
 
     state = read_state_dict(path, "the MAE prior", wrappers=("model", "state_dict"))
-    model = MAEPrior(**{**mae_config_from_state_dict(state), **overrides})
+    model = MAEPrior(**{**mae_config_from_state_dict(state, str(path)), **overrides})
     load_strict(model, state, str(path))
     return model
 
@@ -129,20 +187,23 @@ def convert_ldm_decoder_state_dict(state: StateDict) -> tuple[StateDict, list[st
     return converted, skipped
 
 
-def decoder_config_from_state_dict(converted: StateDict, norm_num_groups: int = 32) -> dict[str, Any]:
+def decoder_config_from_state_dict(converted: StateDict, norm_num_groups: int = 32,
+                                  source: str = "the state dict") -> dict[str, Any]:
     """InpaintingDecoder config read off a converted state dict's shapes (``norm_num_groups`` cannot be read off
-    weights: pass the SD VAE's)."""
+    weights: pass the SD VAE's); ``source`` names it in errors."""
     try:
         latent = converted["decoder.conv_in.weight"].shape[1]
         out = converted["decoder.conv_out.weight"].shape[0]
         condition_in = converted["condition_encoder.layers.0.weight"].shape[1]
     except KeyError as error:
-        raise MisatoError(f"not an inpainting-decoder checkpoint: {error} is missing after key mapping") from None
+        raise MisatoError(f"{source}: not an inpainting-decoder checkpoint ({error} is missing after key "
+                          "mapping)") from None
     levels = len({k.split(".")[2] for k in converted if k.startswith("decoder.up_blocks.")})
     widths = [converted[f"decoder.up_blocks.{levels - 1 - i}.resnets.0.conv2.weight"].shape[0] for i in range(levels)]
     resnets = len({k.split(".")[4] for k in converted if k.startswith("decoder.up_blocks.0.resnets.")})
     if condition_in not in (out, out + 1):
-        raise MisatoError(f"condition encoder takes {condition_in} channels; expected {out} or {out + 1}")
+        raise MisatoError(f"{source}: its condition encoder takes {condition_in} channels; expected {out} or "
+                          f"{out + 1}")
     return {
         "latent_channels": latent, "out_channels": out, "block_out_channels": tuple(widths),
         "layers_per_block": resnets - 1, "norm_num_groups": norm_num_groups,
@@ -167,12 +228,10 @@ def convert_diffusers_asymmetric_state_dict(state: StateDict) -> tuple[StateDict
 
 def _read_diffusers_asymmetric(folder: Path) -> tuple[StateDict, list[str], dict[str, Any]]:
     """State dict and InpaintingDecoder config of a diffusers ``AsymmetricAutoencoderKL`` folder."""
-    import json
-
     config_path = folder / "config.json"
     if not config_path.is_file():
         raise MisatoError(f"{folder}: not a diffusers model folder (no config.json)")
-    config = json.loads(config_path.read_text())
+    config = read_config_json(config_path)
     if config.get("_class_name") != "AsymmetricAutoencoderKL":
         raise MisatoError(f"{folder}: expected an AsymmetricAutoencoderKL folder, found {config.get('_class_name')}")
     weights = sorted(folder.glob("diffusion_pytorch_model*.safetensors")) or sorted(folder.glob("*.bin"))
@@ -200,19 +259,17 @@ def load_decoder_checkpoint(path: str | os.PathLike, vae=None, asymmetric_vqgan:
         asymmetric_vqgan: force the variant flag (default: read from the condition encoder's input channels —
             3 = Asymmetric VQGAN, 4 = ASUKA).
     """
-    import json
-
     from asuka.models.decoder import InpaintingDecoder
 
     config_file = Path(path) / "config.json"
-    if config_file.is_file() and json.loads(config_file.read_text()).get("_class_name") == InpaintingDecoder.__name__:
-        return InpaintingDecoder.from_pretrained(path, local_files_only=True)
+    if config_file.is_file() and read_config_json(config_file).get("_class_name") == InpaintingDecoder.__name__:
+        return load_pretrained_strict(InpaintingDecoder, path)
     if Path(path).is_dir():
         converted, skipped, config = _read_diffusers_asymmetric(Path(path))
     else:
         converted, skipped = convert_ldm_decoder_state_dict(read_state_dict(path, "an inpainting decoder"))
         groups = vae.config.norm_num_groups if vae is not None else 32
-        config = decoder_config_from_state_dict(converted, norm_num_groups=groups)
+        config = decoder_config_from_state_dict(converted, norm_num_groups=groups, source=str(path))
     if asymmetric_vqgan is not None:
         config["asymmetric_vqgan"] = asymmetric_vqgan
     if not config["use_post_quant_conv"] and vae is not None and vae.post_quant_conv is not None:

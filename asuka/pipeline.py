@@ -33,9 +33,11 @@ from diffusers.pipelines.pipeline_utils import ImagePipelineOutput
 from diffusers.schedulers import KarrasDiffusionSchedulers
 from diffusers.utils.torch_utils import randn_tensor
 
+from asuka.convert import load_pretrained_strict, read_config_json
 from asuka.models.alignment import PriorAlignment
 from asuka.models.decoder import InpaintingDecoder
 from asuka.models.mae import MAEPrior
+from misato.errors import MisatoError
 
 ImageInput = PIL.Image.Image | np.ndarray | torch.Tensor | Sequence[PIL.Image.Image | np.ndarray]
 OUTPUT_TYPES = ("pil", "np", "pt", "latent")
@@ -209,16 +211,25 @@ class ASUKAInpaintPipeline(DiffusionPipeline):
         decoder: InpaintingDecoder | None = None,
         torch_dtype: torch.dtype | None = None,
     ) -> "ASUKAInpaintPipeline":
-        """Take ``vae``, ``unet`` and ``scheduler`` from any diffusers SD-inpainting folder (offline)."""
+        """Take ``vae``, ``unet`` and ``scheduler`` from any diffusers SD-inpainting folder (offline, strictly:
+        :func:`asuka.convert.load_pretrained_strict`).
+
+        Raises:
+            MisatoError: naming the part's folder or config file: a config that is not a JSON object, a scheduler
+            class diffusers lacks, weights of another network or shape.
+        """
         import diffusers
 
-        kwargs: dict[str, Any] = {"local_files_only": True}
-        if torch_dtype is not None:
-            kwargs["torch_dtype"] = torch_dtype
-        vae = AutoencoderKL.from_pretrained(sd_dir, subfolder="vae", **kwargs)
-        unet = UNet2DConditionModel.from_pretrained(sd_dir, subfolder="unet", **kwargs)
-        scheduler_config = diffusers.DDIMScheduler.load_config(sd_dir, subfolder="scheduler", local_files_only=True)
-        scheduler = getattr(diffusers, scheduler_config["_class_name"]).from_config(scheduler_config)
+        kwargs: dict[str, Any] = {} if torch_dtype is None else {"torch_dtype": torch_dtype}
+        config_file = os.path.join(sd_dir, "scheduler", "scheduler_config.json")
+        scheduler_config = read_config_json(config_file)
+        scheduler_class = getattr(diffusers, str(scheduler_config.get("_class_name")), None)
+        if not (isinstance(scheduler_class, type) and issubclass(scheduler_class, diffusers.SchedulerMixin)):
+            raise MisatoError(f"{config_file}: _class_name {scheduler_config.get('_class_name')!r} is not a "
+                              "diffusers scheduler")
+        vae = load_pretrained_strict(AutoencoderKL, os.path.join(sd_dir, "vae"), **kwargs)
+        unet = load_pretrained_strict(UNet2DConditionModel, os.path.join(sd_dir, "unet"), **kwargs)
+        scheduler = scheduler_class.from_config(scheduler_config)
         return cls(vae=vae, unet=unet, scheduler=scheduler, mae=mae, alignment=alignment, decoder=decoder)
 
     # ------------------------------------------------------------------ checks

@@ -31,22 +31,23 @@ FLUX_ASSEMBLY_POLICY = OutputPolicy(
 
 
 def load_flux_fill_parts(flux: Path, option: str = "--flux", torch_dtype=None):
-    """``(transformer, vae, scheduler)`` of a diffusers FLUX.1-Fill folder, offline; text encoders are not read."""
+    """``(transformer, vae, scheduler)`` of a diffusers FLUX.1-Fill folder, offline and strictly
+    (:func:`asuka.convert.load_pretrained_strict`); text encoders are not read. Errors name ``option`` and the part."""
     from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, FluxTransformer2DModel
+
+    from asuka.assemble import loading_from
+    from asuka.convert import load_pretrained_strict, read_config_json
 
     missing = [p for p in ("transformer", "vae", "scheduler") if not (flux / p).is_dir()]
     if missing:
         raise MisatoError(f"{option} {flux}: not a diffusers FLUX.1-Fill folder, missing "
                           f"{', '.join(p + '/' for p in missing)}")
-    try:
-        dtype = {} if torch_dtype is None else {"dtype": torch_dtype}
-        transformer = FluxTransformer2DModel.from_pretrained(flux, subfolder="transformer", local_files_only=True,
-                                                             **dtype)
-        vae = AutoencoderKL.from_pretrained(flux, subfolder="vae", local_files_only=True, **dtype)
-        scheduler = FlowMatchEulerDiscreteScheduler.from_pretrained(flux, subfolder="scheduler",
-                                                                    local_files_only=True)
-    except (OSError, ValueError) as error:
-        raise MisatoError(f"{option} {flux}: cannot load the FLUX.1-Fill parts: {error}") from None
+    dtype = {} if torch_dtype is None else {"dtype": torch_dtype}
+    with loading_from(option):
+        scheduler = FlowMatchEulerDiscreteScheduler.from_config(
+            read_config_json(flux / "scheduler" / "scheduler_config.json"))
+        transformer = load_pretrained_strict(FluxTransformer2DModel, flux / "transformer", **dtype)
+        vae = load_pretrained_strict(AutoencoderKL, flux / "vae", **dtype)
     return transformer, vae, scheduler
 
 

@@ -126,7 +126,8 @@ def load_flux_decoder_checkpoint(path: str | os.PathLike, vae) -> tuple[object, 
 
     state = read_release_state(path)
     converted, skipped = convert.convert_ldm_decoder_state_dict(state)
-    config = convert.decoder_config_from_state_dict(converted, norm_num_groups=vae.config.norm_num_groups)
+    config = convert.decoder_config_from_state_dict(converted, norm_num_groups=vae.config.norm_num_groups,
+                                                    source=str(path))
     if config["latent_channels"] != vae.config.latent_channels:
         raise MisatoError(f"{path}: decodes {config['latent_channels']}-channel latents but the FLUX VAE has "
                           f"{vae.config.latent_channels}; this is not an ASUKA-FLUX decoder")

@@ -77,6 +77,22 @@ def test_assemble_refuses_bad_sources(tmp_path, assembled, capsys):
     assert "--asuka-flux" in capsys.readouterr().err
 
 
+def test_a_transformer_folder_holding_another_network_is_one_line_naming_it(tmp_path, assembled, capsys):
+    import shutil
+
+    out, release = assembled
+    flux = shutil.copytree(out.parent / "flux-fill", tmp_path / "flux-fill")
+    for weights in (flux / "transformer").glob("*.safetensors"):
+        weights.unlink()
+    shutil.copy(flux / "vae" / "diffusion_pytorch_model.safetensors", flux / "transformer")
+    assert main(["asuka", "assemble", "--flux", str(flux), "--asuka-flux", str(release),
+                 "--out", str(tmp_path / "x")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(f"misato asuka assemble: error: --flux {flux}/transformer: "
+                                                    "not the expected weights"), err
+    assert "FluxTransformer2DModel" in err and not (tmp_path / "x").exists()
+
+
 def test_assembly_records_provenance_and_follows_the_output_policy(assembled, tmp_path, capsys):
     out, release = assembled
     record = json.loads((out / "assembly.json").read_text())
