@@ -41,6 +41,7 @@ from misato.io import atomic_write_bytes, atomic_write_text, preview_names, read
 from misato.layout import PairedFolder, open_pairs
 from misato.outputs import TEMPORARY_FILES, OutputPolicy, discard_refused_start, prepare_output
 from misato.provenance import provenance
+from misato.resources import available_cpus
 
 RUN_FILE = "run.json"
 RUN_POLICY = OutputPolicy(what="run", markers=(RUN_FILE,), owned=("*.png", RUN_FILE))
@@ -188,8 +189,7 @@ def _io_threads() -> int:
     """Threads for reading and writing: one per CPU this process may use besides the method's, 1 to 4. (On two
     free CPUs one thread beats two: a Telea run took 1.05 × the bare method with one, 1.10 × with two, whose
     file work competed with the method for its CPU.)"""
-    available = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(1, min(4, available - 1))
+    return max(1, min(4, available_cpus() - 1))
 
 
 def _inpaint_names(method: InpaintingMethod, pairs: PairedFolder, out: Path, names: list[str], seed: int,

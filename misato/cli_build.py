@@ -2,13 +2,13 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
 from misato.cli_choices import (BATCH_RANGE, COUNT_RANGE, SEED_RANGE, SIDE_RANGE, WORKER_RANGE, device_name,
                                 finite_float, int_in)
 from misato.errors import MisatoError
 from misato.outputs import declare_paths
+from misato.resources import available_cpus
 
 
 def _domain_pair(text: str) -> tuple[str, str]:
@@ -48,7 +48,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     clip.add_argument("--device", type=device_name, help="torch device (default: cuda if available, else cpu)")
     clip.add_argument("--batch-size", type=int_in(*BATCH_RANGE), default=32, help="images per CLIP forward pass (default 32)")
     clip.add_argument(
-        "--workers", type=int_in(*WORKER_RANGE), default=min(4, os.cpu_count() or 1), help="image-decoding DataLoader workers"
+        "--workers", type=int_in(*WORKER_RANGE), default=min(4, available_cpus()), help="image-decoding DataLoader workers (default: 4, or the CPUs this process may use if fewer)"
     )
     clip.add_argument("--feature-cache", metavar="DIR", help="feature cache root (default $MISATO_CACHE or ~/.cache/misato; rows go to DIR/features/)")
     masks = parser.add_argument_group("masks")

@@ -16,6 +16,11 @@ MEMORY_LIMIT_ENV = "MISATO_MEMORY_LIMIT"
 _UNITS = {"": 1, "k": 2**10, "m": 2**20, "g": 2**30, "t": 2**40}
 
 
+def available_cpus() -> int:
+    """CPUs this process may run on (its affinity mask where the OS has one, else all of the machine's)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
 def parse_bytes(text: str) -> int:
     """``"6G"`` → 6 GiB in bytes (units K, M, G, T, powers of 1024; an optional trailing ``B``)."""
     match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([kmgt]?)i?b?\s*", text.lower())

@@ -74,16 +74,18 @@ class AlignmentStage(DiffusionStage):
         if config["full_prior_warmup"] > config["full_prior_steps"]:
             raise MisatoError(f"--full-prior-warmup {config['full_prior_warmup']} exceeds --full-prior-steps "
                               f"{config['full_prior_steps']}")
-        mae = frozen_in_precision(load_mae(config["mae"]), config["mixed_precision"])
+        mae = frozen_in_precision(load_mae(config["mae"], "--mae"), config["mixed_precision"])
         self.sources["mae"] = config["mae"]
         cross_dim = self.pipe.unet.config.cross_attention_dim
         if config["alignment_init"] is not None:
-            from asuka.assemble import component_folder
+            from asuka.assemble import component_folder, loading_from
+            from asuka.convert import load_pretrained_strict
 
             folder = component_folder(config["alignment_init"], "alignment", "--alignment-init")
             if folder is None:
                 raise MisatoError(f"--alignment-init {config['alignment_init']}: give an alignment folder")
-            alignment = PriorAlignment.from_pretrained(folder, local_files_only=True)
+            with loading_from("--alignment-init"):
+                alignment = load_pretrained_strict(PriorAlignment, folder)
             self.sources["alignment_init"] = config["alignment_init"]
         else:
             alignment = PriorAlignment.from_variant(config["variant"], prior_dim=mae.config.decoder_embed_dim,

@@ -17,6 +17,7 @@ from typing import Any
 
 from misato.cli_choices import SEED_RANGE, SIDE_RANGE, int_in
 from misato.errors import MisatoError
+from misato.resources import available_cpus
 
 RUNTIME_KEYS = frozenset({"config", "out", "resume", "overwrite", "num_workers", "stop_at_step", "progress"})
 """Flags that change how a run executes but not its result (not compared on ``--resume``)."""
@@ -99,7 +100,8 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
                       "JSON or a folder of masks); required by asuka-train")
     data.add_argument("--mask-ratio", type=float, nargs=2, metavar=("LO", "HI"), default=None,
                       help="hole-ratio range of the masks (default: the preset's)")
-    data.add_argument("--num-workers", type=non_negative_int, default=4, help="data loader worker processes")
+    data.add_argument("--num-workers", type=non_negative_int, default=min(4, available_cpus()),
+                      help="data loader worker processes (default: 4, or the CPUs this process may use if fewer)")
 
     optim = parser.add_argument_group("optimisation")
     optim.add_argument("--batch-size", type=positive_int, default=8, help="images per process per micro-batch")
@@ -157,6 +159,9 @@ def read_config_file(path: str | Path, parser: argparse.ArgumentParser) -> dict[
         text = path.read_text(encoding="utf-8")
     except OSError as error:
         raise MisatoError(f"--config {path}: cannot read ({error.strerror or error})") from None
+    except UnicodeDecodeError as error:
+        raise MisatoError(f"--config {path}: not UTF-8 text (byte {error.start} cannot be decoded); save it as "
+                          "UTF-8 YAML or JSON") from None
     if path.suffix.lower() == ".json":
         try:
             content = json.loads(text)

@@ -15,6 +15,7 @@ A batch (after :func:`collate`) is a dict: ``image`` float32 ``[B, 3, S, S]`` in
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 from abc import ABC, abstractmethod
@@ -136,6 +137,45 @@ def _scan(root: Path) -> list[Path]:
     return sorted(files, key=lambda path: path.relative_to(root).as_posix())
 
 
+@contextlib.contextmanager
+def hub_offline_mode():
+    """Put ``datasets`` and ``huggingface_hub`` in their offline mode for the block (they read ``HF_HUB_OFFLINE``
+    once, at import, so ``MISATO_OFFLINE`` set alone would leave them retrying the network)."""
+    import datasets
+    import huggingface_hub.constants
+
+    saved = datasets.config.HF_HUB_OFFLINE, huggingface_hub.constants.HF_HUB_OFFLINE
+    datasets.config.HF_HUB_OFFLINE = huggingface_hub.constants.HF_HUB_OFFLINE = True
+    try:
+        yield
+    finally:
+        datasets.config.HF_HUB_OFFLINE, huggingface_hub.constants.HF_HUB_OFFLINE = saved
+
+
+def load_hub_dataset(name: str, split: str):
+    """``datasets.load_dataset(name, split=split)``; offline (:func:`misato.weights.is_offline`) only a copy in
+    the Hugging Face cache is used, and a dataset missing from it fails at once.
+
+    Raises:
+        MisatoError: naming ``--data hf:NAME`` (offline and not cached, or any hub, split or config error).
+    """
+    import datasets
+
+    from misato.weights import OFFLINE_ENVS, is_offline
+
+    offline = is_offline()
+    try:
+        with hub_offline_mode() if offline else contextlib.nullcontext():
+            return datasets.load_dataset(name, split=split)
+    except Exception as error:  # noqa: BLE001 - hub, offline and config errors
+        if offline and isinstance(error, (ConnectionError, FileNotFoundError)):
+            raise MisatoError(f"--data {HF_PREFIX}{name}: not in the Hugging Face cache, and downloads are off "
+                              f"({' / '.join(OFFLINE_ENVS)} is set); save it with save_to_disk and pass its folder, "
+                              "or go online") from None
+        raise MisatoError(f"--data {HF_PREFIX}{name}: cannot load the Hugging Face dataset "
+                          f"({str(error).splitlines()[0]})") from None
+
+
 def open_source(spec: str | os.PathLike | Any, split: str = "train", image_column: str | None = None) -> ImageSource:
     """The images named by ``--data``: a ``datasets.Dataset`` object, ``hf:NAME`` (``datasets.load_dataset``),
     a saved dataset folder (``datasets.load_from_disk``), a MISATO build (``image/`` beside ``mask/``), or any
@@ -148,14 +188,7 @@ def open_source(spec: str | os.PathLike | Any, split: str = "train", image_colum
         return HFSource(spec, image_column, "the given dataset")
     text = str(spec)
     if text.startswith(HF_PREFIX):
-        import datasets
-
-        name = text[len(HF_PREFIX):]
-        try:
-            dataset = datasets.load_dataset(name, split=split)
-        except Exception as error:  # noqa: BLE001 - hub, offline and config errors
-            raise MisatoError(f"--data {text}: cannot load the Hugging Face dataset ({str(error).splitlines()[0]})")
-        return HFSource(dataset, image_column, f"--data {text}")
+        return HFSource(load_hub_dataset(text[len(HF_PREFIX):], split), image_column, f"--data {text}")
     root = Path(text).expanduser()
     if not root.is_dir():
         raise MisatoError(f"--data {root}: no such folder")

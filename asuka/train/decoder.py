@@ -153,10 +153,11 @@ class DecoderStage(Stage):
             self.frozen["unet"] = frozen_in_precision(pipe.unet, config["mixed_precision"])
             self.sources["sd_unet"] = str(sd / "unet")
         else:
-            try:
-                vae = diffusers.AutoencoderKL.from_pretrained(sd, subfolder="vae", local_files_only=True)
-            except (OSError, ValueError) as error:
-                raise MisatoError(f"--sd {sd}: cannot load vae/ ({str(error).splitlines()[0]})") from None
+            from asuka.assemble import loading_from
+            from asuka.convert import load_pretrained_strict
+
+            with loading_from("--sd"):
+                vae = load_pretrained_strict(diffusers.AutoencoderKL, sd / "vae")
         self.sources["sd_vae"] = str(sd / "vae")
         self.scaling_factor = vae.config.scaling_factor
         decoder = load_initial_decoder(config["init"], vae, config["decoder_variant"])

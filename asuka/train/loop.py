@@ -70,7 +70,7 @@ from asuka.train import config as train_config
 from asuka.train import data as train_data
 from misato.errors import MisatoError
 from misato.io import atomic_write_bytes, atomic_write_text, write_image
-from misato.outputs import OutputPolicy, prepare_output
+from misato.outputs import OutputPolicy, discard_refused_start, prepare_output
 from misato.reproducibility import seeded
 
 TRAIN_FILE = "train.json"
@@ -330,13 +330,21 @@ def _train(stage_cls: type[Stage], args: argparse.Namespace) -> dict[str, Any]:
             atomic_write_text(out / TRAIN_FILE, json.dumps(
                 {"stage": stage_cls.name, "component": stage_cls.component, "config": config, "complete": False},
                 indent=2))
-        return str(checkpoints[-1]) if checkpoints else None
+        return previous is None, str(checkpoints[-1]) if checkpoints else None
 
-    latest = _on_main(accelerator, check_output)
+    out_existed = out.exists()
+    fresh, latest = _on_main(accelerator, check_output)
     accelerator.wait_for_everyone()
 
-    with seeded(config["seed"]):
-        stage = stage_cls(config)
+    try:
+        with seeded(config["seed"]):
+            stage = stage_cls(config)
+    except MisatoError:
+        # the stage refused its inputs (an init checkpoint, an SD folder) before a step ran: a fresh run's
+        # train.json goes, so the corrected command starts afresh instead of being told to resume
+        if fresh and accelerator.is_main_process:
+            discard_refused_start(out, out / TRAIN_FILE, made_here=not out_existed)
+        raise
     stage.accelerator, stage.device = accelerator, accelerator.device
     for module in stage.frozen.values():
         module.requires_grad_(False).eval().to(accelerator.device)

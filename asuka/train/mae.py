@@ -31,15 +31,15 @@ SCRATCH = "scratch"
 GROW_SALT = 11
 
 
-def load_mae(source: str) -> MAEPrior:
-    """An MAEPrior from an MAE-FAR checkpoint file, a ``save_pretrained`` folder or a training output folder."""
-    from asuka.assemble import component_folder
-    from asuka.convert import load_mae_checkpoint
+def load_mae(source: str, option: str) -> MAEPrior:
+    """An MAEPrior from an MAE-FAR checkpoint file, a ``save_pretrained`` folder or a training output folder,
+    given as ``option`` (``--mae-init``, ``--mae``; errors name it and the file)."""
+    from asuka.assemble import component_folder, loading_from
+    from asuka.convert import load_mae_checkpoint, load_pretrained_strict
 
-    folder = component_folder(source, "mae", "--mae-init")
-    if folder is None:
-        return load_mae_checkpoint(source)
-    return MAEPrior.from_pretrained(folder, local_files_only=True)
+    folder = component_folder(source, "mae", option)
+    with loading_from(option):
+        return load_mae_checkpoint(source) if folder is None else load_pretrained_strict(MAEPrior, folder)
 
 
 def grow_token_mask(masked: torch.Tensor, ratio: float, seeds: torch.Tensor, salt: int = GROW_SALT) -> torch.Tensor:
@@ -94,7 +94,7 @@ class MAEStage(Stage):
         if source == SCRATCH:
             mae = MAEPrior(image_size=config["resolution"])
         else:
-            mae = load_mae(source)
+            mae = load_mae(source, "--mae-init")
             self.sources["mae_init"] = source
         self.trainable = {"mae": Reconstruction(mae)}
 
