@@ -16,6 +16,7 @@ import warnings
 
 from misato import __version__
 from misato.compat import HF_EVALUATE_MESSAGE, hf_evaluate_installed, is_evaluator_clash
+from misato.distributed import leave_group
 from misato.errors import MisatoError
 from misato.outputs import check_command_paths
 
@@ -103,6 +104,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"{name}: interrupted", file=sys.stderr)
         return 130
+    finally:
+        leave_group()
 
 
 if __name__ == "__main__":
