@@ -60,3 +60,14 @@ def test_the_entry_point_joins_the_group_torchrun_describes():
         shared, rows, real, value = results[rank]
         assert shared == [0, 10] and rows == [{"rank": 0}, {"rank": 1}] and real == {"r0": 0, "r1": 1}
         assert value == "from 0"
+
+
+def test_the_command_line_leaves_the_group_it_joined(monkeypatch):
+    """``misato.cli.main`` ends with :func:`misato.distributed.leave_group`: the group is destroyed before exit,
+    also when the command was refused."""
+    from misato.cli import main
+
+    dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
+    assert main(["masks", "--preset", "nosuch", "--n", "1", "--out", "/nonexistent/never"]) == 2
+    assert not dist.is_initialized()
+    distributed.leave_group()  # nothing to leave: a no-op
