@@ -233,13 +233,30 @@ def _policies(marker: Path, references: Sequence[str]) -> list[OutputPolicy]:
     return policies
 
 
-def _owned_pattern(relative: PurePosixPath, policy: OutputPolicy) -> str | None:
-    """The pattern of ``policy.owned`` that matches ``relative`` or one of its leading parts, else None."""
+def within(folder: str, patterns: Sequence[str]) -> tuple[str, ...]:
+    """``patterns`` of a job that writes inside ``folder`` of another (``within("runs/*", RUN_FILES)``): what the
+    enclosing job's ``overwrite`` deletes there, and nothing else a user keeps beside it."""
+    return tuple(f"{folder}/{pattern}" for pattern in patterns)
+
+
+def _owned_region(relative: PurePosixPath, policy: OutputPolicy) -> str | None:
+    """The part of the job's folder, under one of ``policy.owned``, that ``relative`` lies in, else None.
+
+    A pattern of one part (``run.json``, ``checkpoints``) owns that path; a deeper one (``runs/*/summary.json``)
+    owns its folder (``runs/*``): the job writes there, so another command's output must not. Returned is the
+    literal part of the region (``runs``), as messages show it.
+    """
     for pattern in policy.owned:
-        pattern_parts = PurePosixPath(pattern).parts
-        head = relative.parts[: len(pattern_parts)]
-        if len(head) == len(pattern_parts) and all(map(fnmatch.fnmatchcase, head, pattern_parts)):
-            return pattern
+        parts = PurePosixPath(pattern).parts
+        region = parts if len(parts) == 1 else parts[:-1]
+        head = relative.parts[: len(region)]
+        if len(head) == len(region) and all(map(fnmatch.fnmatchcase, head, region)):
+            literal = []
+            for part in region:
+                if any(char in part for char in "*?["):
+                    break
+                literal.append(part)
+            return "/".join(literal or head)
     return None
 
 
@@ -259,9 +276,9 @@ def check_not_owned_by_job(out: str | os.PathLike) -> None:
                 continue
             relative = PurePosixPath(out.relative_to(folder).as_posix())
             for policy in _policies(folder / marker, references):
-                pattern = _owned_pattern(relative, policy)
-                if pattern is not None:
+                region = _owned_region(relative, policy)
+                if region is not None:
                     raise MisatoError(
-                        f"output {out} lies inside {folder / pattern}, which the {policy.what} in {folder} "
-                        f"({marker}) writes and its --overwrite deletes; choose a place outside it"
+                        f"output {out} lies inside {folder / region}, which the {policy.what} in {folder} "
+                        f"({marker}) writes into and its --overwrite clears; choose a place outside it"
                     )

@@ -75,7 +75,7 @@ ZOOM_LABEL = "zoom"
 GRID_FILE = "grid.json"
 INDEX_FILE = "index.html"
 ROWS_DIR = "rows"
-GRID_POLICY = OutputPolicy(what="grid", markers=(GRID_FILE,), can_resume=False, owned=(INDEX_FILE, ROWS_DIR, GRID_FILE))
+GRID_POLICY = OutputPolicy(what="grid", markers=(GRID_FILE,), can_resume=False, owned=(INDEX_FILE, f"{ROWS_DIR}/*.jpg", GRID_FILE))
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -35,7 +35,10 @@ from typing import Any
 
 from misato.errors import MisatoError
 from misato.io import atomic_write_text
-from misato.outputs import OutputPolicy, prepare_output, read_record
+from baselines.runner import RUN_POLICY
+from evaluate.schema import RUN_FILES
+from misato.outputs import OutputPolicy, prepare_output, read_record, within
+from results.paper import TABLES_POLICY
 
 try:
     import tomllib
@@ -45,7 +48,11 @@ except ModuleNotFoundError:  # Python 3.10
 STUDY_FILE = "study.json"
 SKIPPED_CSV = "skipped.csv"
 STUDY_POLICY = OutputPolicy(what="study", markers=(STUDY_FILE,),
-                            owned=("predictions", "runs", "state", "logs", "tables", STUDY_FILE, SKIPPED_CSV))
+                            owned=(*within("predictions/*", RUN_POLICY.owned), *within("runs/*", RUN_FILES),
+                                   "state/*.json", "logs/*.log", *within("tables", TABLES_POLICY.owned), STUDY_FILE,
+                                   SKIPPED_CSV))
+"""``overwrite`` deletes what the study's jobs wrote (the runner's files in ``predictions/<name>/``, the evaluator's
+in ``runs/<name>/``, the tables), not a user's notes kept beside them."""
 PAPER_CONFIG = "paper.toml"
 """The paper's study, shipped in this package (:func:`paper_config`)."""
 STUDY_PACKAGES = ("opencv-python-headless", "scikit-image", "diffusers")

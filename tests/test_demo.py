@@ -55,11 +55,34 @@ def test_demo_overwrite_never_deletes_what_a_demo_did_not_write(tmp_path):
         demo(mine, size=64, overwrite=True, progress=False)
     assert (mine / "thesis.tex").read_text() == "years of work"
     demo(tmp_path / "d", size=64, progress=False)
-    (tmp_path / "d" / "notes.txt").write_text("kept")
+    mine = ("notes.txt", "runs/notes.txt", "runs/telea/notes.txt", "data/README")  # a user's
+    for name in mine:  # files, also beside what the demo's jobs wrote
+        (tmp_path / "d" / name).write_text("kept")
     demo(tmp_path / "d", size=64, overwrite=True, progress=False)
     record = json.loads((tmp_path / "d" / "demo.json").read_text())
     assert record["complete"] and record["provenance"]["protocol"] == "asuka"
-    assert (tmp_path / "d" / "notes.txt").read_text() == "kept"
+    assert all((tmp_path / "d" / name).read_text() == "kept" for name in mine)
+    (tmp_path / "d" / "predictions" / "telea" / "notes.txt").write_text("kept")  # where the runner writes: its
+    with pytest.raises(MisatoError, match="predictions/telea is not empty"):  # folder is refused, the file kept
+        demo(tmp_path / "d", size=64, overwrite=True, progress=False)
+    assert (tmp_path / "d" / "predictions" / "telea" / "notes.txt").read_text() == "kept"
+
+
+def test_the_demo_policy_covers_what_its_jobs_write():
+    """DEMO_POLICY is spelled out (the command line must not import the jobs): every file the runner, the
+    evaluator and the plots write in their demo sub-folders is among what its --overwrite deletes."""
+    from fnmatch import fnmatchcase
+
+    from baselines.runner import RUN_POLICY
+    from evaluate.schema import RUN_FILES
+    from misato.cli_demo import DEMO_POLICY
+    from misato.outputs import within
+    from results.plots import PLOT_POLICY
+
+    written = (*within("predictions/telea", RUN_POLICY.owned), *within("runs/telea", RUN_FILES),
+               *within("plots", PLOT_POLICY.owned))
+    for path in written:
+        assert any(fnmatchcase(path, pattern) for pattern in DEMO_POLICY.owned), path
 
 
 @pytest.mark.parametrize("refused, env", [

@@ -176,8 +176,10 @@ def test_html_page_references_one_relative_lazy_strip_per_image(study, tmp_path)
     with pytest.raises(MisatoError, match="--overwrite"):
         grid(study["data"], study["runs"], out, tile=16)
     (out / "notes.txt").write_text("mine")
+    (out / "rows" / "mine.txt").write_text("mine")
     grid(study["data"], study["runs"][:1], out, tile=16, overwrite=True)
     assert (out / "notes.txt").read_text() == "mine" and "navier" not in (out / "index.html").read_text()
+    assert (out / "rows" / "mine.txt").read_text() == "mine"
 
 
 def test_same_inputs_give_the_same_bytes(study, tmp_path):

@@ -299,11 +299,19 @@ def test_config_mistakes_name_the_file_and_the_key(tmp_path, change, message):
 def test_overwrite_replaces_only_what_a_study_wrote(reference, sample, config, tmp_path):
     out = tmp_path / "study"
     shutil.copytree(reference, out)
-    (out / "notes.txt").write_text("kept")
+    mine = {"notes.txt": b"kept", "runs/telea/notes.txt": b"kept"}  # a user's files, also beside the jobs' files
+    for name, data in mine.items():
+        (out / name).write_bytes(data)
     (out / "predictions" / "telea" / "0000.png").unlink()
     record = reproduce(config, sample, out, overwrite=True, report=lambda line: None)
-    assert exit_code(record) == 0 and (out / "notes.txt").read_text() == "kept"
-    assert study_files(out) == {**study_files(reference), "notes.txt": b"kept"}
+    assert exit_code(record) == 0
+    assert study_files(out) == {**study_files(reference), **mine}
+    # a user's file where a job writes is never deleted: that job refuses its folder, naming it
+    (out / "predictions" / "telea" / "notes.txt").write_bytes(b"kept")
+    record = reproduce(config, sample, out, overwrite=True, report=lambda line: None)
+    assert record["methods"]["telea"]["status"] == "failed" and record["methods"]["navier-stokes"]["status"] == "done"
+    assert f"{out / 'predictions' / 'telea'} is not empty" in record["methods"]["telea"]["reason"]
+    assert (out / "predictions" / "telea" / "notes.txt").read_bytes() == b"kept"
 
 
 def one_line_error(capsys, argv) -> str:
