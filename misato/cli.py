@@ -75,8 +75,12 @@ def option_flags(parser: argparse.ArgumentParser, command: str) -> dict[str, str
 
 def main(argv: list[str] | None = None) -> int:
     """Run the command line ``argv`` (default ``sys.argv[1:]``) and return the exit code."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        parser = build_parser()
+        args = parser.parse_args(argv)
+    except KeyboardInterrupt:  # while the subcommands' modules load: no traceback either
+        print("misato: interrupted", file=sys.stderr)
+        return 130
     name = " ".join(filter(None, ("misato", args.command, getattr(args, "action", None))))  # as argparse's own
     clash = f"{name}: error: {HF_EVALUATE_MESSAGE}"
     if args.command in EVALUATE_COMMANDS and hf_evaluate_installed():

@@ -133,6 +133,17 @@ def _typed(option, value: Any) -> Any:
 ENTRY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
 
 
+def _refuse_names_equal_but_for_case(names, where: str) -> None:
+    """Entry names differing only in case would share their folders on a case-insensitive file system (macOS,
+    Windows): refused everywhere, so a study moves between machines unchanged."""
+    seen: dict[str, str] = {}
+    for name in names:
+        other = seen.setdefault(name.casefold(), name)
+        if other != name:
+            raise MisatoError(f"{where}: {other!r} and {name!r} differ only in case; their folders would be one on "
+                              "a case-insensitive file system, so rename one")
+
+
 def check_entry_name(name: str, where: str) -> None:
     """Refuse an entry name that is not one plain path component: it names ``predictions/<name>/``,
     ``runs/<name>/`` and ``logs/<name>.log``, so ``../x`` or ``a/b`` would write outside the study folder (and
@@ -235,6 +246,7 @@ def load_config(path: str | os.PathLike, overrides: Sequence[str] = ()) -> Study
             raise MisatoError(f"{where}: options must be a table and requires a list of option names")
         methods[name] = {"method": entry.get("method", name), "options": dict(entry.get("options", {})),
                          "requires": entry.get("requires", []), "batch_size": entry.get("batch_size", 1)}
+    _refuse_names_equal_but_for_case(methods, f"{path} [methods]")
     for override in overrides:
         target, equals, value = override.partition("=")
         name, dot, option = target.partition(".")
@@ -348,6 +360,7 @@ def select_methods(config: StudyConfig, methods: Sequence[str] | None) -> dict[s
         else:
             raise MisatoError(f"--methods: {name!r} is neither in {config.path} ({', '.join(config.methods)}) nor a "
                               "registered method (see `misato methods`)")
+    _refuse_names_equal_but_for_case(dict.fromkeys([*config.methods, *chosen]), "--methods")
     return chosen
 
 

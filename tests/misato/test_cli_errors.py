@@ -46,3 +46,14 @@ def test_non_finite_float_options_are_refused(tmp_path, capsys, value):
               str(tmp_path / "out"), f"--guidance-scale={value}"])
     assert stop.value.code == 2 and "expected a finite number" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_ctrl_c_while_the_subcommands_load_is_exit_130_without_a_traceback(monkeypatch, capsys):
+    import misato.cli
+
+    def interrupted():
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(misato.cli, "build_parser", interrupted)
+    assert misato.cli.main(["masks", "--help"]) == 130
+    assert capsys.readouterr().err == "misato: interrupted\n"

@@ -284,6 +284,7 @@ def test_paper_config_names_every_run_of_the_paper_tables():
     (("radius = 5", "radius = 5, colour = 'red'"), "takes no --colour"),
     (("radius = 5", "radius = 'wide'"), r"\[methods.navier-stokes\]: option radius must be int, got 'wide'"),
     (("[methods.telea]", '[methods."../../x"]\nmethod = "telea"'), r"the name '\.\./\.\./x' names the study's folders"),
+    (("[methods.telea]", '[methods.Navier-Stokes]\nmethod = "telea"'), r"'Navier-Stokes' and 'navier-stokes' differ only in case"),
     (("[methods.telea]", '[methods."sd.v2"]\nmethod = "telea"'), r"the name 'sd\.v2' .* letters, digits, '_' and '-' only"),
 ])
 def test_config_mistakes_name_the_file_and_the_key(tmp_path, change, message):
