@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from misato.cli_choices import (BATCH_RANGE, COUNT_RANGE, SEED_RANGE, SIDE_RANGE, WORKER_RANGE, device_name,
+from misato.cli_choices import (BATCH_RANGE, COUNT_RANGE, MASK_SIDE_RANGE, SEED_RANGE, SIDE_RANGE, WORKER_RANGE, device_name,
                                 finite_float, int_in)
 from misato.errors import MisatoError
 from misato.outputs import declare_paths
@@ -25,7 +25,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Build a MISATO folder (image/, mask/, manifest.csv, build.json) from raw datasets.",
     )
     parser.add_argument("--out", required=True, help="output folder (empty or new, unless --resume or --overwrite)")
-    parser.add_argument("--size", type=int_in(*SIDE_RANGE), default=512, help="output side in pixels (default 512)")
+    parser.add_argument("--size", type=int_in(*MASK_SIDE_RANGE), default=512, help="output side in pixels (default 512)")
     parser.add_argument("--per-domain", type=int_in(*COUNT_RANGE), default=500, help="images (clusters) per domain (default 500)")
     parser.add_argument("--seed", type=int_in(*SEED_RANGE), default=0, help="clustering and mask seed (default 0)")
     sources = parser.add_argument_group("raw datasets (root or any folder inside)")

@@ -28,6 +28,9 @@ SEED_RANGE = (0, 2**32 - 1)
 """Seeds: what ``numpy.random.default_rng`` and ``torch.manual_seed`` both take."""
 SIDE_RANGE = (8, 8192)
 """Image and mask sides in pixels (8192² RGB is 200 MB per image; the paper uses 512 and 1024)."""
+MASK_SIDE_RANGE = (16, SIDE_RANGE[1])
+"""Sides of jobs that draw masks (masks, build, demo): the generators' smallest is 16
+(:data:`misato.masks.presets.MIN_MASK_SIDE`; a test keeps the two equal)."""
 COUNT_RANGE = (1, 10_000_000)
 """Numbers of images or masks a job makes."""
 BATCH_RANGE = (1, 4096)

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from misato.cli_choices import MASK_PRESETS_WITHOUT_OBJECTS, PROTOCOL_CHOICES, SEED_RANGE, SIDE_RANGE, int_in
+from misato.cli_choices import MASK_PRESETS_WITHOUT_OBJECTS, MASK_SIDE_RANGE, PROTOCOL_CHOICES, SEED_RANGE, int_in
 from misato.errors import OPTION, MisatoError
 from misato.outputs import OutputPolicy, declare_paths
 
@@ -53,7 +53,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description=__doc__.split("\n\n")[0],
     )
     parser.add_argument("--out", default="misato-demo", help="folder for everything the demo writes")
-    parser.add_argument("--size", type=int_in(*SIDE_RANGE), default=256, help="image side in pixels (default 256)")
+    parser.add_argument("--size", type=int_in(*MASK_SIDE_RANGE), default=256, help="image side in pixels (default 256)")
     parser.add_argument("--mask-preset", default="lama-medium-256", choices=MASK_PRESETS_WITHOUT_OBJECTS,
                         metavar="PRESET", help="mask preset needing no object source (default lama-medium-256; "
                         "see `misato masks --help`): " + ", ".join(MASK_PRESETS_WITHOUT_OBJECTS))

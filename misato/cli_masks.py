@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from misato.cli_choices import COUNT_RANGE, SEED_RANGE, SIDE_RANGE, finite_float, int_in
+from misato.cli_choices import COUNT_RANGE, MASK_SIDE_RANGE, SEED_RANGE, finite_float, int_in
 from misato.outputs import declare_paths
 
 
@@ -30,7 +30,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("-h", "--help", action=_HelpWithPresets, help="show this help message and exit")
     parser.add_argument("--preset", required=True, metavar="NAME", help="mask preset (see docs/masks.md)")
     parser.add_argument("--n", type=int_in(*COUNT_RANGE), required=True, help="number of masks")
-    parser.add_argument("--size", type=int_in(*SIDE_RANGE), default=512, help="mask side in pixels (default 512)")
+    parser.add_argument("--size", type=int_in(*MASK_SIDE_RANGE), default=512, help="mask side in pixels (default 512)")
     parser.add_argument("--seed", type=int_in(*SEED_RANGE), default=0, help="random seed (default 0)")
     parser.add_argument("--out", required=True, help="output folder")
     parser.add_argument("--ratio-range", type=finite_float, nargs=2, metavar=("LO", "HI"),

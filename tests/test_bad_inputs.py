@@ -27,7 +27,7 @@ import pytest
 
 import misato.io
 from misato.cli import main
-from misato.cli_choices import BOOTSTRAP_RANGE, SEED_RANGE, SIDE_RANGE
+from misato.cli_choices import BOOTSTRAP_RANGE, MASK_SIDE_RANGE, SEED_RANGE, SIDE_RANGE
 from tests.evaluate.test_compare import NAMES, write_run
 from tests.results.test_reproduce import MAPPING as STUDY_MAPPING
 from tests.helpers import smooth_image, write_misato_folder, write_predictions
@@ -149,7 +149,7 @@ CASES = [
     Case("compare-no-paired-short-csv", "compare {in}/run_short --no-paired --out {out}/t.csv", ("{in}/run_short/per_image.csv", "3 image row(s)", "n = 12")),
     Case("compare-summary-without-n", "compare {in}/run_no_n --no-paired --out {out}/t.csv", ("{in}/run_no_n/summary.json", '"n"')),
     # unbounded work and option ranges
-    Case("masks-huge-size", MASKS.replace("32", "1000000") + " --out {out}/m", ("--size", f"{SIDE_RANGE[0]} to {SIDE_RANGE[1]}")),
+    Case("masks-huge-size", MASKS.replace("32", "1000000") + " --out {out}/m", ("--size", f"{MASK_SIDE_RANGE[0]} to {MASK_SIDE_RANGE[1]}")),
     Case("build-huge-size", BUILD.replace("--size 32", "--size 100000") + " --out {out}/b", ("--size", str(SIDE_RANGE[1]))),
     Case("compare-huge-bootstrap", "compare {in}/runA --bootstrap 100000000 --out {out}/t.csv", ("--bootstrap", str(BOOTSTRAP_RANGE[1]))),
     Case("masks-over-the-memory-limit", MASKS.replace("32", "4096") + " --out {out}/m", ("--size 4096", "256.0 MB", "10.0 MB", "MISATO_MEMORY_LIMIT"), env={"MISATO_MEMORY_LIMIT": "10M"}),

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from misato.cli import main
-from misato.cli_choices import SIDE_RANGE
+from misato.cli_choices import MASK_SIDE_RANGE
 from tests.helpers import write_misato_folder, write_predictions
 from tests.test_bad_inputs import Case, assert_refused_cleanly, world  # noqa: F401 (world: the fixture)
 
@@ -30,9 +30,9 @@ WORST = "grid --data {in}/gt --runs {in}/telea --worst psnr --out {out}/g.png --
 CASES = [
     Case("demo-unknown-mask-preset", DEMO + " --mask-preset nosuch", ("--mask-preset", "'nosuch'")),
     Case("demo-mask-preset-needing-objects", DEMO + " --mask-preset object", ("--mask-preset", "'object'")),
-    Case("demo-size-below-the-range", DEMO + " --size 7", ("--size", f"{SIDE_RANGE[0]} to {SIDE_RANGE[1]}")),
-    Case("demo-size-the-masks-refuse", DEMO + " --size 10", ("--size must be an integer of at least 16 pixels",)),
-    Case("demo-huge-size", DEMO + " --size 100000", ("--size", f"{SIDE_RANGE[0]} to {SIDE_RANGE[1]}")),
+    Case("demo-size-below-the-range", DEMO + " --size 7", ("--size", f"{MASK_SIDE_RANGE[0]} to {MASK_SIDE_RANGE[1]}")),
+    Case("demo-size-the-masks-refuse", DEMO + " --size 10", ("--size", f"{MASK_SIDE_RANGE[0]} to {MASK_SIDE_RANGE[1]}")),
+    Case("demo-huge-size", DEMO + " --size 100000", ("--size", f"{MASK_SIDE_RANGE[0]} to {MASK_SIDE_RANGE[1]}")),
     Case("demo-over-the-memory-limit", DEMO + " --size 2048", ("--size 2048 demo", "MISATO_MEMORY_LIMIT"),
          env={"MISATO_MEMORY_LIMIT": "100M"}),
     Case("demo-negative-seed", DEMO + " --seed -1", ("--seed",)),

@@ -21,6 +21,8 @@ from misato.masks.mixtures import ASUKA_TRAIN_WEIGHTS, MISATO_WEIGHTS, Mixture
 from misato.masks.objects import ObjectMask, open_object_source
 from misato.masks.rect import RectMask
 
+MIN_MASK_SIDE = 16
+"""The smallest mask side every generator can draw."""
 FULL_RANGE = (0.0, 1.0)
 """Rejects only empty and completely full masks (Co-Mod-GAN's default ``hole_range=[0, 1]``)."""
 LAMA_RANGE = (0.0, 0.5)
@@ -121,9 +123,9 @@ def make_generator(preset: str, size: int, ratio_range: tuple[float, float] | No
     """
     if preset not in PRESETS:
         raise MisatoError(f"unknown mask preset {preset!r}; choose one of: {', '.join(PRESETS)}")
-    if not isinstance(size, (int, np.integer)) or size < 16:
-        raise MisatoError(f"{OPTION} must be an integer of at least 16 pixels (the mask side), got {size!r}",
-                          option="size")
+    if not isinstance(size, (int, np.integer)) or size < MIN_MASK_SIDE:
+        raise MisatoError(f"{OPTION} must be an integer of at least {MIN_MASK_SIDE} pixels (the mask side), got "
+                          f"{size!r}", option="size")
     entry = PRESETS[preset]
     ratio_range = check_ratio_range(ratio_range) or entry.default_range
     sampler = entry.build(preset, int(size), ratio_range, objects)

@@ -179,3 +179,13 @@ def test_the_presets_offered_without_objects_are_those_needing_no_object_source(
     from misato.masks import PRESETS
 
     assert MASK_PRESETS_WITHOUT_OBJECTS == tuple(name for name, preset in PRESETS.items() if not preset.needs_objects)
+
+
+def test_the_command_lines_smallest_mask_side_is_the_generators():
+    from misato.cli_choices import MASK_SIDE_RANGE
+    from misato.masks.presets import MIN_MASK_SIDE
+
+    assert MASK_SIDE_RANGE[0] == MIN_MASK_SIDE
+    make_generator("rect", MIN_MASK_SIDE)
+    with pytest.raises(MisatoError, match=f"at least {MIN_MASK_SIDE} pixels"):
+        make_generator("rect", MIN_MASK_SIDE - 1)
