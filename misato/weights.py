@@ -155,9 +155,10 @@ def _check_found(entry: WeightEntry, path: Path) -> ResolvedWeights:
     digest = file_sha256(path)
     if path.name == entry.filename:
         if not _matches(entry, digest, path):
-            expected = f"sha256 {entry.sha256[:16]}…" if entry.sha256 else f"md5 {entry.md5}"
+            found, expected = ((f"sha256 {digest[:16]}…", f"sha256 {entry.sha256[:16]}…") if entry.sha256 else
+                               (f"md5 {file_md5(path)}", f"md5 {entry.md5}"))  # the kind the distributor publishes
             raise MisatoError(
-                f"{path}: sha256 {digest[:16]}… does not match the official {entry.filename} "
+                f"{path}: {found} does not match the official {entry.filename} "
                 f"(expected {expected}); the file is corrupt or not this model. Delete it or pass a "
                 "path explicitly to use it anyway."
             )
@@ -247,8 +248,9 @@ def download(
         temporary.unlink(missing_ok=True)
         raise MisatoError(_missing_message(entry, weights_dir, f"the download failed ({error})")) from None
     if not _matches(entry, digest, temporary):
+        found = f"sha256 {digest[:16]}…" if entry.sha256 else f"md5 {file_md5(temporary)}"
         temporary.unlink(missing_ok=True)
-        raise MisatoError(f"downloaded {entry.url} but its digest is not the expected one (sha256 {digest[:16]}…)")
+        raise MisatoError(f"downloaded {entry.url} but its digest is not the expected one ({found})")
     os.replace(temporary, destination)
     return ResolvedWeights(entry, destination, digest, "downloaded")
 
