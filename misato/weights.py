@@ -129,12 +129,19 @@ def torch_hub_checkpoints() -> Path:
 
 
 def search_dirs(weights_dir: str | os.PathLike | None = None) -> list[Path]:
-    """The folders searched for weight files, in order."""
+    """The folders searched for weight files, in order.
+
+    Raises:
+        MisatoError: the folder the user named (``weights_dir``, else ``$MISATO_WEIGHTS_DIR``) is a file.
+    """
     dirs = []
     if weights_dir is not None:
         dirs.append(Path(weights_dir).expanduser())
     elif os.environ.get(WEIGHTS_DIR_ENV):
         dirs.append(Path(os.environ[WEIGHTS_DIR_ENV]).expanduser())
+    if dirs and dirs[0].is_file():
+        given = "--weights-dir" if weights_dir is not None else f"${WEIGHTS_DIR_ENV}"
+        raise MisatoError(f"{given} {dirs[0]} is a file, not a folder of weight files")
     dirs += [misato_cache_dir() / "weights", torch_hub_checkpoints()]
     return list(dict.fromkeys(dirs))
 

@@ -42,6 +42,11 @@ CASES = [
          ("--eval {in}/eval_2_images is an evaluation of other data", "2 image(s), the data has 4")),
     Case("weights-fetch-into-a-file", "weights fetch big-lama-torchscript --weights-dir {in}/random.bin",
          ("--weights-dir {in}/random.bin is a file, not a folder",)),
+    Case("demo-weights-dir-a-file", DEMO + " --weights-dir {in}/random.bin", ("--weights-dir {in}/random.bin is a file",)),
+    Case("evaluate-weights-dir-a-file", "evaluate --pred {in}/pred --gt {in}/gt --metrics psnr,lpips --weights-dir {in}/random.bin --out {out}/e",
+         ("--weights-dir {in}/random.bin is a file",)),
+    Case("fid-weights-env-dir-a-file", "fid {in}/pred {in}/gt/image", ("$MISATO_WEIGHTS_DIR {in}/random.bin is a file",),
+         env={"MISATO_WEIGHTS_DIR": "{in}/random.bin"}),
 ]
 
 
