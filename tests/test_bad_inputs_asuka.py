@@ -126,6 +126,26 @@ def test_hub_dataset_offline_fails_at_once_without_touching_the_network(inputs, 
     assert lookups == []
 
 
+def test_an_unreachable_hub_is_one_line_without_the_libraries_retry_logs(inputs, tmp_path, capsys, monkeypatch,
+                                                                         library_log):
+    import datasets
+
+    from misato.weights import OFFLINE_ENVS
+
+    for name in OFFLINE_ENVS:  # online, but the hub cannot be reached
+        monkeypatch.delenv(name, raising=False)
+
+    def unreachable(name, split):
+        logging.getLogger("huggingface_hub.utils._http").warning("Retrying in 1s [Retry 1/5].")
+        raise ConnectionError(f"Couldn't reach '{name}' on the Hub")
+
+    monkeypatch.setattr(datasets, "load_dataset", unreachable)
+    case = Case("train-hub-unreachable", "train mae --data hf:nosuch/x --out {out}/t --mae-init scratch",
+                ("--data hf:nosuch/x", "cannot load the Hugging Face dataset", "Couldn't reach"))
+    assert_refused_cleanly(case, inputs, tmp_path, capsys, monkeypatch)
+    assert library_log == []
+
+
 def test_a_refused_mae_init_leaves_nothing_that_blocks_the_corrected_run(inputs, tmp_path, capsys):
     command = TRAIN_MAE.replace("{in}", str(inputs)).replace("{out}", str(tmp_path))
     assert main(f"{command} --mae-init {inputs}/random.bin".split()) == 2

@@ -163,9 +163,11 @@ def load_hub_dataset(name: str, split: str):
 
     from misato.weights import OFFLINE_ENVS, is_offline
 
+    from misato.quiet import LIBRARY_LOGGERS, quiet_loading
+
     offline = is_offline()
-    try:
-        with hub_offline_mode() if offline else contextlib.nullcontext():
+    try:  # quietly: an unreachable hub is retried with a log line each time, before our one line
+        with hub_offline_mode() if offline else contextlib.nullcontext(), quiet_loading((*LIBRARY_LOGGERS, "datasets")):
             return datasets.load_dataset(name, split=split)
     except Exception as error:  # noqa: BLE001 - hub, offline and config errors
         if offline and isinstance(error, (ConnectionError, FileNotFoundError)):
