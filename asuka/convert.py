@@ -76,7 +76,10 @@ def load_pretrained_strict(model_class, folder: str | os.PathLike, **kwargs: Any
         try:
             model, info = model_class.from_pretrained(folder, local_files_only=True, output_loading_info=True,
                                                       **kwargs)
-        except (OSError, ValueError, TypeError) as error:  # no weights, wrong shapes, settings of the wrong type
+        except TypeError as error:  # raised while the model is built from its settings
+            raise MisatoError(f"{folder / 'config.json'}: a setting has the wrong type for {model_class.__name__} "
+                              f"({error})") from None
+        except (OSError, ValueError) as error:  # no weights, wrong shapes
             first_sentence = re.split(r"(?<=\.)\s", str(error).strip(), maxsplit=1)[0]  # not diffusers' advice
             raise MisatoError(f"{folder}: cannot load {model_class.__name__} from it "
                               f"({first_sentence or type(error).__name__})") from None

@@ -38,6 +38,7 @@ from asuka.models.alignment import PriorAlignment
 from asuka.models.decoder import InpaintingDecoder
 from asuka.models.mae import MAEPrior
 from misato.errors import MisatoError
+from misato.quiet import quiet_loading
 
 ImageInput = PIL.Image.Image | np.ndarray | torch.Tensor | Sequence[PIL.Image.Image | np.ndarray]
 OUTPUT_TYPES = ("pil", "np", "pt", "latent")
@@ -229,7 +230,8 @@ class ASUKAInpaintPipeline(DiffusionPipeline):
                               "diffusers scheduler")
         vae = load_pretrained_strict(AutoencoderKL, os.path.join(sd_dir, "vae"), **kwargs)
         unet = load_pretrained_strict(UNet2DConditionModel, os.path.join(sd_dir, "unet"), **kwargs)
-        scheduler = scheduler_class.from_config(scheduler_config)
+        with quiet_loading():  # a config of another diffusers version logs its unknown keys
+            scheduler = scheduler_class.from_config(scheduler_config)
         return cls(vae=vae, unet=unet, scheduler=scheduler, mae=mae, alignment=alignment, decoder=decoder)
 
     # ------------------------------------------------------------------ checks

@@ -8,6 +8,7 @@ it with one part broken, checkpoints of the wrong network and a config file that
 """
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 import socket
@@ -28,7 +29,8 @@ TRAIN_MAE = ("train mae --data {in}/raw --objects {in}/objects --out {out}/t --r
 @pytest.fixture(scope="module")
 def inputs(world: Path) -> Path:  # noqa: F811 - the imported fixture
     """``world`` plus ``tiny_sd/`` (loadable), ``sd_unet_of_a_vae/`` (the VAE's weights in ``unet/``),
-    ``sd_vae_config_list/`` and ``sd_vae_config_cut/`` (``vae/config.json`` a JSON list / cut mid-object),
+    ``sd_vae_config_list/``, ``sd_vae_config_cut/`` and ``sd_vae_config_typo/`` (``vae/config.json`` a JSON
+    list / cut mid-object / with a number spelled out),
     ``mae_300.pth`` (a tiny MAE-FAR checkpoint), ``zeros.pth`` (a state dict of one zero tensor under another
     name) and ``not_utf8.yaml``."""
     from asuka.models import MAEPrior
@@ -42,6 +44,9 @@ def inputs(world: Path) -> Path:  # noqa: F811 - the imported fixture
     (world / "sd_vae_config_list" / "vae" / "config.json").write_text("[1, 2]")
     shutil.copytree(sd, world / "sd_vae_config_cut")
     (world / "sd_vae_config_cut" / "vae" / "config.json").write_text('{"_class_name": "AutoencoderKL",')
+    config = json.loads((sd / "vae" / "config.json").read_text())
+    shutil.copytree(sd, world / "sd_vae_config_typo")
+    (world / "sd_vae_config_typo" / "vae" / "config.json").write_text(json.dumps({**config, "latent_channels": "four"}))
     with seeded(0):
         torch.save({"model": MAEPrior(**TINY_MAE).state_dict()}, world / "mae_300.pth")
     torch.save({"weight": torch.zeros(4)}, world / "zeros.pth")
@@ -77,6 +82,8 @@ CASES = [
          ("--sd {in}/sd_vae_config_list/vae/config.json", "expected a JSON object")),
     Case("assemble-vae-config-cut", "asuka assemble --sd {in}/sd_vae_config_cut --out {out}/a",
          ("--sd {in}/sd_vae_config_cut/vae/config.json", "not valid JSON")),
+    Case("assemble-vae-config-of-the-wrong-type", "asuka assemble --sd {in}/sd_vae_config_typo --out {out}/a",
+         ("--sd {in}/sd_vae_config_typo/vae/config.json: a setting has the wrong type for AutoencoderKL",)),
     Case("assemble-parts-without-configs", "asuka assemble --sd {in}/sd --out {out}/a",
          ("--sd {in}/sd/scheduler/scheduler_config.json", "missing")),
     Case("assemble-mae-of-another-network", ASSEMBLE + " --mae {in}/zeros.pth",
