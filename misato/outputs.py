@@ -116,8 +116,16 @@ def _with_article(noun: str) -> str:
     return f"{'an' if noun[:1].lower() in 'aeiou' else 'a'} {noun}"
 
 
+def _through_a_link(out: Path, path: Path) -> bool:
+    """Whether ``path`` (inside ``out``) is reached through a symbolic link to a folder: what lies there belongs
+    to wherever the link points, not to the job in ``out``."""
+    return any(folder.is_symlink() for folder in path.parents[: len(path.relative_to(out).parts) - 1])
+
+
 def _owned_paths(out: Path, policy: OutputPolicy) -> list[Path]:
-    found = {path for pattern in (*policy.owned, TEMPORARY_FILES) for path in out.glob(pattern)}
+    """What ``policy`` owns in ``out``, deepest first; nothing behind a linked folder (``glob`` follows links)."""
+    found = {path for pattern in (*policy.owned, TEMPORARY_FILES) for path in out.glob(pattern)
+             if not _through_a_link(out, path)}
     return sorted(found, key=lambda p: len(p.parts), reverse=True)  # deepest first
 
 
@@ -173,11 +181,11 @@ def prepare_output(out: str | os.PathLike, policy: OutputPolicy, *, resume: bool
             for folder in path.parents[: len(path.relative_to(out).parts) - 1]:  # between path and out
                 if any(folder.iterdir()):
                     break
-                folder.rmdir()
+                folder.rmdir()  # never a link: _owned_paths left out what lies behind one
         return None
     if resume:
         for path in out.glob(TEMPORARY_FILES):  # left by a killed write; the resumed job writes them anew
-            if path.is_file():
+            if path.is_file() and not _through_a_link(out, path):
                 path.unlink(missing_ok=True)  # another rank of the same job may have removed it first
         return PreviousOutput(record, marker, complete)
     options = [option for option, offered in (("--resume to continue or complete it", policy.can_resume),

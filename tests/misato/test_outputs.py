@@ -68,6 +68,23 @@ def test_overwrite_deletes_only_what_the_job_owns(tmp_path):
     assert sorted(p.name for p in out.iterdir()) == ["notes.txt"]
 
 
+def test_overwrite_never_deletes_behind_a_linked_folder(tmp_path):
+    """A deep pattern (``runs/*/summary.json``) is expanded by ``glob``, which follows links: a linked sub-folder's
+    files belong to wherever it points and stay, as does the link."""
+    nested = OutputPolicy(what="study", markers=("study.json",), owned=("runs/*/summary.json", "study.json"))
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "summary.json").write_text("not the study's")
+    out = tmp_path / "study"
+    (out / "runs" / "a").mkdir(parents=True)
+    (out / "runs" / "a" / "summary.json").write_text("{}")
+    (out / "runs" / "linked").symlink_to(elsewhere, target_is_directory=True)
+    (out / "study.json").write_text("{}")
+    assert prepare_output(out, nested, overwrite=True) is None
+    assert (elsewhere / "summary.json").read_text() == "not the study's"
+    assert (out / "runs" / "linked").is_symlink() and not (out / "runs" / "a").exists()
+
+
 def test_outputs_never_on_or_inside_an_input(tmp_path):
     (tmp_path / "in" / "sub").mkdir(parents=True)
     for bad in (tmp_path / "in", tmp_path / "in" / "sub" / "out"):
