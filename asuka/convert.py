@@ -57,38 +57,77 @@ def read_config_json(path: str | os.PathLike) -> dict[str, Any]:
     return content
 
 
-def load_pretrained_strict(model_class, folder: str | os.PathLike, **kwargs: Any):
-    """``model_class.from_pretrained(folder, local_files_only=True, **kwargs)`` for a diffusers ``ModelMixin``,
-    quietly (:func:`misato.quiet.quiet_loading`) and strictly: every tensor of the model must come from the
-    weight file and every tensor of the file must be used (diffusers would only log the difference and keep
-    random or empty tensors).
+def _reason(error: Exception) -> str:
+    """A library exception's first sentence on one line: without diffusers' advice or torch's list of overloads."""
+    text = (str(error).strip().splitlines() or [""])[0]
+    return re.split(r"(?<=\.)\s", text, maxsplit=1)[0] or type(error).__name__
+
+
+def weight_files(folder: Path) -> list[Path]:
+    """The weight files of a diffusers model folder: ``diffusion_pytorch_model*.safetensors`` (one, or the shards
+    of a sharded model), else ``*.bin``."""
+    return sorted(folder.glob("diffusion_pytorch_model*.safetensors")) or sorted(folder.glob("*.bin"))
+
+
+def load_pretrained_strict(model_class, folder: str | os.PathLike, torch_dtype: torch.dtype | None = None):
+    """``model_class.from_pretrained(folder, local_files_only=True)`` for a diffusers ``ModelMixin``, quietly
+    (:func:`misato.quiet.quiet_loading`) and strictly: every tensor of the model must come from the weight files
+    and every tensor of the files must be used (diffusers would only log the difference and keep random or empty
+    tensors).
 
     Raises:
-        MisatoError: naming ``folder`` (or its ``config.json``): a bad config file, no weight file, weights of
-            another shape, or missing / unexpected keys (listed as :class:`~misato.checkpoint.LoadReport` does).
+        MisatoError: naming ``folder`` (or its ``config.json``): not a folder, a bad config file, no weight file,
+            settings the model cannot be built from, weights of another shape (the first one diffusers reports), or
+            missing / unexpected keys (listed as :class:`~misato.checkpoint.LoadReport` does).
     """
     from misato.checkpoint import LoadReport
     from misato.quiet import quiet_loading
 
     folder = Path(folder)
+    if not folder.is_dir():
+        raise MisatoError(f"{folder}: not a diffusers model folder")
     read_config_json(folder / "config.json")
+    if not weight_files(folder):
+        raise MisatoError(f"{folder}: no weight file (diffusion_pytorch_model.safetensors)")
+    if torch_dtype is not None and not isinstance(torch_dtype, torch.dtype):
+        raise MisatoError(f"torch_dtype must be a torch.dtype such as torch.float16, got {torch_dtype!r}")
+    dtype = {} if torch_dtype is None else {"torch_dtype": torch_dtype}
     with quiet_loading():
         try:
-            model, info = model_class.from_pretrained(folder, local_files_only=True, output_loading_info=True,
-                                                      **kwargs)
+            model, info = model_class.from_pretrained(folder, local_files_only=True, output_loading_info=True, **dtype)
         except TypeError as error:  # raised while the model is built from its settings
-            raise MisatoError(f"{folder / 'config.json'}: a setting has the wrong type for {model_class.__name__} "
-                              f"({error})") from None
-        except (OSError, ValueError) as error:  # no weights, wrong shapes
-            first_sentence = re.split(r"(?<=\.)\s", str(error).strip(), maxsplit=1)[0]  # not diffusers' advice
-            raise MisatoError(f"{folder}: cannot load {model_class.__name__} from it "
-                              f"({first_sentence or type(error).__name__})") from None
-    report = LoadReport(str(folder), missing=sorted(info["missing_keys"]), unexpected=sorted(info["unexpected_keys"]),
-                        mismatched=sorted(f"{key} {tuple(found)} (expected {tuple(wanted)})"
-                                          for key, found, wanted in info["mismatched_keys"]))
+            raise MisatoError(f"{folder / 'config.json'}: cannot build {model_class.__name__} from it "
+                              f"({_reason(error)})") from None
+        except (OSError, ValueError, RuntimeError) as error:  # unreadable weights, wrong shapes
+            raise MisatoError(f"{folder}: cannot load {model_class.__name__} from it ({_reason(error)})") from None
+    report = LoadReport(str(folder), missing=sorted(info["missing_keys"]), unexpected=sorted(info["unexpected_keys"]))
     if not report.ok:
         raise MisatoError(f"{report}; expected {model_class.__name__} weights")
     return model
+
+
+def load_scheduler(config_file: str | os.PathLike, scheduler_class=None):
+    """A diffusers scheduler from its ``scheduler_config.json``, quietly: of ``scheduler_class``, or of the class
+    the file names (``_class_name``).
+
+    Raises:
+        MisatoError: naming the file: unreadable or not a JSON object, a ``_class_name`` that is not a diffusers
+            scheduler, or settings the scheduler refuses (a wrong type, an unknown ``beta_schedule``).
+    """
+    import diffusers
+
+    from misato.quiet import quiet_loading
+
+    config = read_config_json(config_file)
+    if scheduler_class is None:
+        scheduler_class = getattr(diffusers, str(config.get("_class_name")), None)
+        if not (isinstance(scheduler_class, type) and issubclass(scheduler_class, diffusers.SchedulerMixin)):
+            raise MisatoError(f"{config_file}: _class_name {config.get('_class_name')!r} is not a diffusers scheduler")
+    with quiet_loading():  # a config of another diffusers version logs its unknown keys
+        try:
+            return scheduler_class.from_config(config)
+        except (TypeError, ValueError, NotImplementedError) as error:
+            raise MisatoError(f"{config_file}: cannot build {scheduler_class.__name__} from it ({_reason(error)})") from None
 
 
 # --------------------------------------------------------------------------------------------------------- MAE
@@ -237,7 +276,7 @@ def _read_diffusers_asymmetric(folder: Path) -> tuple[StateDict, list[str], dict
     config = read_config_json(config_path)
     if config.get("_class_name") != "AsymmetricAutoencoderKL":
         raise MisatoError(f"{folder}: expected an AsymmetricAutoencoderKL folder, found {config.get('_class_name')}")
-    weights = sorted(folder.glob("diffusion_pytorch_model*.safetensors")) or sorted(folder.glob("*.bin"))
+    weights = weight_files(folder)
     if len(weights) != 1:
         raise MisatoError(f"{folder}: expected one diffusion_pytorch_model weight file, found {len(weights)}")
     converted, skipped = convert_diffusers_asymmetric_state_dict(read_state_dict(weights[0], "the Asymmetric-VQGAN decoder"))

@@ -33,12 +33,10 @@ from diffusers.pipelines.pipeline_utils import ImagePipelineOutput
 from diffusers.schedulers import KarrasDiffusionSchedulers
 from diffusers.utils.torch_utils import randn_tensor
 
-from asuka.convert import load_pretrained_strict, read_config_json
+from asuka.convert import load_pretrained_strict, load_scheduler
 from asuka.models.alignment import PriorAlignment
 from asuka.models.decoder import InpaintingDecoder
 from asuka.models.mae import MAEPrior
-from misato.errors import MisatoError
-from misato.quiet import quiet_loading
 
 ImageInput = PIL.Image.Image | np.ndarray | torch.Tensor | Sequence[PIL.Image.Image | np.ndarray]
 OUTPUT_TYPES = ("pil", "np", "pt", "latent")
@@ -219,19 +217,9 @@ class ASUKAInpaintPipeline(DiffusionPipeline):
             MisatoError: naming the part's folder or config file: a config that is not a JSON object, a scheduler
             class diffusers lacks, weights of another network or shape.
         """
-        import diffusers
-
-        kwargs: dict[str, Any] = {} if torch_dtype is None else {"torch_dtype": torch_dtype}
-        config_file = os.path.join(sd_dir, "scheduler", "scheduler_config.json")
-        scheduler_config = read_config_json(config_file)
-        scheduler_class = getattr(diffusers, str(scheduler_config.get("_class_name")), None)
-        if not (isinstance(scheduler_class, type) and issubclass(scheduler_class, diffusers.SchedulerMixin)):
-            raise MisatoError(f"{config_file}: _class_name {scheduler_config.get('_class_name')!r} is not a "
-                              "diffusers scheduler")
-        vae = load_pretrained_strict(AutoencoderKL, os.path.join(sd_dir, "vae"), **kwargs)
-        unet = load_pretrained_strict(UNet2DConditionModel, os.path.join(sd_dir, "unet"), **kwargs)
-        with quiet_loading():  # a config of another diffusers version logs its unknown keys
-            scheduler = scheduler_class.from_config(scheduler_config)
+        scheduler = load_scheduler(os.path.join(sd_dir, "scheduler", "scheduler_config.json"))
+        vae = load_pretrained_strict(AutoencoderKL, os.path.join(sd_dir, "vae"), torch_dtype)
+        unet = load_pretrained_strict(UNet2DConditionModel, os.path.join(sd_dir, "unet"), torch_dtype)
         return cls(vae=vae, unet=unet, scheduler=scheduler, mae=mae, alignment=alignment, decoder=decoder)
 
     # ------------------------------------------------------------------ checks

@@ -30,7 +30,8 @@ TRAIN_MAE = ("train mae --data {in}/raw --objects {in}/objects --out {out}/t --r
 def inputs(world: Path) -> Path:  # noqa: F811 - the imported fixture
     """``world`` plus ``tiny_sd/`` (loadable), ``sd_unet_of_a_vae/`` (the VAE's weights in ``unet/``),
     ``sd_vae_config_list/``, ``sd_vae_config_cut/`` and ``sd_vae_config_typo/`` (``vae/config.json`` a JSON
-    list / cut mid-object / with a number spelled out),
+    list / cut mid-object / with a number spelled out), ``sd_unet_without_weights/``, ``sd_scheduler_typo/`` and
+    ``sd_scheduler_unknown_schedule/`` (a scheduler setting of the wrong type / an unknown beta schedule),
     ``mae_300.pth`` (a tiny MAE-FAR checkpoint), ``zeros.pth`` (a state dict of one zero tensor under another
     name) and ``not_utf8.yaml``."""
     from asuka.models import MAEPrior
@@ -47,6 +48,14 @@ def inputs(world: Path) -> Path:  # noqa: F811 - the imported fixture
     config = json.loads((sd / "vae" / "config.json").read_text())
     shutil.copytree(sd, world / "sd_vae_config_typo")
     (world / "sd_vae_config_typo" / "vae" / "config.json").write_text(json.dumps({**config, "latent_channels": "four"}))
+    no_weights = shutil.copytree(sd, world / "sd_unet_without_weights")
+    for weights in no_weights.glob("unet/diffusion_pytorch_model*"):
+        weights.unlink()
+    scheduler = json.loads((sd / "scheduler" / "scheduler_config.json").read_text())
+    for name, change in (("sd_scheduler_typo", {"num_train_timesteps": "four"}),
+                         ("sd_scheduler_unknown_schedule", {"beta_schedule": "nosuch"})):
+        shutil.copytree(sd, world / name)
+        (world / name / "scheduler" / "scheduler_config.json").write_text(json.dumps({**scheduler, **change}))
     with seeded(0):
         torch.save({"model": MAEPrior(**TINY_MAE).state_dict()}, world / "mae_300.pth")
     torch.save({"weight": torch.zeros(4)}, world / "zeros.pth")
@@ -83,7 +92,13 @@ CASES = [
     Case("assemble-vae-config-cut", "asuka assemble --sd {in}/sd_vae_config_cut --out {out}/a",
          ("--sd {in}/sd_vae_config_cut/vae/config.json", "not valid JSON")),
     Case("assemble-vae-config-of-the-wrong-type", "asuka assemble --sd {in}/sd_vae_config_typo --out {out}/a",
-         ("--sd {in}/sd_vae_config_typo/vae/config.json: a setting has the wrong type for AutoencoderKL",)),
+         ("--sd {in}/sd_vae_config_typo/vae/config.json: cannot build AutoencoderKL from it",)),
+    Case("assemble-unet-without-weights", "asuka assemble --sd {in}/sd_unet_without_weights --out {out}/a",
+         ("--sd {in}/sd_unet_without_weights/unet: no weight file",)),
+    Case("assemble-scheduler-setting-of-the-wrong-type", "asuka assemble --sd {in}/sd_scheduler_typo --out {out}/a",
+         ("--sd {in}/sd_scheduler_typo/scheduler/scheduler_config.json: cannot build",)),
+    Case("assemble-scheduler-unknown-beta-schedule", "asuka assemble --sd {in}/sd_scheduler_unknown_schedule --out {out}/a",
+         ("--sd {in}/sd_scheduler_unknown_schedule/scheduler/scheduler_config.json: cannot build", "nosuch")),
     Case("assemble-parts-without-configs", "asuka assemble --sd {in}/sd --out {out}/a",
          ("--sd {in}/sd/scheduler/scheduler_config.json", "missing")),
     Case("assemble-mae-of-another-network", ASSEMBLE + " --mae {in}/zeros.pth",
@@ -102,9 +117,10 @@ def test_bad_input_is_exit_2_one_line_naming_it_inputs_untouched(case, inputs, t
                                                                  library_log):
     assert_refused_cleanly(case, inputs, tmp_path, capsys, monkeypatch)
     assert [record.getMessage()[:200] for record in library_log] == []
-    assert not (tmp_path / "a").exists()  # a refused assembly writes nothing
+    assert not (tmp_path / "a").exists() and not (tmp_path / "t").exists()  # a refused start writes nothing
 
 
+@pytest.mark.filterwarnings("error")  # a warning would otherwise go to pytest's record, not stderr
 def test_assembling_the_tiny_sd_folder_logs_and_warns_nothing(inputs, tmp_path, capsys, library_log):
     assert main(f"asuka assemble --sd {inputs}/tiny_sd --mae {inputs}/mae_300.pth --out {tmp_path}/a".split()) == 0
     assert capsys.readouterr().err == ""

@@ -36,18 +36,16 @@ def load_flux_fill_parts(flux: Path, option: str = "--flux", torch_dtype=None):
     from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, FluxTransformer2DModel
 
     from asuka.assemble import loading_from
-    from asuka.convert import load_pretrained_strict, read_config_json
+    from asuka.convert import load_pretrained_strict, load_scheduler
 
     missing = [p for p in ("transformer", "vae", "scheduler") if not (flux / p).is_dir()]
     if missing:
         raise MisatoError(f"{option} {flux}: not a diffusers FLUX.1-Fill folder, missing "
                           f"{', '.join(p + '/' for p in missing)}")
-    dtype = {} if torch_dtype is None else {"dtype": torch_dtype}
     with loading_from(option):
-        scheduler = FlowMatchEulerDiscreteScheduler.from_config(
-            read_config_json(flux / "scheduler" / "scheduler_config.json"))
-        transformer = load_pretrained_strict(FluxTransformer2DModel, flux / "transformer", **dtype)
-        vae = load_pretrained_strict(AutoencoderKL, flux / "vae", **dtype)
+        scheduler = load_scheduler(flux / "scheduler" / "scheduler_config.json", FlowMatchEulerDiscreteScheduler)
+        transformer = load_pretrained_strict(FluxTransformer2DModel, flux / "transformer", torch_dtype)
+        vae = load_pretrained_strict(AutoencoderKL, flux / "vae", torch_dtype)
     return transformer, vae, scheduler
 
 
