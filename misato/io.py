@@ -268,19 +268,27 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes | bytearray | memory
     """Write ``data`` (any contiguous bytes-like object) to ``path`` so that readers see either the old file or
     the complete new one.
 
-    The bytes go to a hidden ``.NAME.<16 hex digits>.tmp`` beside ``path`` (:data:`misato.outputs.TEMPORARY_FILES`),
-    then are renamed. Its name is chosen before the file is created, so that whatever interrupts the write, also a
-    Ctrl-C's ``KeyboardInterrupt`` landing just after the file was created (``tempfile.mkstemp`` could return
-    neither the name nor the handle then), removes it.
+    The bytes go to a hidden ``.NAME.<8 hex digits>.tmp`` beside ``path`` (:data:`misato.outputs.TEMPORARY_FILES`;
+    14 bytes longer than ``NAME``, as ``tempfile.mkstemp`` made them), then are renamed. Its name is chosen before
+    the file is created, so that whatever interrupts the write, also a Ctrl-C's ``KeyboardInterrupt`` landing just
+    after the file was created (``tempfile.mkstemp`` could return neither the name nor the handle then), removes
+    it. A name another writer holds is never removed: a new one is drawn.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
-    try:
+    while True:
+        temporary = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
         try:  # mode 0666 less the umask: the usual permissions of a new file
             handle = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
+            break
+        except FileExistsError:  # another writer's: draw again
+            continue
         except OSError as error:  # name the file asked for, not the temporary one that could not be made
             raise OSError(error.errno, error.strerror, str(path)) from None
+        except BaseException:  # interrupted while the file was being made: it may exist
+            temporary.unlink(missing_ok=True)
+            raise
+    try:
         with os.fdopen(handle, "wb") as stream:
             stream.write(data)
         os.replace(temporary, path)

@@ -143,6 +143,26 @@ def test_atomic_write_leaves_no_temporary_files(tmp_path):
     assert [p.name for p in (tmp_path / "sub").iterdir()] == ["f.txt"]
 
 
+def test_a_long_file_name_still_has_room_for_its_temporary_name(tmp_path):
+    """The temporary name is 14 bytes longer than the file's (as tempfile.mkstemp's): a 241-byte name, legal on
+    a 255-byte file system, is written."""
+    name = "n" * 237 + ".png"
+    atomic_write_text(tmp_path / name, "hello")
+    assert [p.name for p in tmp_path.iterdir()] == [name]
+
+
+def test_a_temporary_name_another_writer_holds_is_left_to_it(tmp_path, monkeypatch):
+    import secrets
+
+    tokens = iter(["0badcafe", "0badcafe", "600dcafe"])
+    monkeypatch.setattr(secrets, "token_hex", lambda n: next(tokens))
+    atomic_write_text(tmp_path / "f.txt", "first")  # holds .f.txt.0badcafe.tmp, then renames it away
+    (tmp_path / ".f.txt.0badcafe.tmp").write_text("another writer's")
+    atomic_write_text(tmp_path / "f.txt", "second")
+    assert (tmp_path / ".f.txt.0badcafe.tmp").read_text() == "another writer's"
+    assert (tmp_path / "f.txt").read_text() == "second"
+
+
 def test_a_temporary_file_that_cannot_be_made_is_reported_as_the_file_asked_for(tmp_path, monkeypatch):
     import errno
 
