@@ -81,6 +81,10 @@ ASSEMBLE = "asuka assemble --sd {in}/tiny_sd --out {out}/a"
 CASES = [
     Case("train-config-not-utf8", TRAIN_MAE + " --mae-init scratch --config {in}/not_utf8.yaml",
          ("--config {in}/not_utf8.yaml", "not UTF-8")),
+    Case("train-resolution-below-the-masks", TRAIN_MAE.replace("--resolution 64", "--resolution 8") + " --mae-init scratch",
+         ("--resolution must be an integer of at least 16 pixels",)),
+    Case("train-masks-without-objects", TRAIN_MAE.replace(" --objects {in}/objects", "") + " --mae-init scratch",
+         ("--objects",)),
     Case("train-mae-init-random-bytes", TRAIN_MAE + " --mae-init {in}/random.bin",
          ("--mae-init {in}/random.bin", "not a checkpoint of the MAE prior")),
     Case("train-mae-init-another-network", TRAIN_MAE + " --mae-init {in}/zeros.pth",

@@ -309,7 +309,10 @@ def _train(stage_cls: type[Stage], args: argparse.Namespace) -> dict[str, Any]:
     source = train_data.open_source(config["data"], config["data_split"], config["image_column"])
     masks = None
     if stage_cls.uses_masks:
-        masks = make_generator(config["mask_preset"], config["resolution"], config["mask_ratio"], config["objects"])
+        try:
+            masks = make_generator(config["mask_preset"], config["resolution"], config["mask_ratio"], config["objects"])
+        except MisatoError as error:  # the mask side is training's --resolution (its own parser's flag)
+            raise MisatoError(error.for_flags({"size": "--resolution", "objects": "--objects"})) from None
     dataset = train_data.TrainingImages(source, config["resolution"], config["seed"], masks, config["crop"],
                                         config["small_images"])
 
