@@ -36,18 +36,11 @@ def _selected(names: list[str]) -> list[weights.WeightEntry]:
     return [weights.get_entry(n) for n in names] if names else list(weights.REGISTRY.values())
 
 
-def _given_folder(weights_dir: str | None) -> tuple[str, str | None]:
-    """``(where it was given, folder)`` of the folder the user named to search first: ``--weights-dir``, else
-    ``$MISATO_WEIGHTS_DIR``; the folder is None when neither is set."""
-    if weights_dir is not None:
-        return "--weights-dir", weights_dir
-    return f"${weights.WEIGHTS_DIR_ENV}", os.environ.get(weights.WEIGHTS_DIR_ENV) or None
-
-
 def _searched(names: list[str], weights_dir: str | None) -> list[weights.WeightEntry]:
     """:func:`_selected`, once the folder given to search (--weights-dir, else $MISATO_WEIGHTS_DIR) is known to
     exist: list and verify report on it, where fetch creates it."""
-    option, folder = _given_folder(weights_dir)
+    option, folder = (("--weights-dir", weights_dir) if weights_dir is not None else
+                      (f"${weights.WEIGHTS_DIR_ENV}", os.environ.get(weights.WEIGHTS_DIR_ENV) or None))
     if folder is not None and not Path(folder).expanduser().is_dir():
         raise MisatoError(f"{option} {folder} does not exist or is not a folder")
     return _selected(names)
@@ -89,11 +82,9 @@ def weights_fetch(args: argparse.Namespace) -> int:
     """Obtain each selected entry that is not present yet."""
     if not args.names and not args.all:
         raise MisatoError("name the weights to fetch (`misato weights list` shows them) or pass --all")
-    target = weights.search_dirs(args.weights_dir)[0]
+    target = weights.search_dirs(args.weights_dir)[0]  # refuses a named folder that is a file
     if target.exists() and not target.is_dir():  # fetch creates a missing folder, never replaces a file
-        option, folder = _given_folder(args.weights_dir)
-        named = f"{option} {target}" if folder is not None else f"the weights cache {target}"
-        raise MisatoError(f"{named} is a file, not a folder; give a folder to fetch the weights into")
+        raise MisatoError(f"the weights cache {target} is a file, not a folder; move it, or give --weights-dir")
     for entry in _selected(args.names):
         found = weights.find_local(entry, args.weights_dir)
         if found is not None:

@@ -196,3 +196,14 @@ def test_a_file_that_cannot_be_downloaded_is_asked_for_in_the_folders_searched(t
         weights.resolve("none-probe", weights_dir=tmp_path / "flag-weights")
     assert str(tmp_path / "flag-weights") in str(from_flag.value)
     assert str(tmp_path / "env-weights") not in str(from_flag.value)
+
+
+def test_fetch_into_a_weights_cache_that_is_a_file_is_one_line(tmp_path, monkeypatch, capsys):
+    (tmp_path / "weights").write_text("not a folder")
+    monkeypatch.setenv("MISATO_CACHE", str(tmp_path))
+    monkeypatch.delenv(weights.WEIGHTS_DIR_ENV, raising=False)
+    assert main(["weights", "fetch", "big-lama-torchscript"]) == 2
+    err = capsys.readouterr().err
+    assert err == (f"misato weights fetch: error: the weights cache {tmp_path / 'weights'} is a file, not a folder; "
+                   "move it, or give --weights-dir\n")
+    assert (tmp_path / "weights").read_text() == "not a folder"
