@@ -20,6 +20,10 @@ from typing import Any
 from misato.errors import MisatoError
 
 
+_joined = False
+"""Whether :func:`init_from_env` made the current process group (:func:`leave_group` destroys only that one)."""
+
+
 def rank_and_world() -> tuple[int, int]:
     """``(rank, world size)`` of the initialised torch.distributed group, ``(0, 1)`` without one (then torch is
     not imported: no group can exist before ``torch.distributed`` is, so weight-free jobs stay torch-free)."""
@@ -62,8 +66,10 @@ def init_from_env(device: str | None = None) -> str:
     device = local_device(device)
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or not dist.is_available() or dist.is_initialized():
         return device
+    global _joined
     cuda = torch.device(device).type == "cuda"
     dist.init_process_group("nccl" if cuda else "gloo")
+    _joined = True
     if cuda:
         torch.cuda.set_device(device)
     return device
@@ -71,11 +77,13 @@ def init_from_env(device: str | None = None) -> str:
 
 def leave_group() -> None:
     """For command-line entry points only: destroy the process group :func:`init_from_env` joined, if any, before
-    the process exits. Left to the interpreter's exit, its teardown could abort the process (exit -6 after a clean
+    the process exits (a group the caller made itself is left alone). Left to the interpreter's exit, its teardown could abort the process (exit -6 after a clean
     refusal, seen once in 2-rank runs under load)."""
+    global _joined
     dist = sys.modules.get("torch.distributed")
-    if dist is not None and dist.is_available() and dist.is_initialized():
+    if _joined and dist.is_initialized():
         dist.destroy_process_group()
+    _joined = False
 
 
 def setup(device: str | None) -> tuple[int, int, str]:

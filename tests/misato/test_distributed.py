@@ -63,11 +63,14 @@ def test_the_entry_point_joins_the_group_torchrun_describes():
 
 
 def test_the_command_line_leaves_the_group_it_joined(monkeypatch):
-    """``misato.cli.main`` ends with :func:`misato.distributed.leave_group`: the group is destroyed before exit,
-    also when the command was refused."""
+    """``misato.cli.main`` ends with :func:`misato.distributed.leave_group`: the group :func:`init_from_env` made is
+    destroyed before exit, also when the command was refused; a group the caller made itself stays."""
     from misato.cli import main
 
+    refused = ["masks", "--preset", "nosuch", "--n", "1", "--out", "/nonexistent/never"]
     dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
-    assert main(["masks", "--preset", "nosuch", "--n", "1", "--out", "/nonexistent/never"]) == 2
+    assert main(refused) == 2 and dist.is_initialized()  # the caller's own group
+    monkeypatch.setattr(distributed, "_joined", True)  # as init_from_env records it
+    assert main(refused) == 2
     assert not dist.is_initialized()
     distributed.leave_group()  # nothing to leave: a no-op
