@@ -44,7 +44,6 @@ from misato.layout import DOMAINS, PairedFolder, open_pairs
 from misato.outputs import OutputPolicy, check_output_location, prepare_output, read_record
 from misato.provenance import provenance
 from misato.resources import check_memory
-from results.tables import sizes_text
 
 HOLE_TINT = (255, 0, 170)
 """Colour mixed into the hole of the masked input (magenta: rare in photographs)."""
@@ -238,6 +237,8 @@ def check_eval_of_data(run, pairs: PairedFolder) -> None:
     """Refuse an evaluation run (:class:`evaluate.compare.Run`) whose ``summary.json`` says it scored other images
     than ``pairs``: another image count (``n``) or other image sizes (``image_sizes``, checked when recorded). Equal
     names are not enough: the same names at another size are other data, and their worst images are not these."""
+    from results.tables import sizes_text  # pandas, through results.reported: only when an eval is given
+
     differences = []
     if run.n != len(pairs):
         differences.append(f"{run.n} image(s), the data has {len(pairs)}")

@@ -31,7 +31,6 @@ CASES = [
     Case("demo-unknown-mask-preset", DEMO + " --mask-preset nosuch", ("--mask-preset", "'nosuch'")),
     Case("demo-mask-preset-needing-objects", DEMO + " --mask-preset object", ("--mask-preset", "'object'")),
     Case("demo-size-below-the-range", DEMO + " --size 7", ("--size", f"{MASK_SIDE_RANGE[0]} to {MASK_SIDE_RANGE[1]}")),
-    Case("demo-size-the-masks-refuse", DEMO + " --size 10", ("--size", f"{MASK_SIDE_RANGE[0]} to {MASK_SIDE_RANGE[1]}")),
     Case("demo-huge-size", DEMO + " --size 100000", ("--size", f"{MASK_SIDE_RANGE[0]} to {MASK_SIDE_RANGE[1]}")),
     Case("demo-over-the-memory-limit", DEMO + " --size 2048", ("--size 2048 demo", "MISATO_MEMORY_LIMIT"),
          env={"MISATO_MEMORY_LIMIT": "100M"}),
