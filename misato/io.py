@@ -238,18 +238,22 @@ def read_mask_uint8(path: str | os.PathLike) -> np.ndarray:
         (which the 0/255 convention would read as "no hole at all").
     """
     path = Path(path)
-    data = _read_bytes(path, "Mask")
-    values = _decode_fast_opaque(data, str(path))
+    return decode_mask_uint8(_read_bytes(path, "Mask"), str(path))
+
+
+def decode_mask_uint8(data: bytes, source: str = "mask") -> np.ndarray:
+    """:func:`read_mask_uint8` of a mask file's bytes already read (``source`` names it in errors)."""
+    values = _decode_fast_opaque(data, source)
     if values is None:
-        image = _drop_opaque_alpha(_open_8bit(data, str(path)), str(path))
+        image = _drop_opaque_alpha(_open_8bit(data, source), source)
         values = np.asarray(image.convert("L") if image.mode == "1" else image, dtype=np.uint8)
     if values.ndim == 3:
         if not (np.array_equal(values[..., 0], values[..., 1]) and np.array_equal(values[..., 0], values[..., 2])):
-            raise MisatoError(f"{path}: colour mask whose channels differ; save it as single-channel 0/255 PNG")
+            raise MisatoError(f"{source}: colour mask whose channels differ; save it as single-channel 0/255 PNG")
         values = values[..., 0]
     if values.size and values.max() == 1:
         raise MisatoError(
-            f"{path}: mask values are 0/1; MISATO masks use 255 = hole, 0 = keep. Save it multiplied by 255."
+            f"{source}: mask values are 0/1; MISATO masks use 255 = hole, 0 = keep. Save it multiplied by 255."
         )
     return values.copy()
 

@@ -50,7 +50,7 @@ from misato.build.selection import select_representatives
 from misato.distributed import barrier, broadcast_from_rank0, local_device, rank_and_world
 from misato.errors import MisatoError
 from misato.hashing import bytes_sha256, file_sha256, misato_cache_dir
-from misato.io import atomic_write_text, list_images, read_mask, write_image, write_mask
+from misato.io import atomic_write_text, binarize_mask, decode_mask_uint8, list_images, write_image, write_mask
 from misato.layout import DOMAINS, MANIFEST_NAME
 from misato.outputs import OutputPolicy, discard_refused_start, prepare_output
 from misato.provenance import provenance
@@ -193,8 +193,9 @@ def check_object_masks(objects: str | os.PathLike, progress: bool = True) -> str
     files = sorted(list_images(folder, what="object mask").values())
     digest, any_object = hashlib.sha256(), False
     for path in tqdm(files, desc="checking object masks", unit="mask", disable=not progress):
-        any_object = read_mask(path).any() or any_object
-        digest.update(f"{path.name}\t{file_sha256(path, remember=False)}\n".encode())
+        data = path.read_bytes()  # read once: decoded and hashed
+        any_object = binarize_mask(decode_mask_uint8(data, str(path))).any() or any_object
+        digest.update(f"{path.name}\t{bytes_sha256(data)}\n".encode())
     if not any_object:
         raise MisatoError(f"--mask-objects {folder}: all {len(files)} object masks are empty (no pixel >= 128)")
     return digest.hexdigest()
