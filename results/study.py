@@ -360,7 +360,7 @@ def select_methods(config: StudyConfig, methods: Sequence[str] | None) -> dict[s
         else:
             raise MisatoError(f"--methods: {name!r} is neither in {config.path} ({', '.join(config.methods)}) nor a "
                               "registered method (see `misato methods`)")
-    _refuse_names_equal_but_for_case(dict.fromkeys([*config.methods, *chosen]), "--methods")
+    _refuse_names_equal_but_for_case([*config.methods, *chosen], "--methods")
     return chosen
 
 
